@@ -1,0 +1,2 @@
+//! Native inference for techne: the model registry, the GGUF importer and the
+//! ONNX Runtime engine that generates, scores and embeds.
