@@ -4,8 +4,9 @@
 //! wit-bindgen names the export glue of an interface after the interface
 //! (`__export_techne_plugin_describe_0_1_0_cabi`), so one crate can hold the
 //! export bindings of only one world that exports `describe`. The SDK
-//! therefore generates the types and imports once (see `src/bindings.rs`) and each `export_*!` macro generates its role world
-//! in the plugin crate, reusing the SDK's types through `with`. That
+//! therefore generates the types and imports once (see `src/bindings.rs`)
+//! and each `export_*!` macro generates its role world in the plugin crate,
+//! reusing the SDK's types through `with`. That
 //! generation needs the WIT files by path, and a path written in a macro is
 //! read relative to the *plugin's* manifest, so this script bakes the SDK's
 //! own absolute `wit` directory into the macro.
@@ -20,22 +21,26 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
     let wit_dir = wit_dir.to_str().expect("the SDK's path must be valid UTF-8");
-    let source = format!(
-        r#"/// Generates the export bindings of role world `$world` in the calling
+    let source = TEMPLATE.replace("@WIT_DIR@", &format!("{wit_dir:?}"));
+    fs::write(out_dir.join("generate_role_world.rs"), source).expect("write OUT_DIR/generate_role_world.rs");
+}
+
+/// The macro; `@WIT_DIR@` becomes the quoted absolute path of `wit/`.
+const TEMPLATE: &str = r#"/// Generates the export bindings of role world `$world` in the calling
 /// module, with every import and every type taken from the SDK
 /// (`$with` adds the role's own record types).
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __techne_generate_role_world {{
-    ($world:tt, {{ $($with:tt)* }}) => {{
-        ::techne_plugin_sdk::__private::wit_bindgen::generate!({{
-            path: {wit_dir:?},
+macro_rules! __techne_generate_role_world {
+    ($world:tt, { $($with:tt)* }) => {
+        ::techne_plugin_sdk::__private::wit_bindgen::generate!({
+            path: @WIT_DIR@,
             world: $world,
             runtime_path: "::techne_plugin_sdk::__private::wit_bindgen::rt",
             // An interface added to the contract later and not listed below
             // is generated in the plugin crate rather than rejected.
             generate_all,
-            with: {{
+            with: {
                 "techne:plugin/types@0.1.0": ::techne_plugin_sdk::__private::bindings::techne::plugin::types,
                 "techne:plugin/llm@0.1.0": ::techne_plugin_sdk::__private::bindings::techne::plugin::llm,
                 "techne:plugin/scoring@0.1.0": ::techne_plugin_sdk::__private::bindings::techne::plugin::scoring,
@@ -44,11 +49,8 @@ macro_rules! __techne_generate_role_world {{
                 "techne:plugin/state@0.1.0": ::techne_plugin_sdk::__private::bindings::techne::plugin::state,
                 "techne:plugin/randomness@0.1.0": ::techne_plugin_sdk::__private::bindings::techne::plugin::randomness,
                 $($with)*
-            }},
-        }});
-    }};
-}}
-"#
-    );
-    fs::write(out_dir.join("generate_role_world.rs"), source).expect("write OUT_DIR/generate_role_world.rs");
+            },
+        });
+    };
 }
+"#;

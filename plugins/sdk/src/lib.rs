@@ -138,6 +138,10 @@ pub mod prelude {
     };
 }
 
+/// `serde_json`, re-exported so that plugins can build and parse JSON (e.g.
+/// for [`state::set_json`]) without a dependency of their own.
+pub use serde_json;
+
 /// Implementation details of the export macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
