@@ -1,1 +1,18 @@
-//! placeholder
+//! techne: run LLM-optimization techniques as sandboxed WebAssembly
+//! components, with the models they need served by the host.
+//!
+//! The crate is laid out as the architecture:
+//! - [`cli`]: the thin command-line layer (`techne run`, `techne plugin …`).
+//! - [`config`]: run configurations (TOML) with precise error locations.
+//! - [`sandbox`]: the wasmtime engine, plugin loading, limits and typed failures.
+//! - [`capabilities`]: the host side of each `techne:plugin` interface.
+//! - [`backends`]: the models behind the capabilities.
+//! - [`runs`]: datasets, pipelines and run output.
+//! - [`scaffold`]: `techne plugin new`.
+//! - [`bench`]: `techne bench`.
+
+mod bindings;
+
+pub mod backends;
+pub mod capabilities;
+pub mod sandbox;
