@@ -16,3 +16,4 @@ mod bindings;
 pub mod backends;
 pub mod capabilities;
 pub mod sandbox;
+pub mod config;

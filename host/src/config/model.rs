@@ -1,0 +1,348 @@
+//! The typed shape of a run configuration, as read from TOML.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::sandbox::SandboxLimits;
+
+/// A whole run configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunConfig {
+    /// `[run]`: name, seed, concurrency, output directory.
+    #[serde(default)]
+    pub run: RunSection,
+    /// `[engine]`: sandbox engine settings.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// `[models.NAME]`: the models plugins and the pipeline may use.
+    #[serde(default)]
+    pub models: IndexMap<String, ModelConfig>,
+    /// `[plugins.NAME]`: the plugins of the run.
+    #[serde(default)]
+    pub plugins: IndexMap<String, PluginConfig>,
+    /// `[dataset]`: where the work items come from (or use `inputs`).
+    pub dataset: Option<DatasetConfig>,
+    /// Inline questions, an alternative to `[dataset]`.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// `[pipeline]`: the stages each item goes through.
+    pub pipeline: PipelineConfig,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunSection {
+    /// A name for reports; defaults to the file's stem.
+    pub name: Option<String>,
+    /// Where results go; defaults to `runs/<name>` beside the config file.
+    pub output_dir: Option<PathBuf>,
+    /// The run seed every item and request seed derives from.
+    #[serde(default)]
+    pub seed: u64,
+    /// Items processed at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Process at most this many items.
+    pub limit: Option<usize>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self { name: None, output_dir: None, seed: 0, concurrency: default_concurrency(), limit: None }
+    }
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineSection {
+    /// Compiled-component cache directory (default: the user cache directory).
+    pub cache_dir: Option<PathBuf>,
+    /// Disable the compiled-component cache.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Use the pooling allocator.
+    #[serde(default = "default_true")]
+    pub pooling: bool,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self { cache_dir: None, no_cache: false, pooling: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[models.NAME]`: which backend serves the model, and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// The scripted test double (test builds only).
+    #[cfg(feature = "test-doubles")]
+    Scripted(crate::backends::scripted::ScriptedConfig),
+}
+
+impl ModelConfig {
+    /// The backend's name as written in the configuration.
+    pub fn backend_name(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "test-doubles")]
+            ModelConfig::Scripted(_) => "scripted",
+        }
+    }
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginConfig {
+    /// The component file, relative to the configuration file.
+    pub path: PathBuf,
+    /// Pin of the file's sha256 (hex); a mismatch refuses to load.
+    pub sha256: Option<String>,
+    /// Models the plugin may call; all others are denied.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    /// The plugin's default model; must be in `allowed-models`.
+    pub default_model: Option<String>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Parameter values, checked against the plugin's declared parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+}
+
+/// A parameter value as written in TOML.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// `true` / `false`.
+    Boolean(bool),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// Text.
+    Text(String),
+}
+
+impl ParamValue {
+    /// The value as the text a plugin receives.
+    pub fn to_text(&self) -> String {
+        match self {
+            ParamValue::Boolean(b) => b.to_string(),
+            ParamValue::Integer(i) => i.to_string(),
+            ParamValue::Float(f) => f.to_string(),
+            ParamValue::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// `[plugins.NAME.limits]`; every key is optional and defaults to
+/// [`SandboxLimits::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Deadline per call, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Memory cap, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Elements per table.
+    pub table_elements: Option<usize>,
+    /// Core instances per store.
+    pub instances: Option<usize>,
+    /// Tables per store.
+    pub tables: Option<usize>,
+    /// Memories per store.
+    pub memories: Option<usize>,
+    /// Bytes into the plugin per call.
+    pub max_input_bytes: Option<u64>,
+    /// Bytes out of the plugin per call.
+    pub max_output_bytes: Option<u64>,
+    /// Size cap of the plugin's state, in bytes.
+    pub state_bytes: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The limits with defaults filled in.
+    pub fn resolve(&self) -> SandboxLimits {
+        let d = SandboxLimits::default();
+        SandboxLimits {
+            timeout: self.timeout_ms.map(Duration::from_millis).unwrap_or(d.timeout),
+            memory_bytes: self.memory_mib.map(|m| m << 20).unwrap_or(d.memory_bytes),
+            table_elements: self.table_elements.unwrap_or(d.table_elements),
+            instances: self.instances.unwrap_or(d.instances),
+            tables: self.tables.unwrap_or(d.tables),
+            memories: self.memories.unwrap_or(d.memories),
+            max_input_bytes: self.max_input_bytes.unwrap_or(d.max_input_bytes),
+            max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
+            state_bytes: self.state_bytes.unwrap_or(d.state_bytes),
+        }
+    }
+}
+
+/// `[dataset]`: a JSONL, JSON (array) or CSV file with a field mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DatasetConfig {
+    /// The file, relative to the configuration file.
+    pub path: PathBuf,
+    /// The format; inferred from the extension when absent.
+    pub format: Option<DatasetFormat>,
+    /// The field holding the question or problem.
+    #[serde(default = "default_input_field")]
+    pub input_field: String,
+    /// The field holding the reference answer, if any.
+    pub reference_field: Option<String>,
+    /// The field holding a stable item id; defaults to the line/row number.
+    pub id_field: Option<String>,
+}
+
+fn default_input_field() -> String {
+    "question".to_string()
+}
+
+/// Dataset file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// A JSON array of objects.
+    Json,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// `[pipeline]`: question → rewriter → policy → solver or answer model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PipelineConfig {
+    /// A rewriter plugin applied to the question first.
+    pub rewriter: Option<String>,
+    /// A prompt-policy plugin that writes the prompt for the answer model.
+    pub policy: Option<String>,
+    /// A solver plugin that answers (instead of the answer model).
+    pub solver: Option<String>,
+    /// The model that answers when there is no solver.
+    pub answer_model: Option<String>,
+    /// A system prompt for the answer model.
+    pub system_prompt: Option<String>,
+    /// Token budget of the answer.
+    #[serde(default = "default_answer_tokens")]
+    pub answer_max_tokens: u32,
+}
+
+fn default_answer_tokens() -> u32 {
+    256
+}
+
+/// Largest memory cap a plugin may be given, in MiB.
+pub const MAX_PLUGIN_MEMORY_MIB: u64 = 4096;
+
+/// Check what the types cannot: references between sections and value
+/// ranges. Returns the key path of the first problem and how to fix it.
+pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
+    if config.run.concurrency == 0 {
+        return Err(("run.concurrency".into(), "must be at least 1".into()));
+    }
+    for (name, plugin) in &config.plugins {
+        let key = |k: &str| format!("plugins.{name}.{k}");
+        if let Some(pin) = &plugin.sha256 {
+            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err((key("sha256"), "must be 64 hex digits (`techne plugin inspect FILE` prints it)".into()));
+            }
+        }
+        for (i, model) in plugin.allowed_models.iter().enumerate() {
+            if !config.models.contains_key(model) {
+                return Err((
+                    format!("plugins.{name}.allowed-models[{i}]"),
+                    format!("model '{model}' is not defined: add a [models.{model}] table or remove it from the list"),
+                ));
+            }
+        }
+        if let Some(default) = &plugin.default_model {
+            if !plugin.allowed_models.contains(default) {
+                return Err((
+                    key("default-model"),
+                    format!("model '{default}' is not in `allowed-models`: add it there, so the plugin may use it"),
+                ));
+            }
+        }
+        let limits = &plugin.limits;
+        let limit_key = |k: &str| format!("plugins.{name}.limits.{k}");
+        if let Some(ms) = limits.timeout_ms {
+            if ms == 0 || ms > 86_400_000 {
+                return Err((limit_key("timeout-ms"), "must be between 1 and 86400000 (one day)".into()));
+            }
+        }
+        if let Some(mib) = limits.memory_mib {
+            if mib == 0 || mib > MAX_PLUGIN_MEMORY_MIB {
+                return Err((limit_key("memory-mib"), format!("must be between 1 and {MAX_PLUGIN_MEMORY_MIB}")));
+            }
+        }
+        for (k, v) in [
+            ("table-elements", limits.table_elements.map(|v| v as u64)),
+            ("instances", limits.instances.map(|v| v as u64)),
+            ("tables", limits.tables.map(|v| v as u64)),
+            ("memories", limits.memories.map(|v| v as u64)),
+            ("max-input-bytes", limits.max_input_bytes),
+            ("max-output-bytes", limits.max_output_bytes),
+        ] {
+            if v == Some(0) {
+                return Err((limit_key(k), "must be at least 1".into()));
+            }
+        }
+    }
+    let pipeline = &config.pipeline;
+    for (stage, plugin) in [("rewriter", &pipeline.rewriter), ("policy", &pipeline.policy), ("solver", &pipeline.solver)] {
+        if let Some(plugin) = plugin {
+            if !config.plugins.contains_key(plugin) {
+                return Err((
+                    format!("pipeline.{stage}"),
+                    format!("plugin '{plugin}' is not defined: add a [plugins.{plugin}] table with its `path`"),
+                ));
+            }
+        }
+    }
+    if pipeline.policy.is_some() && pipeline.solver.is_some() {
+        return Err((
+            "pipeline.solver".into(),
+            "a pipeline has a policy (which writes the answer model's prompt) or a solver (which answers itself), not both".into(),
+        ));
+    }
+    match (&pipeline.solver, &pipeline.answer_model) {
+        (None, None) => {
+            return Err(("pipeline".into(), "set `answer-model` (a model that answers) or `solver` (a solver plugin)".into()));
+        }
+        (Some(_), Some(_)) => {
+            return Err(("pipeline.answer-model".into(), "a solver answers by itself: remove `answer-model` or `solver`".into()));
+        }
+        (None, Some(model)) if !config.models.contains_key(model) => {
+            return Err(("pipeline.answer-model".into(), format!("model '{model}' is not defined: add a [models.{model}] table")));
+        }
+        _ => {}
+    }
+    if pipeline.answer_max_tokens == 0 {
+        return Err(("pipeline.answer-max-tokens".into(), "must be at least 1".into()));
+    }
+    match (&config.dataset, config.inputs.is_empty()) {
+        (None, true) => Err(("inputs".into(), "give the work items: a [dataset] table or an `inputs` list of questions".into())),
+        (Some(_), false) => Err(("inputs".into(), "use either [dataset] or `inputs`, not both".into())),
+        _ => Ok(()),
+    }
+}
