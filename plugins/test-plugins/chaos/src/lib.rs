@@ -168,9 +168,8 @@ fn spin_forever() -> ! {
 /// Allocates `mib` MiB and writes to every 4 KiB page so that the memory is
 /// really committed.
 fn allocate(mib: usize) {
-    let bytes = mib.checked_mul(1 << 20).unwrap_or(usize::MAX);
-    let mut block: Vec<u8> = Vec::with_capacity(bytes);
-    block.resize(bytes, 0);
+    let bytes = mib.saturating_mul(1 << 20);
+    let mut block = vec![0u8; bytes];
     for page in block.iter_mut().step_by(4096) {
         *page = 1;
     }
