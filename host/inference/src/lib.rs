@@ -3,3 +3,5 @@
 
 pub mod gguf;
 pub mod quant;
+pub mod tokenizer;
+pub mod locate;
