@@ -17,3 +17,7 @@ pub mod backends;
 pub mod capabilities;
 pub mod sandbox;
 pub mod config;
+pub mod runs;
+pub mod cli;
+pub mod scaffold;
+pub mod bench;

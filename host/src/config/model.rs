@@ -98,10 +98,24 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// The backend's name as written in the configuration.
     pub fn backend_name(&self) -> &'static str {
-        match *self {
-            #[cfg(feature = "test-doubles")]
+        #[cfg(feature = "test-doubles")]
+        match self {
             ModelConfig::Scripted(_) => "scripted",
         }
+        #[cfg(not(feature = "test-doubles"))]
+        match *self {}
+    }
+
+    /// Create the backend that serves this model.
+    pub fn build_backend(&self) -> std::sync::Arc<dyn crate::backends::ModelBackend> {
+        #[cfg(feature = "test-doubles")]
+        match self {
+            ModelConfig::Scripted(script) => {
+                std::sync::Arc::new(crate::backends::scripted::ScriptedBackend::new(script.clone()))
+            }
+        }
+        #[cfg(not(feature = "test-doubles"))]
+        match *self {}
     }
 }
 

@@ -1,0 +1,412 @@
+//! The `techne` command line: a thin clap layer over the library. Each
+//! subcommand parses its arguments, calls the library and maps errors to the
+//! documented [`exit_codes`].
+
+pub mod exit_codes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, Overrides, load_run_config};
+use crate::runs::RunError;
+use crate::sandbox::{EngineOptions, LoadError, Role, SandboxEngine};
+
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0    success
+  1    internal error
+  2    invalid command line
+  3    invalid run configuration
+  4    a plugin could not be loaded
+  5    the run finished, some items failed
+  6    a file could not be read or written
+  130  interrupted";
+
+/// Run LLM-optimization techniques as sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "techne", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Log more (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a configuration: every item through the pipeline; results in the run directory.
+    Run(RunArgs),
+    /// Work with run configurations.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create, inspect and list plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Measure techne's own overheads.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `techne run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run configuration (TOML).
+    pub config: PathBuf,
+    /// Settings that override the file and the environment.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// Flags that override a configuration (precedence: defaults < file < environment < flags).
+#[derive(Debug, Args, Default)]
+pub struct OverrideArgs {
+    /// Output directory (env TECHNE_OUTPUT_DIR).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Run seed (env TECHNE_SEED).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Items at once (env TECHNE_CONCURRENCY).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Process at most this many items (env TECHNE_LIMIT).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Root of techne's caches (env TECHNE_CACHE_DIR).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl OverrideArgs {
+    fn to_overrides(&self) -> Overrides {
+        Overrides {
+            output_dir: self.output_dir.clone(),
+            seed: self.seed,
+            concurrency: self.concurrency,
+            limit: self.limit,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
+/// `techne config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration: syntax, values, plugins load, roles fit, dataset reads.
+    Check {
+        /// The run configuration (TOML).
+        config: PathBuf,
+        /// Settings that override the file and the environment.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+}
+
+/// `techne plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a new plugin crate that builds with `cargo build --target wasm32-wasip2`.
+    New {
+        /// The plugin's name (kebab-case), also its directory name.
+        name: String,
+        /// The role it plays.
+        #[arg(long, value_enum, default_value = "solver")]
+        world: WorldArg,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show a plugin's role, imports, exports, metadata and sha256.
+    Inspect {
+        /// The component file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the plugins of a run configuration, or the plugin files in a directory.
+    List {
+        /// A run configuration (.toml) or a directory of .wasm files.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+}
+
+/// `techne bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Median cost of a fresh sandboxed instance + call, and of a call with one host import on a reused instance.
+    PluginCall {
+        /// The chaos test plugin (plugins/test-plugins/chaos), built for wasm32-wasip2.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Measured iterations per case.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
+}
+
+/// Plugin roles, as `--world` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WorldArg {
+    /// Question in, question out.
+    Rewriter,
+    /// Query in, prompts out.
+    PromptPolicy,
+    /// Problem in, answer with trace out.
+    Solver,
+    /// Self-evolution decisions.
+    EvolutionStrategy,
+    /// Migration (LlamaDuo) decisions.
+    MigrationStrategy,
+}
+
+impl From<WorldArg> for Role {
+    fn from(w: WorldArg) -> Role {
+        match w {
+            WorldArg::Rewriter => Role::Rewriter,
+            WorldArg::PromptPolicy => Role::PromptPolicy,
+            WorldArg::Solver => Role::Solver,
+            WorldArg::EvolutionStrategy => Role::EvolutionStrategy,
+            WorldArg::MigrationStrategy => Role::MigrationStrategy,
+        }
+    }
+}
+
+/// An error at the CLI edge, with its exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl std::fmt::Display) -> Self {
+        Self { code, message: message.to_string() }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        let code = match e {
+            ConfigError::Read { .. } => exit_codes::IO,
+            _ => exit_codes::CONFIG,
+        };
+        Failure::new(code, e)
+    }
+}
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Self {
+        let code = match &e {
+            RunError::Plugin { source: LoadError::Read { .. }, .. } => exit_codes::IO,
+            RunError::Plugin { .. } | RunError::WrongRole { .. } => exit_codes::PLUGIN,
+            RunError::Dataset(_) | RunError::Output { .. } => exit_codes::IO,
+            RunError::Engine(_) => exit_codes::INTERNAL,
+        };
+        Failure::new(code, e)
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        let code = if matches!(e, LoadError::Read { .. }) { exit_codes::IO } else { exit_codes::PLUGIN };
+        Failure::new(code, e)
+    }
+}
+
+/// The `techne` binary's entry point.
+pub fn main() -> ExitCode {
+    let code = run_cli(std::env::args_os());
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Parse `args` and run the command; returns the exit code.
+pub fn run_cli<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit_codes::USAGE } else { exit_codes::SUCCESS };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit_codes::INTERNAL;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = dispatch(cli.command) => result,
+            _ = shutdown_signal() => Err(Failure::new(exit_codes::INTERRUPTED, "interrupted")),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(command: Command) -> Result<i32, Failure> {
+    match command {
+        Command::Run(args) => run_command(args).await,
+        Command::Config(ConfigCommand::Check { config, overrides }) => config_check(config, overrides).await,
+        Command::Plugin(PluginCommand::New { name, world, dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            crate::scaffold::create_plugin(&dir, &name, world.into()).map_err(|e| Failure::new(exit_codes::IO, e))?;
+            println!("created plugin `{name}` ({} world) in {}", Role::from(world).world(), dir.display());
+            println!("build it:  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
+            Ok(exit_codes::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(file, json).await,
+        Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
+        Command::Bench(BenchCommand::PluginCall { plugin, iterations }) => {
+            let engine = SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
+            let report = crate::bench::plugin_call(&engine, &plugin, iterations).await.map_err(|e| match e {
+                crate::bench::BenchError::Load(e) => Failure::from(e),
+                other => Failure::new(exit_codes::PLUGIN, other),
+            })?;
+            print!("{report}");
+            Ok(exit_codes::SUCCESS)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path, overrides: &OverrideArgs) -> Result<(crate::config::RunConfig, String), Failure> {
+    let env = Overrides::from_env()?;
+    let config = load_run_config(path, &env.then(overrides.to_overrides()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::new(exit_codes::IO, e))?;
+    Ok((config, text))
+}
+
+async fn run_command(args: RunArgs) -> Result<i32, Failure> {
+    let (config, text) = load_config(&args.config, &args.overrides)?;
+    let summary = crate::runs::run(&config, &text).await?;
+    let dir = config.run.output_dir.clone().unwrap_or_default();
+    println!("run `{}`: {} items, {} succeeded, {} failed in {:.2} s", summary.name, summary.items, summary.succeeded, summary.failed, summary.elapsed_s);
+    for (kind, count) in &summary.failures_by_kind {
+        println!("  {count} failed: {kind}");
+    }
+    println!("results: {}", dir.join("results.jsonl").display());
+    Ok(if summary.failed == 0 { exit_codes::SUCCESS } else { exit_codes::ITEMS_FAILED })
+}
+
+async fn config_check(path: PathBuf, overrides: OverrideArgs) -> Result<i32, Failure> {
+    let (config, _) = load_config(&path, &overrides)?;
+    let (pipeline, items) = crate::runs::check(&config).await?;
+    println!("{}: ok", path.display());
+    println!("  pipeline: {}", pipeline.describe());
+    println!("  plugins:  {}", config.plugins.len());
+    println!("  models:   {}", config.models.len());
+    println!("  items:    {items}");
+    Ok(exit_codes::SUCCESS)
+}
+
+async fn plugin_inspect(file: PathBuf, json: bool) -> Result<i32, Failure> {
+    let engine = SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
+    let inspection = crate::sandbox::inspect_plugin(&engine, &file).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inspection).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?);
+        return Ok(exit_codes::SUCCESS);
+    }
+    let m = &inspection.metadata;
+    println!("file:        {}", inspection.path);
+    println!("sha256:      {}", inspection.sha256);
+    println!("size:        {} bytes", inspection.size_bytes);
+    println!("world:       {}", inspection.world);
+    println!("plugin:      {} {}", m.name, m.version);
+    println!("description: {}", m.description);
+    println!("parameters:");
+    if m.parameters.is_empty() {
+        println!("  (none)");
+    }
+    for p in &m.parameters {
+        println!("  {} ({:?}, default {:?}): {}", p.name, p.kind, p.default_value, p.description);
+    }
+    println!("imports:");
+    for i in &inspection.imports {
+        println!("  {i}");
+    }
+    println!("exports:");
+    for e in &inspection.exports {
+        println!("  {e}");
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+async fn plugin_list(path: PathBuf) -> Result<i32, Failure> {
+    let engine = SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
+    let files: Vec<(String, PathBuf)> = if path.extension().is_some_and(|e| e == "toml") {
+        let (config, _) = load_config(&path, &OverrideArgs::default())?;
+        config.plugins.iter().map(|(name, p)| (name.clone(), p.path.clone())).collect()
+    } else {
+        let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&path)
+            .map_err(|e| Failure::new(exit_codes::IO, format!("cannot list {}: {e}", path.display())))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .map(|p| (p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), p))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut any_bad = false;
+    for (name, file) in files {
+        match crate::sandbox::inspect_plugin(&engine, &file).await {
+            Ok(i) => println!("{name:<24} {:<20} {} {}  {}", i.role.world(), i.metadata.name, i.metadata.version, file.display()),
+            Err(e) => {
+                any_bad = true;
+                println!("{name:<24} {:<20} {}", "(not loadable)", e);
+            }
+        }
+    }
+    Ok(if any_bad { exit_codes::PLUGIN } else { exit_codes::SUCCESS })
+}

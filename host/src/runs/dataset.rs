@@ -1,0 +1,216 @@
+//! Work items from a dataset file (JSONL, JSON array or CSV) with a field
+//! mapping, or from inline inputs.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{DatasetConfig, DatasetFormat};
+
+/// One work item.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    /// Stable identity: the id field, or the 1-based record number.
+    pub id: String,
+    /// The question or problem.
+    pub input: String,
+    /// The reference answer, if the dataset has one.
+    pub reference: Option<String>,
+}
+
+/// Why a dataset could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// The file could not be read.
+    #[error("cannot read dataset `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The format is neither given nor inferable.
+    #[error("cannot tell the format of dataset `{path}`: name it .jsonl, .json or .csv, or set `format` in [dataset]")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A record is malformed.
+    #[error("dataset `{path}`, record {record}: {message}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// 1-based record number (line for JSONL).
+        record: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two records share an id.
+    #[error("dataset `{path}`: id {id:?} appears twice; ids must be unique (set `id-field` to a unique field)")]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// The repeated id.
+        id: String,
+    },
+}
+
+/// Items from inline inputs, with ids `1`, `2`, ….
+pub fn inline_items(inputs: &[String]) -> Vec<Item> {
+    inputs.iter().enumerate().map(|(i, q)| Item { id: (i + 1).to_string(), input: q.clone(), reference: None }).collect()
+}
+
+/// Read every item of a dataset.
+pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
+    let path = &config.path;
+    let format = match config.format {
+        Some(f) => f,
+        None => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("jsonl") | Some("ndjson") => DatasetFormat::Jsonl,
+            Some("json") => DatasetFormat::Json,
+            Some("csv") => DatasetFormat::Csv,
+            _ => return Err(DatasetError::UnknownFormat { path: path.clone() }),
+        },
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read { path: path.clone(), source })?;
+    let records: Vec<(usize, serde_json::Map<String, serde_json::Value>)> = match format {
+        DatasetFormat::Jsonl => text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| parse_object(path, i + 1, line).map(|o| (i + 1, o)))
+            .collect::<Result<_, _>>()?,
+        DatasetFormat::Json => {
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| DatasetError::Record { path: path.clone(), record: 1, message: e.to_string() })?;
+            let serde_json::Value::Array(rows) = value else {
+                return Err(DatasetError::Record { path: path.clone(), record: 1, message: "expected a JSON array of objects".into() });
+            };
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, row)| match row {
+                    serde_json::Value::Object(o) => Ok((i + 1, o)),
+                    _ => Err(DatasetError::Record { path: path.clone(), record: i + 1, message: "expected an object".into() }),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        DatasetFormat::Csv => {
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            let headers = reader
+                .headers()
+                .map_err(|e| DatasetError::Record { path: path.clone(), record: 1, message: e.to_string() })?
+                .clone();
+            reader
+                .records()
+                .enumerate()
+                .map(|(i, row)| {
+                    let row = row.map_err(|e| DatasetError::Record { path: path.clone(), record: i + 2, message: e.to_string() })?;
+                    let object = headers
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(h, v)| (h.to_string(), serde_json::Value::String(v.to_string())))
+                        .collect();
+                    Ok((i + 2, object))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let mut items = Vec::with_capacity(records.len());
+    let mut seen = std::collections::HashSet::new();
+    for (n, (record, object)) in records.into_iter().enumerate() {
+        let field = |name: &str| -> Result<Option<String>, DatasetError> {
+            match object.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Ok(Some(v.to_string())),
+                Some(_) => Err(DatasetError::Record {
+                    path: path.clone(),
+                    record,
+                    message: format!("field `{name}` must be text, a number or a boolean"),
+                }),
+            }
+        };
+        let input = field(&config.input_field)?.ok_or_else(|| DatasetError::Record {
+            path: path.clone(),
+            record,
+            message: format!(
+                "no field `{}`; it has: {}. Set `input-field` in [dataset]",
+                config.input_field,
+                object.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let reference = match &config.reference_field {
+            Some(name) => field(name)?,
+            None => None,
+        };
+        let id = match &config.id_field {
+            Some(name) => field(name)?.ok_or_else(|| DatasetError::Record {
+                path: path.clone(),
+                record,
+                message: format!("no id field `{name}`"),
+            })?,
+            None => (n + 1).to_string(),
+        };
+        if !seen.insert(id.clone()) {
+            return Err(DatasetError::DuplicateId { path: path.clone(), id });
+        }
+        items.push(Item { id, input, reference });
+    }
+    Ok(items)
+}
+
+fn parse_object(path: &Path, record: usize, line: &str) -> Result<serde_json::Map<String, serde_json::Value>, DatasetError> {
+    match serde_json::from_str(line) {
+        Ok(serde_json::Value::Object(o)) => Ok(o),
+        Ok(_) => Err(DatasetError::Record { path: path.to_path_buf(), record, message: "expected a JSON object".into() }),
+        Err(e) => Err(DatasetError::Record { path: path.to_path_buf(), record, message: e.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(path: &Path) -> DatasetConfig {
+        DatasetConfig {
+            path: path.to_path_buf(),
+            format: None,
+            input_field: "q".into(),
+            reference_field: Some("a".into()),
+            id_field: None,
+        }
+    }
+
+    #[test]
+    fn reads_the_three_formats_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("d.jsonl");
+        std::fs::write(&jsonl, "{\"q\": \"one?\", \"a\": 1}\n\n{\"q\": \"two?\", \"a\": \"2\"}\n").unwrap();
+        let json = dir.path().join("d.json");
+        std::fs::write(&json, "[{\"q\": \"one?\", \"a\": 1}, {\"q\": \"two?\", \"a\": \"2\"}]").unwrap();
+        let csv = dir.path().join("d.csv");
+        std::fs::write(&csv, "q,a\none?,1\ntwo?,2\n").unwrap();
+        let expected = vec![
+            Item { id: "1".into(), input: "one?".into(), reference: Some("1".into()) },
+            Item { id: "2".into(), input: "two?".into(), reference: Some("2".into()) },
+        ];
+        for path in [jsonl, json, csv] {
+            assert_eq!(load_items(&config(&path)).unwrap(), expected, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn missing_field_names_the_record_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(&path, "{\"q\": \"fine\"}\n{\"question\": \"x\"}\n").unwrap();
+        let err = load_items(&config(&path)).unwrap_err().to_string();
+        assert!(err.contains("record 2") && err.contains("input-field"), "{err}");
+    }
+
+    #[test]
+    fn malformed_line_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(&path, "{\"q\": \"fine\"}\n{not json\n").unwrap();
+        assert!(matches!(load_items(&config(&path)), Err(DatasetError::Record { record: 2, .. })));
+    }
+}

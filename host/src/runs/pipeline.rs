@@ -1,0 +1,159 @@
+//! One work item through the pipeline: rewriter → policy → solver, or the
+//! answer model. Every stage failure is recorded on the item; the rest of
+//! the run goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backends::{ChatMessage, GenerationRequest, ModelBackend, ModelSet, Prompt, Role as ChatRole, Sampling};
+use crate::config::RunConfig;
+use crate::sandbox::{Plugin, Role, WorkItem, item_seed};
+
+use super::RunError;
+use super::dataset::Item;
+use super::output::{ItemFailure, ItemResult};
+
+/// The assembled stages of a run.
+pub struct Pipeline {
+    rewriter: Option<Arc<Plugin>>,
+    policy: Option<Arc<Plugin>>,
+    solver: Option<Arc<Plugin>>,
+    answer_model: Option<(String, Arc<dyn ModelBackend>)>,
+    system_prompt: Option<String>,
+    answer_max_tokens: u32,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Pipeline {
+    /// Put the configured stages together, checking each plugin's role.
+    pub fn assemble(config: &RunConfig, plugins: &BTreeMap<String, Arc<Plugin>>, models: &ModelSet) -> Result<Self, RunError> {
+        let stage = |stage: &'static str, name: &Option<String>, expected: Role| -> Result<Option<Arc<Plugin>>, RunError> {
+            let Some(name) = name else { return Ok(None) };
+            // `validate` guarantees that every named plugin is configured.
+            let Some(plugin) = plugins.get(name) else { return Ok(None) };
+            if plugin.role() != expected {
+                return Err(RunError::WrongRole { stage, plugin: name.clone(), actual: plugin.role(), expected });
+            }
+            Ok(Some(plugin.clone()))
+        };
+        let p = &config.pipeline;
+        Ok(Self {
+            rewriter: stage("rewriter", &p.rewriter, Role::Rewriter)?,
+            policy: stage("policy", &p.policy, Role::PromptPolicy)?,
+            solver: stage("solver", &p.solver, Role::Solver)?,
+            answer_model: p.answer_model.as_ref().and_then(|m| models.get(m).map(|b| (m.clone(), b.clone()))),
+            system_prompt: p.system_prompt.clone(),
+            answer_max_tokens: p.answer_max_tokens,
+        })
+    }
+
+    /// The stages as text, e.g. `question → rewriter(r) → answer-model(m)`.
+    pub fn describe(&self) -> String {
+        let mut stages = vec!["question".to_string()];
+        if let Some(p) = &self.rewriter {
+            stages.push(format!("rewriter({})", p.name()));
+        }
+        if let Some(p) = &self.policy {
+            stages.push(format!("policy({})", p.name()));
+        }
+        if let Some(p) = &self.solver {
+            stages.push(format!("solver({})", p.name()));
+        }
+        if let Some((name, _)) = &self.answer_model {
+            stages.push(format!("answer-model({name})"));
+        }
+        stages.join(" → ")
+    }
+
+    /// Run all items, at most `concurrency` at once; results in item order.
+    pub async fn run_items(self: &Arc<Self>, items: Vec<Item>, run_seed: u64, concurrency: usize) -> Vec<ItemResult> {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let count = items.len();
+        for (index, item) in items.into_iter().enumerate() {
+            let pipeline = self.clone();
+            let semaphore = semaphore.clone();
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await;
+                (index, pipeline.run_item(item, run_seed).await)
+            });
+        }
+        let mut results: Vec<Option<ItemResult>> = (0..count).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, result)) => results[index] = Some(result),
+                Err(e) => tracing::error!("a work item's task failed: {e}"),
+            }
+        }
+        results.into_iter().flatten().collect()
+    }
+
+    /// Push one item through every stage.
+    pub async fn run_item(&self, item: Item, run_seed: u64) -> ItemResult {
+        let started = Instant::now();
+        let seed = item_seed(run_seed, &item.id);
+        let work = WorkItem { id: item.id.clone(), seed };
+        let mut result = ItemResult::new(&item);
+        let mut question = item.input.clone();
+        if let Some(rewriter) = &self.rewriter {
+            match rewriter.rewrite(&work, &question).await {
+                Ok(rewritten) => {
+                    question = rewritten.clone();
+                    result.rewritten = Some(rewritten);
+                }
+                Err(e) => return result.failed(ItemFailure::plugin("rewriter", rewriter.name(), &e), started),
+            }
+        }
+        if let Some(solver) = &self.solver {
+            return match solver.solve(&work, &question).await {
+                Ok(solution) => {
+                    result.answer = Some(solution.answer);
+                    result.trace = solution.trace;
+                    result.finished(started)
+                }
+                Err(e) => result.failed(ItemFailure::plugin("solver", solver.name(), &e), started),
+            };
+        }
+        let mut prompt = question;
+        if let Some(policy) = &self.policy {
+            match policy.propose(&work, &prompt).await {
+                Ok(prompts) => {
+                    prompt = prompts.into_iter().find(|p| !p.trim().is_empty()).unwrap_or(prompt);
+                    result.prompt = Some(prompt.clone());
+                }
+                Err(e) => return result.failed(ItemFailure::plugin("policy", policy.name(), &e), started),
+            }
+        }
+        let Some((model, backend)) = &self.answer_model else {
+            return result.failed(
+                ItemFailure { stage: "answer".into(), kind: "configuration".into(), message: "no answer model".into() },
+                started,
+            );
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system_prompt {
+            messages.push(ChatMessage::new(ChatRole::System, system.clone()));
+        }
+        messages.push(ChatMessage::new(ChatRole::User, prompt));
+        let request = GenerationRequest {
+            prompt: Prompt::Chat(messages),
+            sampling: Sampling { max_tokens: self.answer_max_tokens, seed, ..Sampling::default() },
+        };
+        match backend.generate(request).await {
+            Ok(generation) => {
+                result.answer = generation.choices.into_iter().next().map(|c| c.text);
+                result.finished(started)
+            }
+            Err(e) => result.failed(
+                ItemFailure { stage: "answer".into(), kind: "backend".into(), message: format!("model '{model}': {e}") },
+                started,
+            ),
+        }
+    }
+}
