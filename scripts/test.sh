@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite: installs what is missing (scripts/setup.sh), then runs the
+# host workspace's tests and the plugins' native unit tests.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/setup.sh"
+
+echo "test: host, inference and integration tests"
+cargo test --workspace --locked
+
+echo "test: plugin unit tests (native)"
+host_target="$(rustc -vV | sed -n 's/^host: //p')"
+(cd plugins && cargo test --locked --workspace --target "$host_target")
