@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use techne::backends::ModelSet;
 use techne::backends::scripted::{ScriptRule, ScriptedBackend, ScriptedConfig};
-use techne::sandbox::{CallError, Plugin, PluginReportedError, PluginSpec, SandboxEngine, WorkItem, item_seed};
+use techne::sandbox::{Plugin, PluginSpec, SandboxEngine, WorkItem, item_seed};
 use techne_integration_tests::{artifacts, test_engine};
 
 fn engine() -> SandboxEngine {
