@@ -27,7 +27,9 @@ fn main() {
         let name = path.file_name().and_then(|n| n.to_str()).expect("UTF-8 file name").to_string();
         files.push((format!("sdk/src/{name}"), path));
     }
-    let mut out = String::from("/// The SDK files vendored into new plugin projects: (path in the project, contents).\npub(crate) const SDK_FILES: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// The SDK files vendored into new plugin projects: (path in the project, contents).\npub(crate) const SDK_FILES: &[(&str, &str)] = &[\n",
+    );
     for (name, path) in &files {
         assert!(path.is_file(), "missing SDK file {}", path.display());
         writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string()).unwrap();

@@ -35,7 +35,9 @@ fn main() {
         command.args(["-p", package]);
     }
     // Settings of the outer build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"]
+    {
         command.env_remove(var);
     }
     let status = command.status().expect("run cargo to build the test plugins");

@@ -72,7 +72,11 @@ fn summarize(name: &'static str, mut samples: Vec<Duration>) -> BenchCase {
 /// sandboxed instance + one call; a call that makes one host import
 /// (`logging.log`) on a reused instance; and a call with no import on a
 /// reused instance.
-pub async fn plugin_call(engine: &SandboxEngine, plugin_path: &Path, iterations: usize) -> Result<BenchReport, BenchError> {
+pub async fn plugin_call(
+    engine: &SandboxEngine,
+    plugin_path: &Path,
+    iterations: usize,
+) -> Result<BenchReport, BenchError> {
     let iterations = iterations.max(10);
     let plugin = engine.load(&PluginSpec::new("bench", plugin_path), &ModelSet::new()).await?;
     if plugin.role() != crate::sandbox::Role::Solver {
@@ -91,7 +95,10 @@ pub async fn plugin_call(engine: &SandboxEngine, plugin_path: &Path, iterations:
         let solution = plugin.solve(&item, "echo:x").await?;
         let elapsed = start.elapsed();
         if solution.answer != "x" {
-            return Err(BenchError::WrongPlugin(format!("expected the chaos plugin to echo `x`, got {:?}", solution.answer)));
+            return Err(BenchError::WrongPlugin(format!(
+                "expected the chaos plugin to echo `x`, got {:?}",
+                solution.answer
+            )));
         }
         if i >= warmup {
             fresh.push(elapsed);

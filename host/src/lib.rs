@@ -14,10 +14,10 @@
 mod bindings;
 
 pub mod backends;
+pub mod bench;
 pub mod capabilities;
-pub mod sandbox;
+pub mod cli;
 pub mod config;
 pub mod runs;
-pub mod cli;
+pub mod sandbox;
 pub mod scaffold;
-pub mod bench;

@@ -13,7 +13,9 @@ include!(concat!(env!("OUT_DIR"), "/embedded_plugin_files.rs"));
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
     /// The name is not kebab-case.
-    #[error("plugin name `{0}` is invalid: use lowercase letters, digits and dashes, starting with a letter (e.g. `my-rewriter`)")]
+    #[error(
+        "plugin name `{0}` is invalid: use lowercase letters, digits and dashes, starting with a letter (e.g. `my-rewriter`)"
+    )]
     InvalidName(String),
     /// The target directory already has files.
     #[error("`{0}` already exists and is not empty: choose another name or --dir")]
@@ -68,7 +70,8 @@ pub fn create_plugin(dir: &Path, name: &str, role: Role) -> Result<Vec<PathBuf>,
     for (relative, contents) in files {
         let path = dir.join(&relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ScaffoldError::Write { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|source| ScaffoldError::Write { path: parent.to_path_buf(), source })?;
         }
         std::fs::write(&path, contents).map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
         written.push(path);

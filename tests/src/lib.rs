@@ -13,7 +13,8 @@ use techne::sandbox::{EngineOptions, SandboxEngine};
 /// An engine whose compiled-component cache lives under the tests' temporary
 /// target directory, shared by the tests of one build.
 pub fn test_engine(cache_root: &str) -> SandboxEngine {
-    let options = EngineOptions { cache_dir: Some(PathBuf::from(cache_root).join("components")), ..EngineOptions::default() };
+    let options =
+        EngineOptions { cache_dir: Some(PathBuf::from(cache_root).join("components")), ..EngineOptions::default() };
     match SandboxEngine::new(options) {
         Ok(engine) => engine,
         Err(e) => panic!("cannot create the sandbox engine: {e}"),

@@ -84,7 +84,11 @@ fn the_rewriter_pipeline_runs_end_to_end() {
     write(dir.path(), "run.toml", &rewriter_config(artifacts::QUESTION_REWRITER));
     let out = techne(&["config", "check", "run.toml"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("question → rewriter(rewriter) → answer-model(scripted)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("question → rewriter(rewriter) → answer-model(scripted)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = techne(&["run", "run.toml"], dir.path());
     assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
@@ -101,7 +105,8 @@ fn the_rewriter_pipeline_runs_end_to_end() {
     assert_eq!(results[0]["answer"], "Paris");
     assert_eq!(results[1]["rewritten"], "How many legs does a spider have?");
     assert_eq!(results[1]["answer"], "Eight");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["succeeded"], 2);
     assert_eq!(summary["plugins"]["rewriter"]["role"], "rewriter");
     assert!(run_dir.join("config.toml").is_file());
@@ -152,10 +157,22 @@ fn configuration_errors_name_file_line_column_and_key_and_exit_3() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[run]\nseed = = 1\n", "run.toml:2:", ""),
-        ("inputs = [\"q\"]\n[pipeline]\nsolver = \"s\"\n[plugins.s]\npath = \"s.wasm\"\nsha = \"x\"\n", "run.toml:6:1", "unknown field `sha`"),
-        ("inputs = [\"q\"]\n[run]\nconcurrency = \"two\"\n[pipeline]\nsolver = \"s\"\n", "run.toml:3:", "run.concurrency"),
+        (
+            "inputs = [\"q\"]\n[pipeline]\nsolver = \"s\"\n[plugins.s]\npath = \"s.wasm\"\nsha = \"x\"\n",
+            "run.toml:6:1",
+            "unknown field `sha`",
+        ),
+        (
+            "inputs = [\"q\"]\n[run]\nconcurrency = \"two\"\n[pipeline]\nsolver = \"s\"\n",
+            "run.toml:3:",
+            "run.concurrency",
+        ),
         ("inputs = [\"q\"]\n[pipeline]\nrewriter = \"nope\"\nsolver = \"s\"\n", "run.toml:3:1", "[plugins.nope]"),
-        ("inputs = [\"q\"]\n[models.m]\nbackend = \"telepathy\"\n[pipeline]\nanswer-model = \"m\"\n", "run.toml:", "unknown variant `telepathy`"),
+        (
+            "inputs = [\"q\"]\n[models.m]\nbackend = \"telepathy\"\n[pipeline]\nanswer-model = \"m\"\n",
+            "run.toml:",
+            "unknown variant `telepathy`",
+        ),
     ];
     for (toml, location, detail) in cases {
         write(dir.path(), "run.toml", toml);
@@ -179,7 +196,10 @@ fn plugin_problems_exit_4_and_usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("core WebAssembly module, not a component"), "{}", text(&out.stderr));
 
-    let wrong_role = format!("inputs = [\"q\"]\n[plugins.s]\npath = \"{}\"\n[pipeline]\nsolver = \"s\"\n", artifacts::QUESTION_REWRITER);
+    let wrong_role = format!(
+        "inputs = [\"q\"]\n[plugins.s]\npath = \"{}\"\n[pipeline]\nsolver = \"s\"\n",
+        artifacts::QUESTION_REWRITER
+    );
     write(dir.path(), "run.toml", &wrong_role);
     let out = techne(&["run", "run.toml"], dir.path());
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));

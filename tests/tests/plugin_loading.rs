@@ -71,7 +71,10 @@ async fn undeclared_or_mistyped_parameters_are_refused() {
     let mut spec = PluginSpec::new("r", artifacts::QUESTION_REWRITER);
     spec.params.insert("temprature".into(), "0.5".into());
     let err = engine.load(&spec, &ModelSet::new()).await.unwrap_err();
-    assert!(err.to_string().contains("`temprature` is not declared") && err.to_string().contains("temperature"), "{err}");
+    assert!(
+        err.to_string().contains("`temprature` is not declared") && err.to_string().contains("temperature"),
+        "{err}"
+    );
     spec.params.clear();
     spec.params.insert("max-tokens".into(), "many".into());
     let err = engine.load(&spec, &ModelSet::new()).await.unwrap_err();
@@ -99,7 +102,8 @@ async fn the_compiled_component_cache_survives_corruption() {
     let engine = test_engine(&root);
     let spec = PluginSpec::new("r", artifacts::QUESTION_REWRITER);
     engine.load(&spec, &ModelSet::new()).await.unwrap();
-    let entries: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    let entries: Vec<_> =
+        walk(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
     assert_eq!(entries.len(), 1, "one compiled entry is cached");
     std::fs::write(&entries[0], b"corrupt").unwrap();
     let engine = test_engine(&root);

@@ -120,7 +120,9 @@ async fn an_import_the_host_does_not_provide_is_named() {
     let engine = engine();
     let err = engine.load(&PluginSpec::new("m", artifacts::MISSING_IMPORT), &ModelSet::new()).await.unwrap_err();
     match &err {
-        LoadError::ImportNotProvided { import, .. } => assert!(import.starts_with("techne:unprovided/network"), "{import}"),
+        LoadError::ImportNotProvided { import, .. } => {
+            assert!(import.starts_with("techne:unprovided/network"), "{import}")
+        }
         other => panic!("expected a missing import, got {other:?}"),
     }
     assert!(err.to_string().contains("techne does not provide"), "{err}");
@@ -159,7 +161,11 @@ async fn eight_concurrent_plugins_with_one_trapping_match_a_clean_run() {
         _ => format!("state:k{i}=v{p}"),
     };
 
-    async fn run_all(plugins: &[Arc<Plugin>], problems: &(dyn Fn(usize, usize) -> String + Sync), trapper: Option<Arc<Plugin>>) -> Vec<String> {
+    async fn run_all(
+        plugins: &[Arc<Plugin>],
+        problems: &(dyn Fn(usize, usize) -> String + Sync),
+        trapper: Option<Arc<Plugin>>,
+    ) -> Vec<String> {
         let mut tasks = tokio::task::JoinSet::new();
         for (p, plugin) in plugins.iter().enumerate() {
             for i in 0..12 {
@@ -167,7 +173,9 @@ async fn eight_concurrent_plugins_with_one_trapping_match_a_clean_run() {
                 let problem = problems(p, i);
                 tasks.spawn(async move {
                     let id = format!("{p}-{i}");
-                    let out = plugin.solve(&WorkItem { id: id.clone(), seed: techne::sandbox::item_seed(7, &id) }, &problem).await;
+                    let out = plugin
+                        .solve(&WorkItem { id: id.clone(), seed: techne::sandbox::item_seed(7, &id) }, &problem)
+                        .await;
                     (p * 100 + i, format!("{out:?}"))
                 });
             }

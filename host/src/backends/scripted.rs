@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{
-    BackendError, Choice, ContinuationScore, FinishReason, Generation, GenerationRequest, ModelBackend, Prompt,
-    Role, ScoringRequest, TokenLogprob,
+    BackendError, Choice, ContinuationScore, FinishReason, Generation, GenerationRequest, ModelBackend, Prompt, Role,
+    ScoringRequest, TokenLogprob,
 };
 
 /// One scripted answer.
@@ -113,12 +113,9 @@ impl ScriptedBackend {
 fn prompt_text(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Text(text) => text.clone(),
-        Prompt::Chat(messages) => messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default(),
+        Prompt::Chat(messages) => {
+            messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default()
+        }
     }
 }
 
@@ -147,7 +144,10 @@ impl ModelBackend for ScriptedBackend {
             finish_reason = FinishReason::Length;
         }
         let logprobs = if request.sampling.logprobs {
-            reply.split_inclusive(' ').map(|w| TokenLogprob { token: w.to_string(), logprob: word_logprob(w.trim()) }).collect()
+            reply
+                .split_inclusive(' ')
+                .map(|w| TokenLogprob { token: w.to_string(), logprob: word_logprob(w.trim()) })
+                .collect()
         } else {
             Vec::new()
         };

@@ -21,7 +21,10 @@ pub(crate) fn validate_sampling(options: Sampling, derived_seed: u64) -> Result<
         return invalid("max-tokens = 0: ask for at least one token".into());
     }
     if !options.temperature.is_finite() || options.temperature < 0.0 {
-        return invalid(format!("temperature = {} is invalid: use 0 (greedy) or a positive number", options.temperature));
+        return invalid(format!(
+            "temperature = {} is invalid: use 0 (greedy) or a positive number",
+            options.temperature
+        ));
     }
     if !options.top_p.is_finite() || options.top_p <= 0.0 || options.top_p > 1.0 {
         return invalid(format!("top-p = {} is invalid: use a number in (0, 1]", options.top_p));
@@ -65,10 +68,8 @@ impl CapabilityContext {
         let backend = self.model(&model)?;
         let seed = self.next_request_seed();
         let sampling = validate_sampling(options, seed)?;
-        let generation = backend
-            .generate(GenerationRequest { prompt, sampling })
-            .await
-            .map_err(|e| backend_error(&model, e))?;
+        let generation =
+            backend.generate(GenerationRequest { prompt, sampling }).await.map_err(|e| backend_error(&model, e))?;
         let returned: u64 = generation
             .choices
             .iter()
@@ -87,7 +88,11 @@ impl CapabilityContext {
                         backends::FinishReason::Stop => FinishReason::Stop,
                         backends::FinishReason::Length => FinishReason::Length,
                     },
-                    logprobs: c.logprobs.into_iter().map(|l| TokenLogprob { token: l.token, logprob: l.logprob }).collect(),
+                    logprobs: c
+                        .logprobs
+                        .into_iter()
+                        .map(|l| TokenLogprob { token: l.token, logprob: l.logprob })
+                        .collect(),
                 })
                 .collect(),
         })

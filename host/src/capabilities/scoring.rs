@@ -24,10 +24,8 @@ impl CapabilityContext {
             return Ok(Vec::new());
         }
         let backend = self.model(&model)?;
-        let scores = backend
-            .score(ScoringRequest { prompt, continuations })
-            .await
-            .map_err(|e| backend_error(&model, e))?;
+        let scores =
+            backend.score(ScoringRequest { prompt, continuations }).await.map_err(|e| backend_error(&model, e))?;
         self.traffic.send_in(scores.iter().map(|s| 12 + 4 * s.token_logprobs.len() as u64).sum())?;
         Ok(scores
             .into_iter()

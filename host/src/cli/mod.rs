@@ -309,7 +309,8 @@ async fn dispatch(command: Command) -> Result<i32, Failure> {
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(file, json).await,
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
         Command::Bench(BenchCommand::PluginCall { plugin, iterations }) => {
-            let engine = SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
+            let engine =
+                SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
             let report = crate::bench::plugin_call(&engine, &plugin, iterations).await.map_err(|e| match e {
                 crate::bench::BenchError::Load(e) => Failure::from(e),
                 other => Failure::new(exit_codes::PLUGIN, other),
@@ -320,7 +321,10 @@ async fn dispatch(command: Command) -> Result<i32, Failure> {
     }
 }
 
-fn load_config(path: &std::path::Path, overrides: &OverrideArgs) -> Result<(crate::config::RunConfig, String), Failure> {
+fn load_config(
+    path: &std::path::Path,
+    overrides: &OverrideArgs,
+) -> Result<(crate::config::RunConfig, String), Failure> {
     let env = Overrides::from_env()?;
     let config = load_run_config(path, &env.then(overrides.to_overrides()))?;
     let text = std::fs::read_to_string(path).map_err(|e| Failure::new(exit_codes::IO, e))?;
@@ -331,7 +335,10 @@ async fn run_command(args: RunArgs) -> Result<i32, Failure> {
     let (config, text) = load_config(&args.config, &args.overrides)?;
     let summary = crate::runs::run(&config, &text).await?;
     let dir = config.run.output_dir.clone().unwrap_or_default();
-    println!("run `{}`: {} items, {} succeeded, {} failed in {:.2} s", summary.name, summary.items, summary.succeeded, summary.failed, summary.elapsed_s);
+    println!(
+        "run `{}`: {} items, {} succeeded, {} failed in {:.2} s",
+        summary.name, summary.items, summary.succeeded, summary.failed, summary.elapsed_s
+    );
     for (kind, count) in &summary.failures_by_kind {
         println!("  {count} failed: {kind}");
     }
@@ -401,7 +408,13 @@ async fn plugin_list(path: PathBuf) -> Result<i32, Failure> {
     let mut any_bad = false;
     for (name, file) in files {
         match crate::sandbox::inspect_plugin(&engine, &file).await {
-            Ok(i) => println!("{name:<24} {:<20} {} {}  {}", i.role.world(), i.metadata.name, i.metadata.version, file.display()),
+            Ok(i) => println!(
+                "{name:<24} {:<20} {} {}  {}",
+                i.role.world(),
+                i.metadata.name,
+                i.metadata.version,
+                file.display()
+            ),
             Err(e) => {
                 any_bad = true;
                 println!("{name:<24} {:<20} {}", "(not loadable)", e);

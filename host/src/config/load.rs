@@ -107,7 +107,8 @@ impl Overrides {
 /// Read, parse and validate a run configuration file, then apply `overrides`.
 /// Relative paths in the file are resolved against the file's directory.
 pub fn load_run_config(path: &Path, overrides: &Overrides) -> Result<RunConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let mut config = parse_run_config(path, &text)?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     resolve_paths(&mut config, base, path);
@@ -128,7 +129,8 @@ pub fn parse_run_config(path: &Path, text: &str) -> Result<RunConfig, ConfigErro
         let (line, column) = line_column(text, span.map(|s| s.start).unwrap_or(0));
         ConfigError::Invalid { path: path.to_path_buf(), line, column, key, message }
     };
-    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| at(e.span(), String::new(), e.message().to_string()))?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| at(e.span(), String::new(), e.message().to_string()))?;
     let config: RunConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = toml_key_path(e.path());
         let inner = e.into_inner();
@@ -250,11 +252,10 @@ fn resolve_paths(config: &mut RunConfig, base: &Path, file: &Path) {
     if let Some(dir) = &mut config.engine.cache_dir {
         resolve(dir);
     }
-    let name = config
-        .run
-        .name
-        .clone()
-        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
+    let name =
+        config.run.name.clone().unwrap_or_else(|| {
+            file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
+        });
     config.run.name = Some(name.clone());
     match &mut config.run.output_dir {
         Some(dir) => resolve(dir),

@@ -323,7 +323,9 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         }
     }
     let pipeline = &config.pipeline;
-    for (stage, plugin) in [("rewriter", &pipeline.rewriter), ("policy", &pipeline.policy), ("solver", &pipeline.solver)] {
+    for (stage, plugin) in
+        [("rewriter", &pipeline.rewriter), ("policy", &pipeline.policy), ("solver", &pipeline.solver)]
+    {
         if let Some(plugin) = plugin {
             if !config.plugins.contains_key(plugin) {
                 return Err((
@@ -341,13 +343,22 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
     }
     match (&pipeline.solver, &pipeline.answer_model) {
         (None, None) => {
-            return Err(("pipeline".into(), "set `answer-model` (a model that answers) or `solver` (a solver plugin)".into()));
+            return Err((
+                "pipeline".into(),
+                "set `answer-model` (a model that answers) or `solver` (a solver plugin)".into(),
+            ));
         }
         (Some(_), Some(_)) => {
-            return Err(("pipeline.answer-model".into(), "a solver answers by itself: remove `answer-model` or `solver`".into()));
+            return Err((
+                "pipeline.answer-model".into(),
+                "a solver answers by itself: remove `answer-model` or `solver`".into(),
+            ));
         }
         (None, Some(model)) if !config.models.contains_key(model) => {
-            return Err(("pipeline.answer-model".into(), format!("model '{model}' is not defined: add a [models.{model}] table")));
+            return Err((
+                "pipeline.answer-model".into(),
+                format!("model '{model}' is not defined: add a [models.{model}] table"),
+            ));
         }
         _ => {}
     }
@@ -355,7 +366,9 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         return Err(("pipeline.answer-max-tokens".into(), "must be at least 1".into()));
     }
     match (&config.dataset, config.inputs.is_empty()) {
-        (None, true) => Err(("inputs".into(), "give the work items: a [dataset] table or an `inputs` list of questions".into())),
+        (None, true) => {
+            Err(("inputs".into(), "give the work items: a [dataset] table or an `inputs` list of questions".into()))
+        }
         (Some(_), false) => Err(("inputs".into(), "use either [dataset] or `inputs`, not both".into())),
         _ => Ok(()),
     }

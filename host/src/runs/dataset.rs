@@ -55,7 +55,11 @@ pub enum DatasetError {
 
 /// Items from inline inputs, with ids `1`, `2`, ….
 pub fn inline_items(inputs: &[String]) -> Vec<Item> {
-    inputs.iter().enumerate().map(|(i, q)| Item { id: (i + 1).to_string(), input: q.clone(), reference: None }).collect()
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, q)| Item { id: (i + 1).to_string(), input: q.clone(), reference: None })
+        .collect()
 }
 
 /// Read every item of a dataset.
@@ -79,16 +83,27 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
             .map(|(i, line)| parse_object(path, i + 1, line).map(|o| (i + 1, o)))
             .collect::<Result<_, _>>()?,
         DatasetFormat::Json => {
-            let value: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| DatasetError::Record { path: path.clone(), record: 1, message: e.to_string() })?;
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| DatasetError::Record {
+                path: path.clone(),
+                record: 1,
+                message: e.to_string(),
+            })?;
             let serde_json::Value::Array(rows) = value else {
-                return Err(DatasetError::Record { path: path.clone(), record: 1, message: "expected a JSON array of objects".into() });
+                return Err(DatasetError::Record {
+                    path: path.clone(),
+                    record: 1,
+                    message: "expected a JSON array of objects".into(),
+                });
             };
             rows.into_iter()
                 .enumerate()
                 .map(|(i, row)| match row {
                     serde_json::Value::Object(o) => Ok((i + 1, o)),
-                    _ => Err(DatasetError::Record { path: path.clone(), record: i + 1, message: "expected an object".into() }),
+                    _ => Err(DatasetError::Record {
+                        path: path.clone(),
+                        record: i + 1,
+                        message: "expected an object".into(),
+                    }),
                 })
                 .collect::<Result<_, _>>()?
         }
@@ -102,7 +117,11 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
                 .records()
                 .enumerate()
                 .map(|(i, row)| {
-                    let row = row.map_err(|e| DatasetError::Record { path: path.clone(), record: i + 2, message: e.to_string() })?;
+                    let row = row.map_err(|e| DatasetError::Record {
+                        path: path.clone(),
+                        record: i + 2,
+                        message: e.to_string(),
+                    })?;
                     let object = headers
                         .iter()
                         .zip(row.iter())
@@ -157,10 +176,16 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
     Ok(items)
 }
 
-fn parse_object(path: &Path, record: usize, line: &str) -> Result<serde_json::Map<String, serde_json::Value>, DatasetError> {
+fn parse_object(
+    path: &Path,
+    record: usize,
+    line: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, DatasetError> {
     match serde_json::from_str(line) {
         Ok(serde_json::Value::Object(o)) => Ok(o),
-        Ok(_) => Err(DatasetError::Record { path: path.to_path_buf(), record, message: "expected a JSON object".into() }),
+        Ok(_) => {
+            Err(DatasetError::Record { path: path.to_path_buf(), record, message: "expected a JSON object".into() })
+        }
         Err(e) => Err(DatasetError::Record { path: path.to_path_buf(), record, message: e.to_string() }),
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::RunConfig;
-use crate::sandbox::{CallError, Plugin, TraceStep};
 use crate::sandbox::component_cache::write_atomically;
+use crate::sandbox::{CallError, Plugin, TraceStep};
 
 use super::RunError;
 use super::dataset::Item;

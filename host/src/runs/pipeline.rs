@@ -32,16 +32,21 @@ impl std::fmt::Debug for Pipeline {
 
 impl Pipeline {
     /// Put the configured stages together, checking each plugin's role.
-    pub fn assemble(config: &RunConfig, plugins: &BTreeMap<String, Arc<Plugin>>, models: &ModelSet) -> Result<Self, RunError> {
-        let stage = |stage: &'static str, name: &Option<String>, expected: Role| -> Result<Option<Arc<Plugin>>, RunError> {
-            let Some(name) = name else { return Ok(None) };
-            // `validate` guarantees that every named plugin is configured.
-            let Some(plugin) = plugins.get(name) else { return Ok(None) };
-            if plugin.role() != expected {
-                return Err(RunError::WrongRole { stage, plugin: name.clone(), actual: plugin.role(), expected });
-            }
-            Ok(Some(plugin.clone()))
-        };
+    pub fn assemble(
+        config: &RunConfig,
+        plugins: &BTreeMap<String, Arc<Plugin>>,
+        models: &ModelSet,
+    ) -> Result<Self, RunError> {
+        let stage =
+            |stage: &'static str, name: &Option<String>, expected: Role| -> Result<Option<Arc<Plugin>>, RunError> {
+                let Some(name) = name else { return Ok(None) };
+                // `validate` guarantees that every named plugin is configured.
+                let Some(plugin) = plugins.get(name) else { return Ok(None) };
+                if plugin.role() != expected {
+                    return Err(RunError::WrongRole { stage, plugin: name.clone(), actual: plugin.role(), expected });
+                }
+                Ok(Some(plugin.clone()))
+            };
         let p = &config.pipeline;
         Ok(Self {
             rewriter: stage("rewriter", &p.rewriter, Role::Rewriter)?,
@@ -151,7 +156,11 @@ impl Pipeline {
                 result.finished(started)
             }
             Err(e) => result.failed(
-                ItemFailure { stage: "answer".into(), kind: "backend".into(), message: format!("model '{model}': {e}") },
+                ItemFailure {
+                    stage: "answer".into(),
+                    kind: "backend".into(),
+                    message: format!("model '{model}': {e}"),
+                },
                 started,
             ),
         }

@@ -26,8 +26,8 @@ pub use error::{CallError, LoadError, PluginReportedError};
 pub use inspect::{PluginInspection, inspect_plugin};
 pub use limits::SandboxLimits;
 pub use plugin::{
-    Example, Judgement, Metadata, Parameter, ParameterKind, Plugin, PluginInstance, PluginSpec, QaPair, Role, ScoredPair,
-    Solution, TraceStep, WorkItem, sha256_hex,
+    Example, Judgement, Metadata, Parameter, ParameterKind, Plugin, PluginInstance, PluginSpec, QaPair, Role,
+    ScoredPair, Solution, TraceStep, WorkItem, sha256_hex,
 };
 
 /// Derive a child seed from a parent seed and an index (SplitMix64 finaliser),

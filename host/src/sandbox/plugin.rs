@@ -233,12 +233,20 @@ impl RoleIndices {
             Role::Rewriter => RoleIndices::Rewriter(guest::rewriter::GuestIndices::new(pre)?),
             Role::PromptPolicy => RoleIndices::PromptPolicy(guest::prompt_policy::GuestIndices::new(pre)?),
             Role::Solver => RoleIndices::Solver(guest::solver::GuestIndices::new(pre)?),
-            Role::EvolutionStrategy => RoleIndices::EvolutionStrategy(guest::evolution_strategy::GuestIndices::new(pre)?),
-            Role::MigrationStrategy => RoleIndices::MigrationStrategy(guest::migration_strategy::GuestIndices::new(pre)?),
+            Role::EvolutionStrategy => {
+                RoleIndices::EvolutionStrategy(guest::evolution_strategy::GuestIndices::new(pre)?)
+            }
+            Role::MigrationStrategy => {
+                RoleIndices::MigrationStrategy(guest::migration_strategy::GuestIndices::new(pre)?)
+            }
         })
     }
 
-    fn load(&self, store: &mut Store<StoreData>, instance: &wasmtime::component::Instance) -> wasmtime::Result<RoleGuest> {
+    fn load(
+        &self,
+        store: &mut Store<StoreData>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<RoleGuest> {
         Ok(match self {
             RoleIndices::Rewriter(i) => RoleGuest::Rewriter(i.load(store, instance)?),
             RoleIndices::PromptPolicy(i) => RoleGuest::PromptPolicy(i.load(store, instance)?),
@@ -331,11 +339,16 @@ impl SandboxEngine {
         path: &Path,
         pinned_sha256: Option<&str>,
     ) -> Result<(Component, String, Role, Vec<String>, Vec<String>), LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        let bytes =
+            tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         let sha256 = sha256_hex(&bytes);
         if let Some(expected) = pinned_sha256 {
             if !expected.trim().eq_ignore_ascii_case(&sha256) {
-                return Err(LoadError::Sha256Mismatch { path: path.to_path_buf(), expected: expected.trim().to_string(), actual: sha256 });
+                return Err(LoadError::Sha256Mismatch {
+                    path: path.to_path_buf(),
+                    expected: expected.trim().to_string(),
+                    actual: sha256,
+                });
             }
         }
         if bytes.len() < 8 || bytes[..4] != WASM_MAGIC {
@@ -363,7 +376,9 @@ impl SandboxEngine {
         if let Some(import) = imports.iter().find(|i| !import_provided(i)) {
             return Err(LoadError::ImportNotProvided { path: path.to_path_buf(), import: import.clone() });
         }
-        let exported_interface = |name: &str| exports.iter().any(|e| techne_version(e).is_some() && e.starts_with(&format!("{WIT_PACKAGE}/{name}@")));
+        let exported_interface = |name: &str| {
+            exports.iter().any(|e| techne_version(e).is_some() && e.starts_with(&format!("{WIT_PACKAGE}/{name}@")))
+        };
         let roles: Vec<Role> = Role::ALL.into_iter().filter(|r| exported_interface(r.interface())).collect();
         let role = match roles.as_slice() {
             [role] if exported_interface("describe") => *role,
@@ -394,7 +409,8 @@ impl SandboxEngine {
         sha256: String,
         role: Role,
     ) -> Result<Plugin, LoadError> {
-        let invalid = |e: wasmtime::Error| LoadError::InvalidComponent { path: spec.path.clone(), message: format!("{e:#}") };
+        let invalid =
+            |e: wasmtime::Error| LoadError::InvalidComponent { path: spec.path.clone(), message: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let describe = guest::describe::GuestIndices::new(&pre).map_err(invalid)?;
         let role_indices = RoleIndices::new(role, &pre).map_err(invalid)?;
@@ -408,7 +424,12 @@ impl SandboxEngine {
             path: spec.path.clone(),
             sha256,
             role,
-            metadata: Metadata { name: String::new(), version: String::new(), description: String::new(), parameters: Vec::new() },
+            metadata: Metadata {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                parameters: Vec::new(),
+            },
             limits: spec.limits.clone(),
             grant,
             params: Arc::new(Vec::new()),
@@ -450,7 +471,8 @@ fn resolve_parameters(
         if !declared.kind.accepts(value) {
             return Err(LoadError::Parameter {
                 plugin: plugin.to_string(),
-                message: format!("parameter `{name}` = {value:?} is not a valid {:?} value", declared.kind).to_lowercase(),
+                message: format!("parameter `{name}` = {value:?} is not a valid {:?} value", declared.kind)
+                    .to_lowercase(),
             });
         }
     }
@@ -510,7 +532,8 @@ impl Plugin {
     async fn read_metadata(&self) -> Result<Metadata, CallError> {
         let mut instance = self.instantiate(&WorkItem { id: "metadata".into(), seed: 0 }).await?;
         let describe = instance.describe.clone();
-        let metadata = instance.guarded(0, move |store| Box::pin(async move { describe.call_metadata(store).await })).await?;
+        let metadata =
+            instance.guarded(0, move |store| Box::pin(async move { describe.call_metadata(store).await })).await?;
         if metadata.name.trim().is_empty() {
             return Err(CallError::InvalidOutput { reason: "metadata has an empty name".into() });
         }
@@ -522,7 +545,10 @@ impl Plugin {
             }
             if !p.kind.accepts(&p.default_value) {
                 return Err(CallError::InvalidOutput {
-                    reason: format!("default {:?} of parameter `{}` is not a valid {:?}", p.default_value, p.name, p.kind),
+                    reason: format!(
+                        "default {:?} of parameter `{}` is not a valid {:?}",
+                        p.default_value, p.name, p.kind
+                    ),
                 });
             }
         }
@@ -540,7 +566,8 @@ impl Plugin {
             requests: 0,
             traffic: BoundaryTraffic::new(self.limits.max_input_bytes, self.limits.max_output_bytes),
         };
-        let mut store = Store::new(&self.engine, StoreData::new(SandboxLimiter::new(self.limits.clone()), capabilities));
+        let mut store =
+            Store::new(&self.engine, StoreData::new(SandboxLimiter::new(self.limits.clone()), capabilities));
         store.limiter(|data| &mut data.limiter);
         store.epoch_deadline_callback(|mut ctx| {
             if Instant::now() >= ctx.data().deadline {
@@ -700,7 +727,10 @@ impl PluginInstance {
     fn check_output(&mut self, bytes: u64) -> Result<(), CallError> {
         let traffic = &mut self.store.data_mut().capabilities.traffic;
         if traffic.send_out(bytes).is_err() {
-            return Err(traffic.exceeded.take().unwrap_or(CallError::InvalidOutput { reason: "output too large".into() }));
+            return Err(traffic
+                .exceeded
+                .take()
+                .unwrap_or(CallError::InvalidOutput { reason: "output too large".into() }));
         }
         Ok(())
     }
@@ -713,7 +743,9 @@ impl PluginInstance {
             RoleGuest::EvolutionStrategy(_) => Role::EvolutionStrategy,
             RoleGuest::MigrationStrategy(_) => Role::MigrationStrategy,
         };
-        CallError::InvalidOutput { reason: format!("the plugin is a {actual}, not a {wanted}: it cannot be used in that pipeline stage") }
+        CallError::InvalidOutput {
+            reason: format!("the plugin is a {actual}, not a {wanted}: it cannot be used in that pipeline stage"),
+        }
     }
 
     /// The plugin's metadata.
@@ -767,7 +799,8 @@ impl PluginInstance {
             .guarded(input, move |store| Box::pin(async move { g.call_solve(store, &problem, &params).await }))
             .await?
             .map_err(reported)?;
-        let bytes = out.answer.len() as u64 + out.trace.iter().map(|s| (s.label.len() + s.text.len()) as u64).sum::<u64>();
+        let bytes =
+            out.answer.len() as u64 + out.trace.iter().map(|s| (s.label.len() + s.text.len()) as u64).sum::<u64>();
         self.check_output(bytes)?;
         Ok(Solution {
             answer: out.answer,
@@ -817,7 +850,12 @@ impl PluginInstance {
     }
 
     /// Judge a local response against a reference (migration strategies).
-    pub async fn judge(&mut self, reference: &Example, response: &str, service_model: &str) -> Result<Judgement, CallError> {
+    pub async fn judge(
+        &mut self,
+        reference: &Example,
+        response: &str,
+        service_model: &str,
+    ) -> Result<Judgement, CallError> {
         let RoleGuest::MigrationStrategy(g) = self.role.clone() else {
             return Err(self.role_mismatch(Role::MigrationStrategy));
         };
@@ -862,7 +900,8 @@ impl PluginInstance {
             })
             .await?
             .map_err(reported)?;
-        let examples: Vec<Example> = out.into_iter().map(|e| Example { prompt: e.prompt, response: e.response }).collect();
+        let examples: Vec<Example> =
+            out.into_iter().map(|e| Example { prompt: e.prompt, response: e.response }).collect();
         self.check_output(examples.iter().map(Example::bytes).sum())?;
         Ok(examples)
     }
@@ -886,7 +925,9 @@ impl PluginInstance {
         let test_prompts = test_prompts.to_vec();
         let out = self
             .guarded(input, move |store| {
-                Box::pin(async move { g.call_curate(store, &candidates_wit, &existing_wit, &test_prompts, &params).await })
+                Box::pin(
+                    async move { g.call_curate(store, &candidates_wit, &existing_wit, &test_prompts, &params).await },
+                )
             })
             .await?
             .map_err(reported)?;
@@ -901,7 +942,9 @@ fn check_indices(indices: &[u32], len: usize) -> Result<(), CallError> {
     let mut seen = std::collections::BTreeSet::new();
     for &i in indices {
         if i as usize >= len {
-            return Err(CallError::InvalidOutput { reason: format!("index {i} is out of range (there are {len} candidates)") });
+            return Err(CallError::InvalidOutput {
+                reason: format!("index {i} is out of range (there are {len} candidates)"),
+            });
         }
         if !seen.insert(i) {
             return Err(CallError::InvalidOutput { reason: format!("index {i} is returned twice") });
