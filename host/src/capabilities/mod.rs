@@ -50,35 +50,32 @@ impl BoundaryTraffic {
     /// Count bytes the plugin sends to the host; fails once over the cap.
     pub(crate) fn send_out(&mut self, bytes: u64) -> Result<(), WitError> {
         self.out_of_plugin = self.out_of_plugin.saturating_add(bytes);
-        if self.out_of_plugin > self.max_out_of_plugin {
-            let error = CallError::BoundaryLimit {
-                direction: "out of the plugin",
-                bytes: self.out_of_plugin,
-                limit: self.max_out_of_plugin,
-                setting: "max-output-bytes",
-            };
-            let message = format!("{error}: send less per call or raise the limit in the run configuration");
-            self.exceeded.get_or_insert(error);
-            return Err(WitError::LimitExceeded(message));
-        }
-        Ok(())
+        let (total, limit) = (self.out_of_plugin, self.max_out_of_plugin);
+        self.check(total, limit, "out of the plugin", "max-output-bytes", "send less per call")
     }
 
     /// Count bytes the host sends into the plugin; fails once over the cap.
     pub(crate) fn send_in(&mut self, bytes: u64) -> Result<(), WitError> {
         self.into_plugin = self.into_plugin.saturating_add(bytes);
-        if self.into_plugin > self.max_into_plugin {
-            let error = CallError::BoundaryLimit {
-                direction: "into the plugin",
-                bytes: self.into_plugin,
-                limit: self.max_into_plugin,
-                setting: "max-input-bytes",
-            };
-            let message = format!("{error}: ask for less per call or raise the limit in the run configuration");
-            self.exceeded.get_or_insert(error);
-            return Err(WitError::LimitExceeded(message));
+        let (total, limit) = (self.into_plugin, self.max_into_plugin);
+        self.check(total, limit, "into the plugin", "max-input-bytes", "ask for less per call")
+    }
+
+    fn check(
+        &mut self,
+        bytes: u64,
+        limit: u64,
+        direction: &'static str,
+        setting: &'static str,
+        advice: &str,
+    ) -> Result<(), WitError> {
+        if bytes <= limit {
+            return Ok(());
         }
-        Ok(())
+        let error = CallError::BoundaryLimit { direction, bytes, limit, setting };
+        let message = format!("{error}: {advice} or raise the limit in the run configuration");
+        self.exceeded.get_or_insert(error);
+        Err(WitError::LimitExceeded(message))
     }
 }
 
