@@ -7,8 +7,8 @@ cd "$root"
 "$root/scripts/setup.sh"
 
 echo "test: host, inference and integration tests"
-cargo test --workspace --locked
+cargo test --workspace
 
 echo "test: plugin unit tests (native)"
 host_target="$(rustc -vV | sed -n 's/^host: //p')"
-(cd plugins && cargo test --locked --workspace --target "$host_target")
+(cd plugins && cargo test --workspace --target "$host_target")
