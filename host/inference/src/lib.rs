@@ -5,3 +5,5 @@ pub mod gguf;
 pub mod quant;
 pub mod tokenizer;
 pub mod locate;
+pub mod onnx_export;
+pub mod onnx_proto;

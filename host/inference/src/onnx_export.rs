@@ -1,0 +1,777 @@
+//! Export of llama-architecture GGUF models to ONNX graphs built from ONNX
+//! Runtime's fused CPU operators.
+//!
+//! Graph layout (per decoder layer `i`):
+//!
+//! ```text
+//! input_ids ─ Gather(embed) ─┐
+//!                            ├ SimplifiedLayerNorm / SkipSimplifiedLayerNorm(attn_norm)
+//!                            ├ MatMulNBits(q‖k‖v fused)            [+ block-min correction]
+//!                            ├ GroupQueryAttention(packed qkv, past_key_values.i.*, rotary inside,
+//!                            │                     seqlens_k/total_sequence_length from attention_mask)
+//!                            ├ MatMulNBits(o)
+//!                            ├ SkipSimplifiedLayerNorm(ffn_norm)
+//!                            ├ MatMulNBits(gate‖up fused) → Split → Sigmoid·Mul (SiLU) · up
+//!                            └ MatMulNBits(down)
+//! final SkipSimplifiedLayerNorm(output_norm) → MatMulNBits(lm_head) → logits
+//! ```
+//!
+//! Quantised weights are not requantised: every ggml type handled by
+//! [`crate::quant`] is an affine block format `x = s·(c − zp) + m`, which maps
+//! onto `MatMulNBits` codes, scales and (uint8) zero points. Where a format has
+//! a per-block additive min `m` (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), the graph adds
+//! the exact correction `Σ_blocks m·Σx` with a `ReduceSum` over the activation
+//! blocks followed by a small `MatMul` (ORT's float zero points would disable
+//! its pre-packed fast kernels). 5- and 6-bit codes are stored as 8-bit.
+//! Float weights (F32/F16/BF16) become plain `MatMul`s.
+//!
+//! GGUF stores the llama Q/K projections permuted for ggml's interleaved
+//! ("normal") rotary mode, so `GroupQueryAttention` runs with
+//! `rotary_interleaved = 1` on the weights as stored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::onnx_proto::{self as pb, Dim, attr_f, attr_i, data_type, value_info};
+use crate::quant::{self, GgmlType};
+
+/// Errors raised while exporting a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The GGUF file is missing data or malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The architecture is not supported.
+    #[error("architecture `{0}` is not supported (supported: llama)")]
+    UnsupportedArchitecture(String),
+    /// A tensor type cannot be converted.
+    #[error("tensor `{name}`: {message}")]
+    Tensor {
+        /// The tensor.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The hyperparameters are inconsistent.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    /// Writing the model failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A result with an [`ExportError`].
+pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+/// Options for [`export_llama`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportOptions {
+    /// Largest context to support (size of the rotary caches); defaults to the
+    /// model's context length.
+    pub max_context: Option<usize>,
+    /// `MatMulNBits` accuracy level for 4-bit weights: 4 (the default)
+    /// quantises activations to int8 blocks like llama.cpp does and is about
+    /// twice as fast; 0 computes in f32. 8-bit weights always use level 4
+    /// because ONNX Runtime has no pre-packed f32 kernel for them (it would
+    /// dequantise the whole matrix on every call).
+    pub accuracy_level: i64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self { max_context: None, accuracy_level: 4 }
+    }
+}
+
+/// Hyperparameters of a llama-architecture model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Decoder layers.
+    pub n_layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Feed-forward size.
+    pub ff: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    /// The context supported by the exported graph.
+    pub max_context: usize,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Dimensions rotated per head.
+    pub rope_dim: usize,
+    /// Linear RoPE scaling factor (1 = none).
+    pub rope_linear_factor: f64,
+    /// RMS norm epsilon.
+    pub rms_eps: f32,
+    /// Whether the output projection is tied to the embedding.
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Reads the hyperparameters from GGUF metadata and tensor shapes.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.architecture()?;
+        if arch != "llama" {
+            return Err(ExportError::UnsupportedArchitecture(arch.to_string()));
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let as_usize = |v: u64, what: &str| {
+            usize::try_from(v).ok().filter(|&v| v > 0 && v < (1 << 24)).ok_or_else(|| ExportError::Config(format!("{what} = {v}")))
+        };
+        let n_layers = as_usize(g.get_u64(&k("block_count"))?, "block_count")?;
+        let hidden = as_usize(g.get_u64(&k("embedding_length"))?, "embedding_length")?;
+        let n_heads = as_usize(g.get_u64(&k("attention.head_count"))?, "head_count")?;
+        let n_kv_heads = match g.get(&k("attention.head_count_kv")) {
+            Some(_) => as_usize(g.get_u64(&k("attention.head_count_kv"))?, "head_count_kv")?,
+            None => n_heads,
+        };
+        let head_dim = match g.get(&k("attention.key_length")) {
+            Some(_) => as_usize(g.get_u64(&k("attention.key_length"))?, "key_length")?,
+            None => hidden / n_heads,
+        };
+        let ff = as_usize(g.get_u64(&k("feed_forward_length"))?, "feed_forward_length")?;
+        let context_length = as_usize(g.get_u64(&k("context_length"))?, "context_length")?;
+        let rope_theta = if g.get(&k("rope.freq_base")).is_some() { g.get_f64(&k("rope.freq_base"))? } else { 10000.0 };
+        let rope_dim = match g.get(&k("rope.dimension_count")) {
+            Some(_) => as_usize(g.get_u64(&k("rope.dimension_count"))?, "rope.dimension_count")?,
+            None => head_dim,
+        };
+        let rms_eps = if g.get(&k("attention.layer_norm_rms_epsilon")).is_some() {
+            g.get_f64(&k("attention.layer_norm_rms_epsilon"))? as f32
+        } else {
+            1e-5
+        };
+        let mut rope_linear_factor = 1.0;
+        if let Some(v) = g.get(&k("rope.scaling.type")) {
+            match v.as_str() {
+                Some("none") | None => {}
+                Some("linear") => {
+                    rope_linear_factor = g.get_f64(&k("rope.scaling.factor"))?;
+                }
+                Some(other) => return Err(ExportError::Config(format!("RoPE scaling `{other}` is not supported"))),
+            }
+        }
+        let embd = g.require_tensor("token_embd.weight")?;
+        if embd.dims.len() != 2 || embd.dims[0] != hidden as u64 {
+            return Err(ExportError::Config(format!("token_embd.weight has shape {:?}", embd.dims)));
+        }
+        let vocab = as_usize(embd.dims[1], "vocabulary size")?;
+        if n_heads % n_kv_heads != 0 {
+            return Err(ExportError::Config(format!("{n_heads} heads are not a multiple of {n_kv_heads} kv heads")));
+        }
+        if head_dim % 16 != 0 || rope_dim > head_dim || rope_dim % 16 != 0 {
+            return Err(ExportError::Config(format!(
+                "head size {head_dim} with rotary size {rope_dim} is not supported by GroupQueryAttention (multiples of 16 needed)"
+            )));
+        }
+        if !(rope_theta.is_finite() && rope_theta > 0.0) || !(rope_linear_factor.is_finite() && rope_linear_factor > 0.0) {
+            return Err(ExportError::Config("invalid RoPE parameters".into()));
+        }
+        Ok(Self {
+            n_layers,
+            hidden,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ff,
+            vocab,
+            context_length,
+            max_context: context_length,
+            rope_theta,
+            rope_dim,
+            rope_linear_factor,
+            rms_eps,
+            tied_embeddings: g.tensor("output.weight").is_none(),
+        })
+    }
+}
+
+/// Names of the graph inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIo {
+    /// Graph inputs in order: `input_ids`, `attention_mask`, then
+    /// `past_key_values.{i}.key` / `.value` per layer.
+    pub inputs: Vec<String>,
+    /// Graph outputs in order: `logits`, then `present.{i}.key` / `.value`.
+    pub outputs: Vec<String>,
+}
+
+impl ModelIo {
+    /// The input/output names for a model with `n_layers` layers.
+    pub fn for_layers(n_layers: usize) -> Self {
+        let mut inputs = vec!["input_ids".to_string(), "attention_mask".to_string()];
+        let mut outputs = vec!["logits".to_string()];
+        for i in 0..n_layers {
+            inputs.push(format!("past_key_values.{i}.key"));
+            inputs.push(format!("past_key_values.{i}.value"));
+            outputs.push(format!("present.{i}.key"));
+            outputs.push(format!("present.{i}.value"));
+        }
+        Self { inputs, outputs }
+    }
+}
+
+/// An exported model.
+#[derive(Debug, Clone)]
+pub struct ExportedModel {
+    /// The ONNX model.
+    pub model: pb::ModelProto,
+    /// The hyperparameters.
+    pub config: LlamaConfig,
+    /// Input and output names.
+    pub io: ModelIo,
+}
+
+/// The total size above which initializers are written to an external data
+/// file (protobuf messages are limited to 2 GiB).
+pub const EXTERNAL_DATA_THRESHOLD: u64 = 1_800_000_000;
+
+impl ExportedModel {
+    /// Writes the model to `path`. When the weights exceed
+    /// [`EXTERNAL_DATA_THRESHOLD`], large initializers go to `<file>.data`
+    /// next to it. Returns the files written.
+    pub fn save(&self, path: &Path) -> Result<Vec<PathBuf>> {
+        self.save_with_threshold(path, EXTERNAL_DATA_THRESHOLD)
+    }
+
+    /// [`ExportedModel::save`] with an explicit external-data threshold.
+    pub fn save_with_threshold(&self, path: &Path, threshold: u64) -> Result<Vec<PathBuf>> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ExportError::Io { path: p, source }
+        };
+        let total: u64 = self
+            .model
+            .graph
+            .as_ref()
+            .map(|g| g.initializer.iter().map(|t| t.raw_data.len() as u64).sum())
+            .unwrap_or(0);
+        if total <= threshold {
+            std::fs::write(path, self.model.encode_to_vec()).map_err(io(path))?;
+            return Ok(vec![path.to_path_buf()]);
+        }
+        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model.onnx".into());
+        let data_name = format!("{file_name}.data");
+        let data_path = path.with_file_name(&data_name);
+        let mut model = self.model.clone();
+        let mut data = std::io::BufWriter::new(std::fs::File::create(&data_path).map_err(io(&data_path))?);
+        let mut offset = 0u64;
+        if let Some(graph) = model.graph.as_mut() {
+            for t in graph.initializer.iter_mut().filter(|t| t.raw_data.len() > 1024) {
+                use std::io::Write;
+                let pad = (4096 - offset % 4096) % 4096;
+                data.write_all(&vec![0u8; pad as usize]).map_err(io(&data_path))?;
+                offset += pad;
+                data.write_all(&t.raw_data).map_err(io(&data_path))?;
+                let entry = |k: &str, v: String| pb::StringStringEntryProto { key: k.into(), value: v };
+                t.external_data = vec![
+                    entry("location", data_name.clone()),
+                    entry("offset", offset.to_string()),
+                    entry("length", t.raw_data.len().to_string()),
+                ];
+                offset += t.raw_data.len() as u64;
+                t.data_location = 1;
+                t.raw_data = Vec::new();
+            }
+        }
+        use std::io::Write;
+        data.flush().map_err(io(&data_path))?;
+        std::fs::write(path, model.encode_to_vec()).map_err(io(path))?;
+        Ok(vec![path.to_path_buf(), data_path])
+    }
+}
+
+/// A block-quantised weight matrix of `n` rows of `k` elements.
+#[derive(Debug, Clone)]
+struct QWeight {
+    n: usize,
+    k: usize,
+    bits: u8,
+    group: usize,
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+    zps: Vec<u8>,
+    mins: Option<Vec<f32>>,
+}
+
+impl QWeight {
+    fn to_f32(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.codes.len());
+        for (gi, chunk) in self.codes.chunks(self.group).enumerate() {
+            let s = self.scales[gi];
+            let zp = i32::from(self.zps[gi]);
+            let m = self.mins.as_ref().map(|m| m[gi]);
+            out.extend(chunk.iter().map(|&c| {
+                let v = s * (i32::from(c) - zp) as f32;
+                match m {
+                    Some(m) => v + m,
+                    None => v,
+                }
+            }));
+        }
+        out
+    }
+
+    /// Splits groups to `group` elements and widens codes to `bits`.
+    fn reshape(mut self, bits: u8, group: usize, want_mins: bool) -> Self {
+        if group < self.group {
+            let f = self.group / group;
+            let rep = |v: &[f32]| v.iter().flat_map(|x| std::iter::repeat_n(*x, f)).collect::<Vec<_>>();
+            self.scales = rep(&self.scales);
+            self.zps = self.zps.iter().flat_map(|x| std::iter::repeat_n(*x, f)).collect();
+            self.mins = self.mins.as_deref().map(rep);
+            self.group = group;
+        }
+        if want_mins && self.mins.is_none() {
+            self.mins = Some(vec![0.0; self.scales.len()]);
+        }
+        self.bits = self.bits.max(bits);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    Quant(QWeight),
+    /// Row-major `[n][k]`.
+    Float { n: usize, k: usize, data: Vec<f32> },
+}
+
+impl Weight {
+    fn n(&self) -> usize {
+        match self {
+            Weight::Quant(q) => q.n,
+            Weight::Float { n, .. } => *n,
+        }
+    }
+    fn k(&self) -> usize {
+        match self {
+            Weight::Quant(q) => q.k,
+            Weight::Float { k, .. } => *k,
+        }
+    }
+}
+
+fn tensor_err(t: &TensorInfo, message: impl Into<String>) -> ExportError {
+    ExportError::Tensor { name: t.name.clone(), message: message.into() }
+}
+
+fn load_weight(g: &GgufFile, t: &TensorInfo) -> Result<Weight> {
+    if t.dims.len() != 2 {
+        return Err(tensor_err(t, format!("expected a matrix, found shape {:?}", t.dims)));
+    }
+    let k = t.dims[0] as usize;
+    let n = t.dims[1] as usize;
+    let data = g.tensor_data(t)?;
+    if let Some(fmt) = t.ty.affine_format() {
+        let a = quant::to_affine(t.ty, data, n * k).map_err(|e| tensor_err(t, e.to_string()))?;
+        let groups = a.scales.len();
+        return Ok(Weight::Quant(QWeight {
+            n,
+            k,
+            bits: fmt.bits,
+            group: fmt.group,
+            codes: a.codes,
+            scales: a.scales,
+            zps: vec![fmt.zero_point; groups],
+            mins: if fmt.has_min { Some(a.mins) } else { None },
+        }));
+    }
+    if t.ty.can_dequantize() {
+        let data = quant::dequantize(t.ty, data, n * k).map_err(|e| tensor_err(t, e.to_string()))?;
+        return Ok(Weight::Float { n, k, data });
+    }
+    Err(tensor_err(t, format!("ggml type {} is not supported", t.ty)))
+}
+
+/// Concatenates weights along the output dimension.
+fn fuse(ws: Vec<Weight>) -> Weight {
+    if ws.len() == 1 {
+        return ws.into_iter().next().unwrap_or(Weight::Float { n: 0, k: 0, data: Vec::new() });
+    }
+    let k = ws[0].k();
+    let n: usize = ws.iter().map(Weight::n).sum();
+    if ws.iter().any(|w| matches!(w, Weight::Float { .. })) {
+        let mut data = Vec::with_capacity(n * k);
+        for w in ws {
+            match w {
+                Weight::Float { data: d, .. } => data.extend(d),
+                Weight::Quant(q) => data.extend(q.to_f32()),
+            }
+        }
+        return Weight::Float { n, k, data };
+    }
+    let qs: Vec<QWeight> = ws
+        .into_iter()
+        .filter_map(|w| match w {
+            Weight::Quant(q) => Some(q),
+            Weight::Float { .. } => None,
+        })
+        .collect();
+    let bits = qs.iter().map(|q| q.bits).max().unwrap_or(4);
+    let group = qs.iter().map(|q| q.group).min().unwrap_or(32);
+    let mins = qs.iter().any(|q| q.mins.is_some());
+    let mut out = QWeight { n, k, bits, group, codes: Vec::new(), scales: Vec::new(), zps: Vec::new(), mins: mins.then(Vec::new) };
+    for q in qs {
+        let q = q.reshape(bits, group, mins);
+        out.codes.extend(q.codes);
+        out.scales.extend(q.scales);
+        out.zps.extend(q.zps);
+        if let (Some(dst), Some(src)) = (out.mins.as_mut(), q.mins) {
+            dst.extend(src);
+        }
+    }
+    Weight::Quant(out)
+}
+
+struct Builder {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    counter: usize,
+    accuracy_level: i64,
+    block_sums: HashMap<(String, usize), String>,
+}
+
+const MS: &str = "com.microsoft";
+
+impl Builder {
+    fn name(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}_{}", self.counter)
+    }
+
+    fn node(&mut self, op: &str, domain: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<pb::AttributeProto>) {
+        let name = self.name(op);
+        self.nodes.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name,
+            op_type: op.into(),
+            attribute: attrs,
+            domain: domain.into(),
+            ..Default::default()
+        });
+    }
+
+    /// Adds a one-output node and returns its output name.
+    fn op(&mut self, op: &str, domain: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+        let out = self.name(&format!("{}_out", op.to_lowercase()));
+        self.node(op, domain, inputs, &[&out], attrs);
+        out
+    }
+
+    fn init(&mut self, t: pb::TensorProto) -> String {
+        let name = t.name.clone();
+        self.inits.push(t);
+        name
+    }
+
+    fn const_i64(&mut self, prefix: &str, dims: &[i64], v: &[i64]) -> String {
+        let name = self.name(prefix);
+        self.init(pb::tensor_i64(&name, dims, v))
+    }
+
+    fn block_sum(&mut self, x: &str, k: usize, group: usize) -> String {
+        if let Some(s) = self.block_sums.get(&(x.to_string(), group)) {
+            return s.clone();
+        }
+        let shape = self.const_i64("blocks_shape", &[4], &[0, 0, (k / group) as i64, group as i64]);
+        let r = self.op("Reshape", "", &[x, &shape], vec![]);
+        let axes = self.const_i64("axes_last", &[1], &[-1]);
+        let s = self.op("ReduceSum", "", &[&r, &axes], vec![attr_i("keepdims", 0)]);
+        self.block_sums.insert((x.to_string(), group), s.clone());
+        s
+    }
+
+    fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
+        match w {
+            Weight::Float { n, k, data } => {
+                let mut t = vec![0f32; n * k];
+                for r in 0..n {
+                    for c in 0..k {
+                        t[c * n + r] = data[r * k + c];
+                    }
+                }
+                let wname = self.init(pb::tensor_f32(&format!("{prefix}.weight"), &[k as i64, n as i64], &t));
+                self.op("MatMul", "", &[x, &wname], vec![])
+            }
+            Weight::Quant(q) => {
+                let nb = q.k / q.group;
+                let blob = q.group * q.bits as usize / 8;
+                let mut packed = Vec::with_capacity(q.n * nb * blob);
+                if q.bits == 8 {
+                    packed.extend_from_slice(&q.codes);
+                } else {
+                    for pair in q.codes.chunks(2) {
+                        packed.push((pair[0] & 0xF) | ((pair.get(1).copied().unwrap_or(0) & 0xF) << 4));
+                    }
+                }
+                let b = self.init(pb::tensor_raw(
+                    &format!("{prefix}.qweight"),
+                    data_type::UINT8,
+                    &[q.n as i64, nb as i64, blob as i64],
+                    packed,
+                ));
+                let s = self.init(pb::tensor_f32(&format!("{prefix}.scales"), &[q.n as i64, nb as i64], &q.scales));
+                let default_zp = 1u8 << (q.bits - 1);
+                let mut inputs = vec![x.to_string(), b, s];
+                if q.zps.iter().any(|&z| z != default_zp) {
+                    let zp_blob = (nb * q.bits as usize).div_ceil(8);
+                    let mut zp = vec![0u8; q.n * zp_blob];
+                    for r in 0..q.n {
+                        for j in 0..nb {
+                            let z = q.zps[r * nb + j];
+                            if q.bits == 8 {
+                                zp[r * zp_blob + j] = z;
+                            } else {
+                                zp[r * zp_blob + j / 2] |= (z & 0xF) << (4 * (j % 2));
+                            }
+                        }
+                    }
+                    inputs.push(self.init(pb::tensor_raw(
+                        &format!("{prefix}.qzeros"),
+                        data_type::UINT8,
+                        &[q.n as i64, zp_blob as i64],
+                        zp,
+                    )));
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let attrs = vec![
+                    attr_i("K", q.k as i64),
+                    attr_i("N", q.n as i64),
+                    attr_i("bits", q.bits.into()),
+                    attr_i("block_size", q.group as i64),
+                    attr_i("accuracy_level", if q.bits == 8 { 4 } else { self.accuracy_level }),
+                ];
+                let y = self.op("MatMulNBits", MS, &refs, attrs);
+                match q.mins {
+                    Some(mins) if mins.iter().any(|&m| m != 0.0) => {
+                        let sums = self.block_sum(x, q.k, q.group);
+                        let mut mt = vec![0f32; nb * q.n];
+                        for r in 0..q.n {
+                            for j in 0..nb {
+                                mt[j * q.n + r] = mins[r * nb + j];
+                            }
+                        }
+                        let m = self.init(pb::tensor_f32(&format!("{prefix}.block_mins"), &[nb as i64, q.n as i64], &mt));
+                        let corr = self.op("MatMul", "", &[&sums, &m], vec![]);
+                        self.op("Add", "", &[&y, &corr], vec![])
+                    }
+                    _ => y,
+                }
+            }
+        }
+    }
+}
+
+fn norm_weight(g: &GgufFile, name: &str, hidden: usize) -> Result<Vec<f32>> {
+    let t = g.require_tensor(name)?;
+    if t.n_elements() != hidden as u64 {
+        return Err(tensor_err(t, format!("expected {hidden} elements, found shape {:?}", t.dims)));
+    }
+    g.dequantize(t).map_err(ExportError::from)
+}
+
+fn matrix<'a>(g: &'a GgufFile, name: &str, k: usize, n: usize) -> Result<&'a TensorInfo> {
+    let t = g.require_tensor(name)?;
+    if t.dims != [k as u64, n as u64] {
+        return Err(tensor_err(t, format!("expected shape [{k}, {n}], found {:?}", t.dims)));
+    }
+    Ok(t)
+}
+
+/// The rotary cos/sin caches (`[max_context, rope_dim / 2]` each).
+pub fn rotary_caches(cfg: &LlamaConfig, freq_factors: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
+    let half = cfg.rope_dim / 2;
+    let mut cos = Vec::with_capacity(cfg.max_context * half);
+    let mut sin = Vec::with_capacity(cfg.max_context * half);
+    for p in 0..cfg.max_context {
+        let pos = p as f64 / cfg.rope_linear_factor;
+        for i in 0..half {
+            let mut freq = cfg.rope_theta.powf(-2.0 * i as f64 / cfg.rope_dim as f64);
+            if let Some(f) = freq_factors {
+                freq /= f64::from(f.get(i).copied().unwrap_or(1.0));
+            }
+            let a = pos * freq;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Exports a llama-architecture GGUF model to ONNX.
+pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel> {
+    let mut cfg = LlamaConfig::from_gguf(g)?;
+    if let Some(m) = opts.max_context {
+        if m == 0 {
+            return Err(ExportError::Config("max_context must be positive".into()));
+        }
+        cfg.max_context = m;
+    }
+    let (h, hd, nh, nkv, ff) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.ff);
+    let io = ModelIo::for_layers(cfg.n_layers);
+    let mut b = Builder { nodes: Vec::new(), inits: Vec::new(), counter: 0, accuracy_level: opts.accuracy_level, block_sums: HashMap::new() };
+
+    // Embedding.
+    let embd = g.require_tensor("token_embd.weight")?;
+    let table = g.dequantize(embd)?;
+    let table = b.init(pb::tensor_f32("model.embed_tokens.weight", &[cfg.vocab as i64, h as i64], &table));
+    let x0 = b.op("Gather", "", &[&table, "input_ids"], vec![attr_i("axis", 0)]);
+
+    // seqlens_k = sum(attention_mask) - 1; total_sequence_length = attention_mask.shape[1].
+    let axes1 = b.const_i64("axes_1", &[1], &[1]);
+    let mask_sum = b.op("ReduceSum", "", &["attention_mask", &axes1], vec![attr_i("keepdims", 0)]);
+    let one = b.const_i64("one", &[], &[1]);
+    let seqlens = b.op("Sub", "", &[&mask_sum, &one], vec![]);
+    let seqlens_k = b.op("Cast", "", &[&seqlens], vec![attr_i("to", data_type::INT32.into())]);
+    let mask_shape = b.op("Shape", "", &["attention_mask"], vec![]);
+    let idx1 = b.const_i64("idx_1", &[], &[1]);
+    let total = b.op("Gather", "", &[&mask_shape, &idx1], vec![attr_i("axis", 0)]);
+    let total_len = b.op("Cast", "", &[&total], vec![attr_i("to", data_type::INT32.into())]);
+
+    let freq_factors = match g.tensor("rope_freqs.weight") {
+        Some(t) => Some(g.dequantize(t)?),
+        None => None,
+    };
+    let (cos, sin) = rotary_caches(&cfg, freq_factors.as_deref());
+    let half = (cfg.rope_dim / 2) as i64;
+    let cos = b.init(pb::tensor_f32("cos_cache", &[cfg.max_context as i64, half], &cos));
+    let sin = b.init(pb::tensor_f32("sin_cache", &[cfg.max_context as i64, half], &sin));
+
+    let eps = attr_f("epsilon", cfg.rms_eps);
+    let mut residual = x0.clone();
+    let mut pending: Option<String> = None; // output of the previous block, to be added to the residual
+    for i in 0..cfg.n_layers {
+        let p = format!("model.layers.{i}");
+        let w = norm_weight(g, &format!("blk.{i}.attn_norm.weight"), h)?;
+        let wn = b.init(pb::tensor_f32(&format!("{p}.input_layernorm.weight"), &[h as i64], &w));
+        let x = match pending.take() {
+            None => b.op("SimplifiedLayerNormalization", "", &[&residual, &wn], vec![eps.clone(), attr_i("axis", -1)]),
+            Some(prev) => {
+                let out = b.name("attn_norm_out");
+                let sum = b.name("residual");
+                b.node("SkipSimplifiedLayerNormalization", MS, &[&prev, &residual, &wn], &[&out, "", "", &sum], vec![eps.clone()]);
+                residual = sum;
+                out
+            }
+        };
+        let q = load_weight(g, matrix(g, &format!("blk.{i}.attn_q.weight"), h, nh * hd)?)?;
+        let k = load_weight(g, matrix(g, &format!("blk.{i}.attn_k.weight"), h, nkv * hd)?)?;
+        let v = load_weight(g, matrix(g, &format!("blk.{i}.attn_v.weight"), h, nkv * hd)?)?;
+        let qkv = b.linear(&format!("{p}.attn.qkv_proj"), &x, fuse(vec![q, k, v]));
+        let attn = b.name("attn_out");
+        let pk = format!("past_key_values.{i}.key");
+        let pv = format!("past_key_values.{i}.value");
+        let prk = format!("present.{i}.key");
+        let prv = format!("present.{i}.value");
+        b.node(
+            "GroupQueryAttention",
+            MS,
+            &[&qkv, "", "", &pk, &pv, &seqlens_k, &total_len, &cos, &sin],
+            &[&attn, &prk, &prv],
+            vec![
+                attr_i("num_heads", nh as i64),
+                attr_i("kv_num_heads", nkv as i64),
+                attr_i("do_rotary", 1),
+                attr_i("rotary_interleaved", 1),
+                attr_f("scale", 1.0 / (hd as f32).sqrt()),
+            ],
+        );
+        let o = load_weight(g, matrix(g, &format!("blk.{i}.attn_output.weight"), nh * hd, h)?)?;
+        let o = b.linear(&format!("{p}.attn.o_proj"), &attn, o);
+        let w = norm_weight(g, &format!("blk.{i}.ffn_norm.weight"), h)?;
+        let wn = b.init(pb::tensor_f32(&format!("{p}.post_attention_layernorm.weight"), &[h as i64], &w));
+        let x2 = b.name("ffn_norm_out");
+        let sum = b.name("residual");
+        b.node("SkipSimplifiedLayerNormalization", MS, &[&o, &residual, &wn], &[&x2, "", "", &sum], vec![eps.clone()]);
+        residual = sum;
+        let gate = load_weight(g, matrix(g, &format!("blk.{i}.ffn_gate.weight"), h, ff)?)?;
+        let up = load_weight(g, matrix(g, &format!("blk.{i}.ffn_up.weight"), h, ff)?)?;
+        let gu = b.linear(&format!("{p}.mlp.gate_up_proj"), &x2, fuse(vec![gate, up]));
+        let split = b.const_i64("split", &[2], &[ff as i64, ff as i64]);
+        let (gname, uname) = (b.name("gate"), b.name("up"));
+        b.node("Split", "", &[&gu, &split], &[&gname, &uname], vec![attr_i("axis", -1)]);
+        let sig = b.op("Sigmoid", "", &[&gname], vec![]);
+        let silu = b.op("Mul", "", &[&gname, &sig], vec![]);
+        let act = b.op("Mul", "", &[&silu, &uname], vec![]);
+        let down = load_weight(g, matrix(g, &format!("blk.{i}.ffn_down.weight"), ff, h)?)?;
+        pending = Some(b.linear(&format!("{p}.mlp.down_proj"), &act, down));
+    }
+    let w = norm_weight(g, "output_norm.weight", h)?;
+    let wn = b.init(pb::tensor_f32("model.norm.weight", &[h as i64], &w));
+    let xf = match pending {
+        Some(prev) => {
+            let out = b.name("final_norm_out");
+            b.node("SkipSimplifiedLayerNormalization", MS, &[&prev, &residual, &wn], &[&out, "", "", ""], vec![eps.clone()]);
+            out
+        }
+        None => b.op("SimplifiedLayerNormalization", "", &[&residual, &wn], vec![eps.clone(), attr_i("axis", -1)]),
+    };
+    let head = g.tensor("output.weight").unwrap_or(embd);
+    let head = load_weight(g, matrix(g, &head.name, h, cfg.vocab)?)?;
+    let logits = b.linear("lm_head", &xf, head);
+    b.node("Identity", "", &[&logits], &["logits"], vec![]);
+
+    let kv_dims = |len: &str| -> Vec<Dim> { vec!["batch_size".into(), (nkv as i64).into(), len.into(), (hd as i64).into()] };
+    let mut inputs = vec![
+        value_info("input_ids", data_type::INT64, &["batch_size".into(), "sequence_length".into()]),
+        value_info("attention_mask", data_type::INT64, &["batch_size".into(), "total_sequence_length".into()]),
+    ];
+    let mut outputs = vec![value_info(
+        "logits",
+        data_type::FLOAT,
+        &["batch_size".into(), "sequence_length".into(), (cfg.vocab as i64).into()],
+    )];
+    for i in 0..cfg.n_layers {
+        for kind in ["key", "value"] {
+            inputs.push(value_info(&format!("past_key_values.{i}.{kind}"), data_type::FLOAT, &kv_dims("past_sequence_length")));
+            outputs.push(value_info(&format!("present.{i}.{kind}"), data_type::FLOAT, &kv_dims("total_sequence_length")));
+        }
+    }
+    let config_json = serde_json::to_string(&cfg).unwrap_or_default();
+    let model = pb::ModelProto {
+        ir_version: 10,
+        producer_name: "techne-inference".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(pb::GraphProto {
+            node: b.nodes,
+            name: "llama".into(),
+            initializer: b.inits,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        opset_import: vec![
+            pb::OperatorSetIdProto { domain: String::new(), version: 21 },
+            pb::OperatorSetIdProto { domain: MS.into(), version: 1 },
+        ],
+        metadata_props: vec![pb::StringStringEntryProto { key: "techne.llama_config".into(), value: config_json }],
+        ..Default::default()
+    };
+    Ok(ExportedModel { model, config: cfg, io })
+}
+
+/// Whether a ggml type can be exported without going through float.
+pub fn is_native_quant(ty: GgmlType) -> bool {
+    ty.affine_format().is_some()
+}
