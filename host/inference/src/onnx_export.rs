@@ -79,17 +79,18 @@ pub struct ExportOptions {
     /// Largest context to support (size of the rotary caches); defaults to the
     /// model's context length.
     pub max_context: Option<usize>,
-    /// `MatMulNBits` accuracy level for 4-bit weights: 4 (the default)
-    /// quantises activations to int8 blocks like llama.cpp does and is about
-    /// twice as fast; 0 computes in f32. 8-bit weights always use level 4
-    /// because ONNX Runtime has no pre-packed f32 kernel for them (it would
-    /// dequantise the whole matrix on every call).
+    /// `MatMulNBits` accuracy level. 0 (the default) computes in f32: 8-bit
+    /// codes are then split into two exact 4-bit matrices, because ONNX
+    /// Runtime has no pre-packed f32 kernel for 8-bit weights. 4 quantises
+    /// activations to int8 blocks (like llama.cpp) and is about twice as fast,
+    /// but its results differ between one-token and many-token calls by up to
+    /// ~0.1 in log-probability, so scoring and generation disagree slightly.
     pub accuracy_level: i64,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { max_context: None, accuracy_level: 4 }
+        Self { max_context: None, accuracy_level: 0 }
     }
 }
 
@@ -514,6 +515,23 @@ impl Builder {
                 let wname = self.init(pb::tensor_f32(&format!("{prefix}.weight"), &[k as i64, n as i64], &t));
                 self.op("MatMul", "", &[x, &wname], vec![])
             }
+            Weight::Quant(q) if q.bits == 8 && self.accuracy_level != 4 && q.zps.iter().all(|z| z % 16 == 0) => {
+                // ONNX Runtime only pre-packs 8-bit weights for int8 compute, so for
+                // f32 compute split each code c = 16·hi + lo into two exact 4-bit
+                // matrices: s·(c − zp) + m = 16s·(hi − zp/16) + s·(lo − 0) + m.
+                let hi = QWeight {
+                    codes: q.codes.iter().map(|c| c >> 4).collect(),
+                    scales: q.scales.iter().map(|s| s * 16.0).collect(),
+                    zps: q.zps.iter().map(|z| z / 16).collect(),
+                    mins: None,
+                    bits: 4,
+                    ..q.clone()
+                };
+                let lo = QWeight { codes: q.codes.iter().map(|c| c & 0xF).collect(), zps: vec![0; q.zps.len()], bits: 4, ..q };
+                let a = self.linear(&format!("{prefix}.hi"), x, Weight::Quant(hi));
+                let b = self.linear(&format!("{prefix}.lo"), x, Weight::Quant(lo));
+                self.op("Add", "", &[&a, &b], vec![])
+            }
             Weight::Quant(q) => {
                 let nb = q.k / q.group;
                 let blob = q.group * q.bits as usize / 8;
@@ -560,6 +578,7 @@ impl Builder {
                     attr_i("N", q.n as i64),
                     attr_i("bits", q.bits.into()),
                     attr_i("block_size", q.group as i64),
+                    // 8-bit weights only reach this point for int8 compute (or odd zero points).
                     attr_i("accuracy_level", if q.bits == 8 { 4 } else { self.accuracy_level }),
                 ];
                 let y = self.op("MatMulNBits", MS, &refs, attrs);

@@ -1,0 +1,737 @@
+//! Text generation and scoring on an exported model with ONNX Runtime.
+//!
+//! [`LocalModel`] owns an ONNX Runtime session (behind a mutex, so the model
+//! is `Send + Sync` and one call runs at a time), the tokenizer and the chat
+//! template. Generation prefills the prompt once, then decodes token by token
+//! with the key/value cache returned by the previous step (`present.*` outputs
+//! are fed back as `past_key_values.*` without copying). `n` samples share the
+//! prompt's prefill: its cache is replicated into a batch of `n` rows.
+//!
+//! Reported log-probabilities are those of the model's raw distribution
+//! (log-softmax of the logits, before temperature, top-k/top-p and the
+//! repetition penalty), so they are comparable with [`LocalModel::score`].
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::onnx_export::{LlamaConfig, ModelIo};
+use crate::registry::{ModelEntry, RegistryError};
+use crate::runtime::{Runtime, RuntimeError, ort_err};
+use crate::tokenizer::{ChatMessage, ChatTemplate, SpecialTokens, Tokenizer, TokenizerError};
+
+/// Errors raised by generation and scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// ONNX Runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Tokenisation or the chat template failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The model entry is unusable.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The request does not fit in the context window.
+    #[error("{needed} tokens do not fit in the model's context of {max} tokens")]
+    ContextOverflow {
+        /// Tokens needed.
+        needed: usize,
+        /// The context size.
+        max: usize,
+    },
+    /// The parameters are invalid.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    /// Scoring and generation need at least one prompt token.
+    #[error("the prompt is empty (and the model has no BOS token to start from)")]
+    EmptyPrompt,
+    /// The model's output is not what the exporter produces.
+    #[error("unexpected model output: {0}")]
+    BadOutput(String),
+}
+
+/// A result with an [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Sampling and stopping parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationParams {
+    /// Most tokens to generate per choice.
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 means greedy decoding.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`.
+    pub top_p: f32,
+    /// Divide positive (multiply negative) logits of tokens already in the
+    /// prompt or the output by this factor (1 = off).
+    pub repetition_penalty: f32,
+    /// Random seed; the same seed, prompt and parameters give the same text.
+    pub seed: Option<u64>,
+    /// Stop when the output contains one of these strings (it is cut before it).
+    pub stop: Vec<String>,
+    /// Number of choices to generate (they share the prompt prefill).
+    pub n: usize,
+    /// Return per-token log-probabilities.
+    pub logprobs: bool,
+    /// How many alternatives to return per token (0–20) when `logprobs` is set.
+    pub top_logprobs: usize,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: None,
+            stop: Vec::new(),
+            n: 1,
+            logprobs: false,
+            top_logprobs: 0,
+        }
+    }
+}
+
+impl GenerationParams {
+    /// Greedy decoding of at most `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self { max_tokens, temperature: 0.0, ..Self::default() }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(EngineError::InvalidParams(m.to_string()));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature must be a finite number >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("repetition_penalty must be > 0");
+        }
+        if self.n == 0 || self.n > 64 {
+            return bad("n must be between 1 and 64");
+        }
+        if self.top_logprobs > 20 {
+            return bad("top_logprobs must be at most 20");
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return bad("stop sequences must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Why a choice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// An alternative token and its log-probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token id.
+    pub token_id: u32,
+    /// The token text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+}
+
+/// A token and its log-probability under the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token id.
+    pub token_id: u32,
+    /// The token text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The most likely alternatives at this position (when asked for).
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One generated choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The index among the choices.
+    pub index: usize,
+    /// The generated text (special tokens removed, cut before a stop sequence).
+    pub text: String,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+    /// The generated token ids (without the end-of-sequence token).
+    pub token_ids: Vec<u32>,
+    /// Per-token log-probabilities, when asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated over all choices.
+    pub completion_tokens: usize,
+    /// The sum.
+    pub total_tokens: usize,
+}
+
+/// The result of a generation call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The choices.
+    pub choices: Vec<Choice>,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// The log-likelihood of one continuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContinuationScore {
+    /// The continuation's tokens with their log-probabilities.
+    pub tokens: Vec<TokenLogprob>,
+    /// The sum of the log-probabilities.
+    pub total_logprob: f64,
+    /// Whether every token is the model's most likely one (greedy).
+    pub is_greedy: bool,
+}
+
+/// A small deterministic generator (SplitMix64).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn log_softmax_at(logits: &[f32]) -> (f32, f64) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    (max, sum.ln())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng: &mut Rng) -> u32 {
+    let mut l: Cow<[f32]> = Cow::Borrowed(logits);
+    if p.repetition_penalty != 1.0 {
+        let lm = l.to_mut();
+        let mut seen = std::collections::HashSet::new();
+        for &t in history {
+            if seen.insert(t)
+                && let Some(x) = lm.get_mut(t as usize)
+            {
+                *x = if *x > 0.0 { *x / p.repetition_penalty } else { *x * p.repetition_penalty };
+            }
+        }
+    }
+    if p.temperature <= 1e-6 {
+        return argmax(&l) as u32;
+    }
+    let mut idx: Vec<usize> = (0..l.len()).collect();
+    let cmp = |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]).then(a.cmp(b));
+    if p.top_k > 0 && p.top_k < idx.len() {
+        idx.select_nth_unstable_by(p.top_k - 1, cmp);
+        idx.truncate(p.top_k);
+    }
+    idx.sort_unstable_by(cmp);
+    let t = f64::from(p.temperature);
+    let max = f64::from(l[idx[0]]);
+    let mut probs: Vec<f64> = idx.iter().map(|&i| ((f64::from(l[i]) - max) / t).exp()).collect();
+    let total: f64 = probs.iter().sum();
+    if p.top_p < 1.0 {
+        let mut acc = 0.0;
+        let mut keep = probs.len();
+        for (j, pr) in probs.iter().enumerate() {
+            acc += pr / total;
+            if acc >= f64::from(p.top_p) {
+                keep = j + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+    }
+    let total: f64 = probs.iter().sum();
+    let mut u = rng.next_f64() * total;
+    for (j, pr) in probs.iter().enumerate() {
+        u -= pr;
+        if u < 0.0 {
+            return idx[j] as u32;
+        }
+    }
+    idx[probs.len() - 1] as u32
+}
+
+/// A key/value cache: `present.*` values of the last run.
+struct Kv {
+    values: Vec<DynValue>,
+    len: usize,
+}
+
+/// A chat/completion model loaded into ONNX Runtime.
+pub struct LocalModel {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    special: SpecialTokens,
+    config: LlamaConfig,
+    past_names: Vec<String>,
+    present_names: Vec<String>,
+    name: String,
+    _runtime: Runtime,
+}
+
+impl std::fmt::Debug for LocalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalModel").field("name", &self.name).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl LocalModel {
+    /// Loads a registry entry with `threads` intra-op threads (0 = physical cores).
+    pub fn load(runtime: &Runtime, entry: &ModelEntry, threads: usize) -> Result<Self> {
+        let m = &entry.manifest;
+        let tokenizer = Tokenizer::from_file(entry.dir.join(&m.tokenizer_file))?;
+        let template = match &m.chat_template {
+            Some(src) => Some(ChatTemplate::new(src, m.special_tokens.bos.as_deref(), m.special_tokens.eos.as_deref())?),
+            None => None,
+        };
+        Self::from_parts(
+            runtime,
+            &entry.dir.join(&m.model_file),
+            tokenizer,
+            template,
+            m.special_tokens.clone(),
+            m.config.clone(),
+            &m.io,
+            &entry.name,
+            threads,
+        )
+    }
+
+    /// Loads a model from its parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        runtime: &Runtime,
+        model_path: &Path,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        special: SpecialTokens,
+        config: LlamaConfig,
+        io: &ModelIo,
+        name: &str,
+        threads: usize,
+    ) -> Result<Self> {
+        let session = runtime.session(model_path, threads)?;
+        let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
+        for want in &io.inputs {
+            if !names.contains(&want.as_str()) {
+                return Err(EngineError::BadOutput(format!("model has no input `{want}`")));
+            }
+        }
+        let past_names = io.inputs.iter().filter(|n| n.starts_with("past_key_values.")).cloned().collect::<Vec<_>>();
+        let present_names = io.outputs.iter().filter(|n| n.starts_with("present.")).cloned().collect::<Vec<_>>();
+        if past_names.len() != 2 * config.n_layers || present_names.len() != past_names.len() {
+            return Err(EngineError::BadOutput("past/present names do not match the layer count".into()));
+        }
+        Ok(Self {
+            session: Mutex::new(session),
+            tokenizer,
+            template,
+            special,
+            config,
+            past_names,
+            present_names,
+            name: name.to_string(),
+            _runtime: runtime.clone(),
+        })
+    }
+
+    /// The model name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The largest number of tokens (prompt + output) per sequence.
+    pub fn context_length(&self) -> usize {
+        self.config.max_context
+    }
+
+    /// Renders a conversation with the chat template and the assistant header.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String> {
+        let t = self.template.as_ref().ok_or(TokenizerError::NoChatTemplate)?;
+        Ok(t.render(messages, true)?)
+    }
+
+    /// Generates assistant replies to a conversation.
+    pub fn chat(&self, messages: &[ChatMessage], params: &GenerationParams) -> Result<Generation> {
+        let prompt = self.render_chat(messages)?;
+        // The template writes any BOS itself, so no special tokens are added.
+        let ids = self.tokenizer.encode(&prompt, false)?;
+        self.generate_ids(&ids, params)
+    }
+
+    /// Continues a raw text prompt.
+    pub fn complete(&self, prompt: &str, params: &GenerationParams) -> Result<Generation> {
+        let ids = self.encode_prompt(prompt)?;
+        self.generate_ids(&ids, params)
+    }
+
+    /// Scores continuations of a raw text prompt: the log-likelihood of each
+    /// continuation's tokens given the prompt, in one forward pass each.
+    pub fn score(&self, prompt: &str, continuations: &[String]) -> Result<Vec<ContinuationScore>> {
+        let p = self.encode_prompt(prompt)?;
+        continuations
+            .iter()
+            .map(|c| {
+                let ids = self.tokenizer.encode(c, false)?;
+                self.score_ids(&p, &ids)
+            })
+            .collect()
+    }
+
+    /// Scores assistant replies to a conversation.
+    pub fn score_chat(&self, messages: &[ChatMessage], continuations: &[String]) -> Result<Vec<ContinuationScore>> {
+        let prompt = self.render_chat(messages)?;
+        let p = self.tokenizer.encode(&prompt, false)?;
+        continuations
+            .iter()
+            .map(|c| {
+                let ids = self.tokenizer.encode(c, false)?;
+                self.score_ids(&p, &ids)
+            })
+            .collect()
+    }
+
+    fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(prompt, true)?;
+        if ids.is_empty()
+            && let Some(bos) = self.special.bos.as_deref().and_then(|b| self.tokenizer.token_to_id(b))
+        {
+            ids.push(bos);
+        }
+        Ok(ids)
+    }
+
+    fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+
+    fn logprob_entry(&self, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+        let (max, lse) = log_softmax_at(logits);
+        let lp = |i: usize| (f64::from(logits[i] - max) - lse) as f32;
+        let mut top_logprobs = Vec::new();
+        if top > 0 {
+            let mut idx: Vec<usize> = (0..logits.len()).collect();
+            let cmp = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+            let k = top.min(idx.len());
+            idx.select_nth_unstable_by(k - 1, cmp);
+            idx.truncate(k);
+            idx.sort_unstable_by(cmp);
+            top_logprobs = idx
+                .into_iter()
+                .map(|i| TopLogprob { token_id: i as u32, token: self.token_text(i as u32), logprob: lp(i) })
+                .collect();
+        }
+        TokenLogprob { token_id: id, token: self.token_text(id), logprob: lp(id as usize), top_logprobs }
+    }
+
+    /// Scores `continuation` token ids after `prompt` token ids.
+    pub fn score_ids(&self, prompt: &[u32], continuation: &[u32]) -> Result<ContinuationScore> {
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let mut ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        ids.extend(continuation.iter().map(|&t| i64::from(t)));
+        let total = ids.len();
+        if continuation.is_empty() {
+            return Ok(ContinuationScore { tokens: Vec::new(), total_logprob: 0.0, is_greedy: true });
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let first_row = prompt.len() - 1;
+        let (logits, _) = self.run(&mut session, ids, 1, total, None, first_row)?;
+        let v = self.config.vocab;
+        let mut tokens = Vec::with_capacity(continuation.len());
+        let mut is_greedy = true;
+        let mut sum = 0.0;
+        for (j, &t) in continuation.iter().enumerate() {
+            let row = &logits[j * v..(j + 1) * v];
+            if (t as usize) >= v {
+                return Err(EngineError::InvalidParams(format!("token id {t} is outside the vocabulary")));
+            }
+            is_greedy &= argmax(row) == t as usize;
+            let e = self.logprob_entry(row, t, 0);
+            sum += f64::from(e.logprob);
+            tokens.push(e);
+        }
+        Ok(ContinuationScore { tokens, total_logprob: sum, is_greedy })
+    }
+
+    /// Runs the model on `batch` rows of `seq` tokens after `past`; returns
+    /// the logits of every row's positions from `from_pos` on (flattened
+    /// `[batch][seq - from_pos][vocab]`) and the new cache.
+    fn run(&self, session: &mut Session, ids: Vec<i64>, batch: usize, seq: usize, past: Option<&Kv>, from_pos: usize) -> Result<(Vec<f32>, Kv)> {
+        let past_len = past.map_or(0, |k| k.len);
+        let total = past_len + seq;
+        if total > self.config.max_context {
+            return Err(EngineError::ContextOverflow { needed: total, max: self.config.max_context });
+        }
+        let (b, s, t) = (batch as i64, seq as i64, total as i64);
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(2 + self.past_names.len());
+        inputs.push(("input_ids".into(), Tensor::from_array((vec![b, s], ids)).map_err(ort_err)?.into()));
+        inputs.push(("attention_mask".into(), Tensor::from_array((vec![b, t], vec![1i64; batch * total])).map_err(ort_err)?.into()));
+        match past {
+            Some(kv) => {
+                for (name, v) in self.past_names.iter().zip(&kv.values) {
+                    inputs.push((name.as_str().into(), v.into()));
+                }
+            }
+            None => {
+                let shape = vec![b, self.config.n_kv_heads as i64, 0, self.config.head_dim as i64];
+                for name in &self.past_names {
+                    let empty = Tensor::<f32>::from_array((shape.clone(), Vec::<f32>::new())).map_err(ort_err)?;
+                    inputs.push((name.as_str().into(), empty.into()));
+                }
+            }
+        }
+        let mut outputs = session.run(inputs).map_err(ort_err)?;
+        let logits = {
+            let value = outputs.get("logits").ok_or_else(|| EngineError::BadOutput("no `logits` output".into()))?;
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+            let v = self.config.vocab;
+            if shape.len() != 3 || shape[0] != b || shape[1] != s || shape[2] != v as i64 {
+                return Err(EngineError::BadOutput(format!("logits shape {shape:?}")));
+            }
+            let mut out = Vec::with_capacity(batch * (seq - from_pos) * v);
+            for r in 0..batch {
+                out.extend_from_slice(&data[(r * seq + from_pos) * v..(r + 1) * seq * v]);
+            }
+            out
+        };
+        let mut values = Vec::with_capacity(self.present_names.len());
+        for name in &self.present_names {
+            values.push(outputs.remove(name.as_str()).ok_or_else(|| EngineError::BadOutput(format!("no `{name}` output")))?);
+        }
+        Ok((logits, Kv { values, len: total }))
+    }
+
+    /// Replicates a batch-1 cache into `n` rows.
+    fn expand(&self, kv: Kv, n: usize) -> Result<Kv> {
+        let mut values = Vec::with_capacity(kv.values.len());
+        for v in &kv.values {
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err)?;
+            let mut new_shape: Vec<i64> = shape.iter().copied().collect();
+            new_shape[0] = n as i64;
+            let mut rep = Vec::with_capacity(data.len() * n);
+            for _ in 0..n {
+                rep.extend_from_slice(data);
+            }
+            values.push(Tensor::from_array((new_shape, rep)).map_err(ort_err)?.into_dyn());
+        }
+        Ok(Kv { values, len: kv.len })
+    }
+
+    /// Generates from prompt token ids.
+    pub fn generate_ids(&self, prompt: &[u32], params: &GenerationParams) -> Result<Generation> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let max_ctx = self.config.max_context;
+        if prompt.len() >= max_ctx {
+            return Err(EngineError::ContextOverflow { needed: prompt.len() + 1, max: max_ctx });
+        }
+        let n = params.n;
+        let v = self.config.vocab;
+        let seed = params.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            t ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        struct State {
+            tokens: Vec<u32>,
+            logprobs: Vec<TokenLogprob>,
+            finish: Option<FinishReason>,
+            text: Option<String>,
+            rng: Rng,
+        }
+        let mut states: Vec<State> = (0..n)
+            .map(|i| State {
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                finish: None,
+                text: None,
+                rng: Rng(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+            })
+            .collect();
+        if params.max_tokens == 0 {
+            for s in &mut states {
+                s.finish = Some(FinishReason::Length);
+            }
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        let (first, kv) = if params.max_tokens == 0 {
+            (Vec::new(), None)
+        } else {
+            let (l, kv) = self.run(&mut session, ids, 1, prompt.len(), None, prompt.len() - 1)?;
+            (l, Some(kv))
+        };
+        let mut kv = match kv {
+            Some(kv) if n > 1 => Some(self.expand(kv, n)?),
+            other => other,
+        };
+        let mut rows: Vec<f32> = Vec::with_capacity(n * v);
+        for _ in 0..n {
+            rows.extend_from_slice(&first);
+        }
+        let mut history: Vec<u32> = prompt.to_vec();
+        let pad = self.special.stop_ids.first().copied().unwrap_or(0);
+        loop {
+            let mut any_active = false;
+            for (i, st) in states.iter_mut().enumerate() {
+                if st.finish.is_some() {
+                    continue;
+                }
+                let logits = &rows[i * v..(i + 1) * v];
+                history.truncate(prompt.len());
+                history.extend_from_slice(&st.tokens);
+                let tok = sample(logits, &history, params, &mut st.rng);
+                if self.special.stop_ids.contains(&tok) {
+                    st.finish = Some(FinishReason::Stop);
+                    continue;
+                }
+                st.tokens.push(tok);
+                if params.logprobs {
+                    st.logprobs.push(self.logprob_entry(logits, tok, params.top_logprobs));
+                }
+                if !params.stop.is_empty() {
+                    let text = self.tokenizer.decode(&st.tokens, true)?;
+                    if let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                        st.text = Some(text[..cut].to_string());
+                        st.finish = Some(FinishReason::Stop);
+                        continue;
+                    }
+                }
+                if st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx {
+                    st.finish = Some(FinishReason::Length);
+                    continue;
+                }
+                any_active = true;
+            }
+            if !any_active {
+                break;
+            }
+            let Some(cache) = kv.take() else { break };
+            let next: Vec<i64> = states
+                .iter()
+                .map(|s| i64::from(if s.finish.is_none() { s.tokens.last().copied().unwrap_or(pad) } else { pad }))
+                .collect();
+            let (l, new_kv) = self.run(&mut session, next, n, 1, Some(&cache), 0)?;
+            drop(cache);
+            rows = l;
+            kv = Some(new_kv);
+        }
+        drop(session);
+        let mut choices = Vec::with_capacity(n);
+        let mut completion_tokens = 0;
+        for (index, st) in states.into_iter().enumerate() {
+            completion_tokens += st.tokens.len();
+            let text = match st.text {
+                Some(t) => t,
+                None => self.tokenizer.decode(&st.tokens, true)?,
+            };
+            choices.push(Choice {
+                index,
+                text,
+                finish_reason: st.finish.unwrap_or(FinishReason::Length),
+                token_ids: st.tokens,
+                logprobs: params.logprobs.then_some(st.logprobs),
+            });
+        }
+        Ok(Generation {
+            choices,
+            usage: Usage { prompt_tokens: prompt.len(), completion_tokens, total_tokens: prompt.len() + completion_tokens },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_and_sampling_are_deterministic() {
+        let logits = vec![0.1, 2.0, 1.9, -1.0];
+        let p = GenerationParams::greedy(1);
+        assert_eq!(sample(&logits, &[], &p, &mut Rng(1)), 1);
+        let p = GenerationParams { temperature: 1.0, ..Default::default() };
+        let a: Vec<u32> = { let mut r = Rng(42); (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect() };
+        let b: Vec<u32> = { let mut r = Rng(42); (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect() };
+        assert_eq!(a, b);
+        let p = GenerationParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        assert!((0..20).all(|s| sample(&logits, &[], &p, &mut Rng(s)) == 1));
+        let p = GenerationParams { temperature: 1.0, top_p: 0.01, ..Default::default() };
+        assert!((0..20).all(|s| sample(&logits, &[], &p, &mut Rng(s)) == 1));
+        // A strong repetition penalty moves greedy off the repeated token.
+        let p = GenerationParams { temperature: 0.0, repetition_penalty: 10.0, ..Default::default() };
+        assert_eq!(sample(&logits, &[1], &p, &mut Rng(0)), 2);
+    }
+
+    #[test]
+    fn params_are_validated() {
+        assert!(GenerationParams { top_p: 0.0, ..Default::default() }.validate().is_err());
+        assert!(GenerationParams { temperature: f32::NAN, ..Default::default() }.validate().is_err());
+        assert!(GenerationParams { n: 0, ..Default::default() }.validate().is_err());
+        assert!(GenerationParams { stop: vec![String::new()], ..Default::default() }.validate().is_err());
+        assert!(GenerationParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn model_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<LocalModel>();
+    }
+}

@@ -1,0 +1,143 @@
+//! Loading ONNX Runtime and creating sessions.
+//!
+//! ONNX Runtime is loaded dynamically from a shared library: the path given to
+//! [`Runtime::load`], else `ORT_DYLIB_PATH`, else the `libonnxruntime.so` that
+//! ships inside the pip package `onnxruntime`. The library can be loaded once
+//! per process; later calls share the same environment.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::locate;
+
+/// Errors raised while loading ONNX Runtime or a model into it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No ONNX Runtime library was found.
+    #[error("ONNX Runtime was not found: set ORT_DYLIB_PATH or run `{}`", locate::ORT_INSTALL)]
+    NotFound,
+    /// The library exists but could not be loaded.
+    #[error("cannot load ONNX Runtime from {path}: {message} (install a compatible one with `{}`)", locate::ORT_INSTALL)]
+    Load {
+        /// The library.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A different library was already loaded in this process.
+    #[error("ONNX Runtime is already loaded from {loaded}; cannot also load {requested}")]
+    AlreadyLoaded {
+        /// The library in use.
+        loaded: PathBuf,
+        /// The library asked for.
+        requested: PathBuf,
+    },
+    /// ONNX Runtime rejected a model or a call.
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+}
+
+pub(crate) fn ort_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Ort(e.to_string())
+}
+
+/// A loaded ONNX Runtime (cheap to clone; keeps the environment alive).
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    env: Environment,
+    dylib: PathBuf,
+}
+
+static LOADED: OnceLock<Mutex<Option<Runtime>>> = OnceLock::new();
+
+impl Runtime {
+    /// Loads ONNX Runtime from `ort_dylib`, `ORT_DYLIB_PATH` or the pip
+    /// package `onnxruntime`, in that order.
+    pub fn load(ort_dylib: Option<PathBuf>) -> Result<Runtime, RuntimeError> {
+        let cell = LOADED.get_or_init(|| Mutex::new(None));
+        let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rt) = guard.as_ref() {
+            if let Some(req) = ort_dylib
+                && !same_file(&req, &rt.dylib)
+            {
+                return Err(RuntimeError::AlreadyLoaded { loaded: rt.dylib.clone(), requested: req });
+            }
+            return Ok(rt.clone());
+        }
+        let path = match ort_dylib {
+            Some(p) => p,
+            None => locate::onnxruntime_dylib().ok_or(RuntimeError::NotFound)?,
+        };
+        if !path.exists() {
+            return Err(RuntimeError::Load { path, message: "file does not exist".into() });
+        }
+        let builder = ort::init_from(&path).map_err(|e| RuntimeError::Load { path: path.clone(), message: e.to_string() })?;
+        let env = builder
+            .with_name("techne")
+            .build()
+            .map_err(|e| RuntimeError::Load { path: path.clone(), message: e.to_string() })?;
+        let rt = Runtime { env, dylib: path };
+        *guard = Some(rt.clone());
+        Ok(rt)
+    }
+
+    /// The shared library in use.
+    pub fn dylib_path(&self) -> &Path {
+        &self.dylib
+    }
+
+    /// Opens a session on an ONNX file with `threads` intra-op threads
+    /// (0 = [`default_threads`]).
+    pub fn session(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
+        let threads = if threads == 0 { default_threads() } else { threads };
+        Session::builder(&self.env)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(ort_err)?
+            .with_intra_threads(threads)
+            .map_err(ort_err)?
+            .with_inter_threads(1)
+            .map_err(ort_err)?
+            .commit_from_file(model)
+            .map_err(|e| RuntimeError::Ort(format!("{}: {e}", model.display())))
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The number of physical CPU cores available to this process (at least 1).
+pub fn default_threads() -> usize {
+    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let physical = physical_cores().unwrap_or(logical);
+    physical.clamp(1, logical)
+}
+
+fn physical_cores() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None::<String>, None::<String>);
+    for line in info.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                cores.insert((p, c));
+            }
+            continue;
+        }
+        let mut kv = line.splitn(2, ':');
+        match (kv.next().map(str::trim), kv.next().map(str::trim)) {
+            (Some("physical id"), Some(v)) => phys = Some(v.to_string()),
+            (Some("core id"), Some(v)) => core = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}

