@@ -345,7 +345,20 @@ impl QWeight {
         if want_mins && self.mins.is_none() {
             self.mins = Some(vec![0.0; self.scales.len()]);
         }
-        self.bits = self.bits.max(bits);
+        if bits > self.bits {
+            // Widen 4-bit codes to 8 bits; symmetric groups are re-centred on
+            // 128 so that the zero point stays a multiple of 16 (see `linear`).
+            for (gi, zp) in self.zps.iter_mut().enumerate() {
+                if *zp != 0 {
+                    let shift = 128 - *zp;
+                    for c in &mut self.codes[gi * self.group..(gi + 1) * self.group] {
+                        *c += shift;
+                    }
+                    *zp = 128;
+                }
+            }
+            self.bits = bits;
+        }
         self
     }
 }

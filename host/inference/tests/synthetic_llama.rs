@@ -1,0 +1,386 @@
+//! A tiny random llama model written as GGUF with every supported weight
+//! type, imported through the registry, run with ONNX Runtime and compared
+//! with a straightforward f64 reference implementation of the llama forward
+//! pass (ggml semantics: interleaved RoPE on the stored Q/K layout).
+//!
+//! The registry tests need nothing else; the ONNX Runtime comparisons skip
+//! with a message when `pip install onnxruntime==1.31.1` has not been run.
+
+use half::{bf16, f16};
+use techne_inference::gguf::{GgufFile, GgufWriter, MetaType, MetaValue};
+use techne_inference::quant::{self, GgmlType};
+use techne_inference::{GenerationParams, LocalModel, Registry, RegistryError, Runtime};
+
+const HIDDEN: usize = 256;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 64;
+const FF: usize = 256;
+const THETA: f64 = 10000.0;
+const EPS: f64 = 1e-5;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self, a: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+    }
+}
+
+/// Random blocks of a quantised type with sane f16 scale fields.
+fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let (size, fields, scale): (usize, &[usize], f32) = match ty {
+        GgmlType::Q4_0 => (18, &[0], 0.01),
+        GgmlType::Q4_1 => (20, &[0, 2], 0.01),
+        GgmlType::Q5_0 => (22, &[0], 0.005),
+        GgmlType::Q5_1 => (24, &[0, 2], 0.005),
+        GgmlType::Q8_0 => (34, &[0], 0.0005),
+        GgmlType::Q2_K => (84, &[80, 82], 0.002),
+        GgmlType::Q3_K => (110, &[108], 0.0005),
+        GgmlType::Q4_K => (144, &[0, 2], 0.0001),
+        GgmlType::Q5_K => (176, &[0, 2], 0.00005),
+        GgmlType::Q6_K => (210, &[208], 0.00002),
+        GgmlType::F32 => return (0..n).flat_map(|_| rng.uniform(0.05).to_le_bytes()).collect(),
+        GgmlType::F16 => return (0..n).flat_map(|_| f16::from_f32(rng.uniform(0.05)).to_le_bytes()).collect(),
+        GgmlType::BF16 => return (0..n).flat_map(|_| bf16::from_f32(rng.uniform(0.05)).to_le_bytes()).collect(),
+        other => panic!("no generator for {other}"),
+    };
+    let blocks = n / ty.block_size();
+    let mut out: Vec<u8> = (0..blocks * size).map(|_| rng.next() as u8).collect();
+    for b in 0..blocks {
+        for &f in fields {
+            let v = f16::from_f32(rng.uniform(scale)).to_le_bytes();
+            out[b * size + f..b * size + f + 2].copy_from_slice(&v);
+        }
+    }
+    out
+}
+
+fn strs(v: &[String]) -> MetaValue {
+    MetaValue::Array(MetaType::String, v.iter().map(|s| MetaValue::String(s.clone())).collect())
+}
+
+fn vocab() -> Vec<String> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut pairs: Vec<(u32, char)> = bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
+    pairs.sort();
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
+    tokens
+}
+
+struct Tiny {
+    bytes: Vec<u8>,
+}
+
+/// Weight types per layer: q, k, v, o, gate, up, down.
+const LAYERS: [[GgmlType; 7]; 2] = [
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q2_K],
+    [GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::Q5_1, GgmlType::F16, GgmlType::BF16, GgmlType::F32, GgmlType::Q4_1],
+];
+
+fn tiny_model(tied: bool, seed: u64) -> Tiny {
+    let mut rng = Rng(seed);
+    let tokens = vocab();
+    let v = tokens.len();
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", MetaValue::String("llama".into()))
+        .kv("general.name", MetaValue::String("tiny".into()))
+        .kv("llama.block_count", MetaValue::U32(LAYERS.len() as u32))
+        .kv("llama.context_length", MetaValue::U32(256))
+        .kv("llama.embedding_length", MetaValue::U32(HIDDEN as u32))
+        .kv("llama.feed_forward_length", MetaValue::U32(FF as u32))
+        .kv("llama.attention.head_count", MetaValue::U32(HEADS as u32))
+        .kv("llama.attention.head_count_kv", MetaValue::U32(KV_HEADS as u32))
+        .kv("llama.rope.freq_base", MetaValue::F32(THETA as f32))
+        .kv("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(EPS as f32))
+        .kv("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
+        .kv("tokenizer.ggml.pre", MetaValue::String("default".into()))
+        .kv("tokenizer.ggml.tokens", strs(&tokens))
+        .kv("tokenizer.ggml.merges", strs(&[]))
+        .kv(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(MetaType::I32, (0..v).map(|i| MetaValue::I32(if i < 3 { 3 } else { 1 })).collect()),
+        )
+        .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
+        .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
+        .kv("tokenizer.chat_template", MetaValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()));
+    let mut tensor = |w: &mut GgufWriter, name: &str, dims: &[u64], ty: GgmlType| {
+        let n = dims.iter().product::<u64>() as usize;
+        w.tensor(name, dims, ty, random_tensor(ty, n, &mut rng));
+    };
+    tensor(&mut w, "token_embd.weight", &[HIDDEN as u64, v as u64], GgmlType::Q8_0);
+    let norm: Vec<f32> = (0..HIDDEN).map(|i| 1.0 + 0.1 * ((i * 7 % 13) as f32 / 13.0 - 0.5)).collect();
+    w.tensor_f32("output_norm.weight", &[HIDDEN as u64], &norm);
+    if !tied {
+        tensor(&mut w, "output.weight", &[HIDDEN as u64, v as u64], GgmlType::Q4_K);
+    }
+    let (h, q, kv, ff) = (HIDDEN as u64, (HEADS * HEAD_DIM) as u64, (KV_HEADS * HEAD_DIM) as u64, FF as u64);
+    for (i, types) in LAYERS.iter().enumerate() {
+        w.tensor_f32(&format!("blk.{i}.attn_norm.weight"), &[h], &norm);
+        w.tensor_f32(&format!("blk.{i}.ffn_norm.weight"), &[h], &norm.iter().rev().copied().collect::<Vec<_>>());
+        let shapes = [[h, q], [h, kv], [h, kv], [q, h], [h, ff], [h, ff], [ff, h]];
+        let names = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+        for ((name, dims), ty) in names.iter().zip(shapes).zip(types) {
+            tensor(&mut w, &format!("blk.{i}.{name}.weight"), &dims, *ty);
+        }
+    }
+    Tiny { bytes: w.to_bytes() }
+}
+
+/// The f64 reference forward pass; returns logits for every position.
+fn reference_logits(g: &GgufFile, ids: &[u32]) -> Vec<Vec<f64>> {
+    let deq = |name: &str| -> Vec<f64> {
+        let t = g.require_tensor(name).expect("tensor");
+        let d = quant::dequantize(t.ty, g.tensor_data(t).expect("data"), t.n_elements() as usize).expect("deq");
+        d.into_iter().map(f64::from).collect()
+    };
+    let matvec = |w: &[f64], x: &[f64]| -> Vec<f64> {
+        let k = x.len();
+        w.chunks(k).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+    };
+    let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
+        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+        let r = 1.0 / (ms + EPS).sqrt();
+        x.iter().zip(w).map(|(a, b)| a * r * b).collect()
+    };
+    let rope = |x: &mut [f64], pos: usize| {
+        for head in x.chunks_mut(HEAD_DIM) {
+            for i in 0..HEAD_DIM / 2 {
+                let theta = pos as f64 * THETA.powf(-2.0 * i as f64 / HEAD_DIM as f64);
+                let (s, c) = theta.sin_cos();
+                let (a, b) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = a * c - b * s;
+                head[2 * i + 1] = a * s + b * c;
+            }
+        }
+    };
+    let embd = deq("token_embd.weight");
+    let head_w = if g.tensor("output.weight").is_some() { deq("output.weight") } else { embd.clone() };
+    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&t| embd[t as usize * HIDDEN..(t as usize + 1) * HIDDEN].to_vec()).collect();
+    for i in 0..LAYERS.len() {
+        let an = deq(&format!("blk.{i}.attn_norm.weight"));
+        let (wq, wk, wv, wo) = (
+            deq(&format!("blk.{i}.attn_q.weight")),
+            deq(&format!("blk.{i}.attn_k.weight")),
+            deq(&format!("blk.{i}.attn_v.weight")),
+            deq(&format!("blk.{i}.attn_output.weight")),
+        );
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (pos, x) in xs.iter().enumerate() {
+            let h = rms(x, &an);
+            let mut q = matvec(&wq, &h);
+            let mut k = matvec(&wk, &h);
+            rope(&mut q, pos);
+            rope(&mut k, pos);
+            qs.push(q);
+            ks.push(k);
+            vs.push(matvec(&wv, &h));
+        }
+        let group = HEADS / KV_HEADS;
+        for pos in 0..xs.len() {
+            let mut attn = vec![0f64; HEADS * HEAD_DIM];
+            for hd in 0..HEADS {
+                let kvh = hd / group;
+                let q = &qs[pos][hd * HEAD_DIM..(hd + 1) * HEAD_DIM];
+                let scores: Vec<f64> = (0..=pos)
+                    .map(|j| {
+                        let k = &ks[j][kvh * HEAD_DIM..(kvh + 1) * HEAD_DIM];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (HEAD_DIM as f64).sqrt()
+                    })
+                    .collect();
+                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (j, p) in e.iter().enumerate() {
+                    let v = &vs[j][kvh * HEAD_DIM..(kvh + 1) * HEAD_DIM];
+                    for d in 0..HEAD_DIM {
+                        attn[hd * HEAD_DIM + d] += p / z * v[d];
+                    }
+                }
+            }
+            let o = matvec(&wo, &attn);
+            xs[pos].iter_mut().zip(o).for_each(|(a, b)| *a += b);
+        }
+        let fn_ = deq(&format!("blk.{i}.ffn_norm.weight"));
+        let (wg, wu, wd) = (
+            deq(&format!("blk.{i}.ffn_gate.weight")),
+            deq(&format!("blk.{i}.ffn_up.weight")),
+            deq(&format!("blk.{i}.ffn_down.weight")),
+        );
+        for x in xs.iter_mut() {
+            let h = rms(x, &fn_);
+            let gte = matvec(&wg, &h);
+            let up = matvec(&wu, &h);
+            let a: Vec<f64> = gte.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let d = matvec(&wd, &a);
+            x.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+        }
+    }
+    let on = deq("output_norm.weight");
+    xs.iter().map(|x| matvec(&head_w, &rms(x, &on))).collect()
+}
+
+fn log_softmax(l: &[f64]) -> Vec<f64> {
+    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z = l.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+    l.iter().map(|v| v - m - z).collect()
+}
+
+fn runtime() -> Option<Runtime> {
+    match Runtime::load(None) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn check_against_reference(tied: bool, seed: u64) {
+    let tiny = tiny_model(tied, seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, &tiny.bytes).expect("write");
+    let reg = Registry::open(dir.path().join("reg")).expect("registry");
+    let entry = reg.import(&path).expect("import");
+    let Some(rt) = runtime() else { return };
+    let model = LocalModel::load(&rt, &entry, 1).expect("load");
+    let g = GgufFile::from_bytes(tiny.bytes).expect("parse");
+    let ids: Vec<u32> = vec![5, 77, 140, 9, 200, 33, 61, 250];
+    let reference = reference_logits(&g, &ids);
+    // Scoring: every position in one pass.
+    let s = model.score_ids(&ids[..1], &ids[1..]).expect("score");
+    let mut max_err = 0f64;
+    for (j, t) in s.tokens.iter().enumerate() {
+        let want = log_softmax(&reference[j])[ids[j + 1] as usize];
+        max_err = max_err.max((f64::from(t.logprob) - want).abs());
+    }
+    eprintln!("tied={tied}: max |Δ logprob| scoring vs reference = {max_err:e}");
+    assert!(max_err < 1e-4, "scoring differs from the reference by {max_err}");
+    // Generation: greedy tokens follow the reference argmax chain (KV cache path).
+    let out = model.generate_ids(&ids[..3], &GenerationParams { logprobs: true, ..GenerationParams::greedy(5) }).expect("generate");
+    let gen_ids = &out.choices[0].token_ids;
+    let mut seq = ids[..3].to_vec();
+    for (step, &tok) in gen_ids.iter().enumerate() {
+        let r = reference_logits(&g, &seq);
+        let last = &r[r.len() - 1];
+        let lp = log_softmax(last);
+        let best = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap_or(0);
+        let mut sorted = last.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        // Allow a different choice only when the top two are practically tied.
+        assert!(tok as usize == best || sorted[0] - sorted[1] < 1e-3, "step {step}: got {tok}, reference {best}");
+        let got_lp = out.choices[0].logprobs.as_ref().expect("lps")[step].logprob;
+        assert!((f64::from(got_lp) - lp[tok as usize]).abs() < 1e-4, "step {step}: {got_lp} vs {}", lp[tok as usize]);
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn tied_model_matches_reference() {
+    check_against_reference(true, 0x1234_5678);
+}
+
+#[test]
+fn untied_model_matches_reference() {
+    check_against_reference(false, 0x0bad_cafe);
+}
+
+#[test]
+fn registry_import_list_check_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("Tiny-Model.Q4_K.gguf");
+    std::fs::write(&path, tiny_model(true, 7).bytes).expect("write");
+    let reg = Registry::open(dir.path().join("models")).expect("open");
+    assert!(reg.list().expect("list").is_empty());
+    let e = reg.import(&path).expect("import");
+    assert_eq!(e.name, "tiny-model-q4_k");
+    let m = &e.manifest;
+    assert_eq!(m.architecture, "llama");
+    assert_eq!(m.context_length, 256);
+    assert_eq!(m.io.inputs[..2], ["input_ids".to_string(), "attention_mask".to_string()]);
+    assert_eq!(m.io.outputs[0], "logits");
+    assert_eq!(m.io.inputs.len(), 2 + 2 * LAYERS.len());
+    assert!(m.chat_template.is_some());
+    assert_eq!(m.source.general_name.as_deref(), Some("tiny"));
+    let names: Vec<_> = m.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["model.onnx", "tokenizer.json"]);
+    assert!(e.model_path().exists() && e.tokenizer_path().exists());
+    // Re-importing the same file keeps the entry.
+    let again = reg.import(&path).expect("reimport");
+    assert_eq!(again.manifest.imported_at, m.imported_at);
+    assert_eq!(reg.list().expect("list").len(), 1);
+    assert_eq!(reg.get("tiny-model-q4_k").expect("get").manifest, *m);
+    assert!(reg.check("tiny-model-q4_k").expect("check").ok());
+    // Corruption is detected.
+    std::fs::write(e.tokenizer_path(), b"{}").expect("corrupt");
+    let report = reg.check("tiny-model-q4_k").expect("check");
+    assert!(!report.ok());
+    assert!(report.problems[0].contains("tokenizer.json"), "{:?}", report.problems);
+    // A corrupted entry is rebuilt on import.
+    let rebuilt = reg.import(&path).expect("rebuild");
+    assert!(reg.check(&rebuilt.name).expect("check").ok());
+    // No temporary directories are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(reg.root()).expect("read").flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(leftovers.is_empty());
+    reg.remove("tiny-model-q4_k").expect("remove");
+    assert!(matches!(reg.get("tiny-model-q4_k"), Err(RegistryError::NotFound(_))));
+    assert!(matches!(reg.remove("tiny-model-q4_k"), Err(RegistryError::NotFound(_))));
+    assert!(matches!(reg.get("../etc"), Err(RegistryError::InvalidName(_))));
+}
+
+#[test]
+fn importing_bad_files_fails_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::open(dir.path().join("models")).expect("open");
+    let bytes = tiny_model(true, 9).bytes;
+    // Truncated inside the tensor data.
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
+    let err = reg.import(&cut).expect_err("truncated");
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // Not a GGUF at all.
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"hello world, not a model").expect("write");
+    assert!(reg.import(&junk).is_err());
+    // A missing tensor.
+    let g = GgufFile::from_bytes(bytes).expect("parse");
+    let mut w = GgufWriter::new();
+    for (k, v) in &g.metadata {
+        w.kv(k, v.clone());
+    }
+    for t in g.tensors.iter().filter(|t| t.name != "blk.1.ffn_up.weight") {
+        w.tensor(&t.name, &t.dims, t.ty, g.tensor_data(t).expect("data").to_vec());
+    }
+    let missing = dir.path().join("missing.gguf");
+    std::fs::write(&missing, w.to_bytes()).expect("write");
+    let err = reg.import(&missing).expect_err("missing tensor");
+    assert!(err.to_string().contains("blk.1.ffn_up.weight"), "{err}");
+    assert!(reg.list().expect("list").is_empty());
+    let leftovers = std::fs::read_dir(reg.root()).expect("read").count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn default_dir_follows_environment() {
+    // Only checks the shape of the answer; the variables are process-wide.
+    let d = Registry::default_dir().expect("default dir");
+    assert!(d.ends_with("models"));
+}
