@@ -11,8 +11,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use exports::techne::plugin as guest;
-pub(crate) use techne::plugin as capabilities;
+pub(crate) use self::exports::techne::plugin as guest;
+pub(crate) use self::techne::plugin as capabilities;
 
 /// The WIT version of the package this host implements.
 pub(crate) const WIT_PACKAGE: &str = "techne:plugin";
