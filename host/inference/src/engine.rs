@@ -396,7 +396,7 @@ impl LocalModel {
     }
 
     /// The largest number of tokens (prompt + output) per sequence.
-    pub fn context_length(&self) -> usize {
+    pub fn max_context(&self) -> usize {
         self.config.max_context
     }
 

@@ -452,7 +452,7 @@ fn read_value(c: &mut Cursor<'_>, ty: MetaType, key: &str, depth: u32) -> Result
             let count = c.u64(key)?;
             // Every element takes at least `min_size` bytes: reject counts the
             // file cannot possibly hold before allocating anything.
-            let needed = count.checked_mul(elem.min_size()).unwrap_or(u64::MAX);
+            let needed = count.saturating_mul(elem.min_size());
             if needed > c.remaining() {
                 return Err(GgufError::Truncated {
                     what: format!("array of {count} {elem:?} for key `{key}`"),

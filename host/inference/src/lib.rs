@@ -15,6 +15,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod embeddings;
 pub mod engine;
 pub mod gguf;

@@ -73,11 +73,15 @@ pub enum ExportError {
 /// A result with an [`ExportError`].
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
+/// The largest context the exported graph supports unless
+/// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
+pub const DEFAULT_MAX_CONTEXT_CAP: usize = 32768;
+
 /// Options for [`export_llama`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportOptions {
     /// Largest context to support (size of the rotary caches); defaults to the
-    /// model's context length.
+    /// model's context length, capped at [`DEFAULT_MAX_CONTEXT_CAP`].
     pub max_context: Option<usize>,
     /// `MatMulNBits` accuracy level. 0 (the default) computes in f32: 8-bit
     /// codes are then split into two exact 4-bit matrices, because ONNX
@@ -88,11 +92,6 @@ pub struct ExportOptions {
     pub accuracy_level: i64,
 }
 
-impl Default for ExportOptions {
-    fn default() -> Self {
-        Self { max_context: None, accuracy_level: 0 }
-    }
-}
 
 /// Hyperparameters of a llama-architecture model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,12 +178,12 @@ impl LlamaConfig {
         if n_heads % n_kv_heads != 0 {
             return Err(ExportError::Config(format!("{n_heads} heads are not a multiple of {n_kv_heads} kv heads")));
         }
-        if head_dim % 16 != 0 || rope_dim > head_dim || rope_dim % 16 != 0 {
+        if head_dim == 0 || rope_dim == 0 || head_dim % 16 != 0 || rope_dim > head_dim || rope_dim % 16 != 0 {
             return Err(ExportError::Config(format!(
                 "head size {head_dim} with rotary size {rope_dim} is not supported by GroupQueryAttention (multiples of 16 needed)"
             )));
         }
-        if !(rope_theta.is_finite() && rope_theta > 0.0) || !(rope_linear_factor.is_finite() && rope_linear_factor > 0.0) {
+        if !(rope_theta.is_finite() && rope_theta > 0.0 && rope_linear_factor.is_finite() && rope_linear_factor > 0.0) {
             return Err(ExportError::Config("invalid RoPE parameters".into()));
         }
         Ok(Self {
@@ -196,7 +195,7 @@ impl LlamaConfig {
             ff,
             vocab,
             context_length,
-            max_context: context_length,
+            max_context: context_length.min(DEFAULT_MAX_CONTEXT_CAP),
             rope_theta,
             rope_dim,
             rope_linear_factor,
@@ -336,10 +335,12 @@ impl QWeight {
     fn reshape(mut self, bits: u8, group: usize, want_mins: bool) -> Self {
         if group < self.group {
             let f = self.group / group;
-            let rep = |v: &[f32]| v.iter().flat_map(|x| std::iter::repeat_n(*x, f)).collect::<Vec<_>>();
-            self.scales = rep(&self.scales);
-            self.zps = self.zps.iter().flat_map(|x| std::iter::repeat_n(*x, f)).collect();
-            self.mins = self.mins.as_deref().map(rep);
+            fn rep<T: Copy>(v: &[T], f: usize) -> Vec<T> {
+                v.iter().flat_map(|x| std::iter::repeat_n(*x, f)).collect()
+            }
+            self.scales = rep(&self.scales, f);
+            self.zps = rep(&self.zps, f);
+            self.mins = self.mins.as_deref().map(|m| rep(m, f));
             self.group = group;
         }
         if want_mins && self.mins.is_none() {

@@ -189,7 +189,7 @@ impl GgmlType {
     /// Bytes needed for `n` elements, if `n` is a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Result<usize, QuantError> {
         let block = self.block_size();
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(QuantError::Partial { ty: self, n, block });
         }
         Ok(n / block * self.type_size())
@@ -498,8 +498,8 @@ mod tests {
             b.push((j - 16) as u8);
         }
         let v = dequantize(GgmlType::Q8_0, &b, 32).expect("dequantize");
-        for j in 0..32 {
-            assert_eq!(v[j], (j as f32 - 16.0) * 2.0);
+        for (j, x) in v.iter().enumerate() {
+            assert_eq!(*x, (j as f32 - 16.0) * 2.0);
         }
     }
 
