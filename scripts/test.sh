@@ -6,6 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 "$root/scripts/setup.sh"
 
+export TECHNE_REQUIRE_MODELS=1
 echo "test: host, inference and integration tests"
 cargo test --workspace
 

@@ -5,6 +5,7 @@
 //! The types here are the host's own, independent of the WIT bindings: the
 //! capability layer (`crate::capabilities`) converts between the two.
 
+pub mod local;
 #[cfg(feature = "test-doubles")]
 pub mod scripted;
 

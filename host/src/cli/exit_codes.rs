@@ -16,6 +16,8 @@ pub const PLUGIN: i32 = 4;
 pub const ITEMS_FAILED: i32 = 5;
 /// A file could not be read or written (dataset, output directory, scaffold).
 pub const IO: i32 = 6;
+/// A model could not be opened (ONNX Runtime missing, model not found or not importable).
+pub const MODEL: i32 = 7;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -28,5 +30,6 @@ pub const TABLE: &[(i32, &str)] = &[
     (PLUGIN, "a plugin could not be loaded"),
     (ITEMS_FAILED, "the run finished, some items failed"),
     (IO, "a file could not be read or written"),
+    (MODEL, "a model could not be opened"),
     (INTERRUPTED, "interrupted"),
 ];

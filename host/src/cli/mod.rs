@@ -21,6 +21,7 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   4    a plugin could not be loaded
   5    the run finished, some items failed
   6    a file could not be read or written
+  7    a model could not be opened
   130  interrupted";
 
 /// Run LLM-optimization techniques as sandboxed WebAssembly plugins.
@@ -206,6 +207,7 @@ impl From<RunError> for Failure {
             RunError::Plugin { .. } | RunError::WrongRole { .. } => exit_codes::PLUGIN,
             RunError::Dataset(_) | RunError::Output { .. } => exit_codes::IO,
             RunError::Engine(_) => exit_codes::INTERNAL,
+            RunError::Model { .. } => exit_codes::MODEL,
         };
         Failure::new(code, e)
     }

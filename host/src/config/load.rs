@@ -238,6 +238,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn resolve_paths(config: &mut RunConfig, base: &Path, file: &Path) {
+    config.base_dir = base.to_path_buf();
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = base.join(&*p);

@@ -32,6 +32,9 @@ pub struct RunConfig {
     pub inputs: Vec<String>,
     /// `[pipeline]`: the stages each item goes through.
     pub pipeline: PipelineConfig,
+    /// The directory of the configuration file (relative paths resolve against it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[run]`.
@@ -90,32 +93,67 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ModelConfig {
+    /// A chat model run natively through ONNX Runtime.
+    Local(LocalModelConfig),
+    /// The local sentence embedder (all-MiniLM-L6-v2 int8).
+    LocalEmbeddings(LocalEmbeddingsConfig),
     /// The scripted test double (test builds only).
     #[cfg(feature = "test-doubles")]
     Scripted(crate::backends::scripted::ScriptedConfig),
 }
 
+/// `backend = "local"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LocalModelConfig {
+    /// `default` (the embedded SmolLM2-135M-Instruct), a registry name
+    /// (`techne models list`), or a `.gguf` file imported on first use.
+    pub model: Option<String>,
+    /// Intra-op threads (default: the physical cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// The model registry directory (default: the user cache directory).
+    pub registry: Option<PathBuf>,
+}
+
+/// `backend = "local-embeddings"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LocalEmbeddingsConfig {
+    /// Intra-op threads (default: the physical cores).
+    #[serde(default)]
+    pub threads: usize,
+}
+
 impl ModelConfig {
     /// The backend's name as written in the configuration.
     pub fn backend_name(&self) -> &'static str {
-        #[cfg(feature = "test-doubles")]
         match self {
+            ModelConfig::Local(_) => "local",
+            ModelConfig::LocalEmbeddings(_) => "local-embeddings",
+            #[cfg(feature = "test-doubles")]
             ModelConfig::Scripted(_) => "scripted",
         }
-        #[cfg(not(feature = "test-doubles"))]
-        match *self {}
     }
 
-    /// Create the backend that serves this model.
-    pub fn build_backend(&self) -> std::sync::Arc<dyn crate::backends::ModelBackend> {
-        #[cfg(feature = "test-doubles")]
-        match self {
+    /// Create the backend that serves this model; `base` resolves relative paths.
+    pub fn build_backend(
+        &self,
+        base: &std::path::Path,
+    ) -> Result<std::sync::Arc<dyn crate::backends::ModelBackend>, crate::backends::local::LocalBackendError> {
+        use crate::backends::local::{LocalBackend, LocalEmbeddingBackend, LocalModelSource};
+        Ok(match self {
+            ModelConfig::Local(local) => {
+                let source = LocalModelSource::parse(local.model.as_deref(), base);
+                let registry = local.registry.as_ref().map(|r| if r.is_relative() { base.join(r) } else { r.clone() });
+                std::sync::Arc::new(LocalBackend::open(&source, registry.as_deref(), local.threads)?)
+            }
+            ModelConfig::LocalEmbeddings(e) => std::sync::Arc::new(LocalEmbeddingBackend::open_default(e.threads)?),
+            #[cfg(feature = "test-doubles")]
             ModelConfig::Scripted(script) => {
                 std::sync::Arc::new(crate::backends::scripted::ScriptedBackend::new(script.clone()))
             }
-        }
-        #[cfg(not(feature = "test-doubles"))]
-        match *self {}
+        })
     }
 }
 

