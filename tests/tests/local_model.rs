@@ -12,7 +12,8 @@ use std::process::Command;
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 fn models_available() -> bool {
-    let found = techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
+    let found =
+        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
     if !found {
         assert!(
             std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
@@ -75,4 +76,55 @@ fn the_rewriter_pipeline_runs_on_the_embedded_model() {
         strip(std::fs::read_to_string(out_dir.path().join("results.jsonl")).unwrap()),
         strip(std::fs::read_to_string(again.path().join("results.jsonl")).unwrap())
     );
+}
+
+#[test]
+fn models_and_generate_commands_work_on_a_private_registry() {
+    if !models_available() {
+        return;
+    }
+    let registry = tempfile::tempdir().unwrap();
+    let reg = registry.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(CLI).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = run(&["models", "list", "--registry", reg]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("no models"), "{stdout}");
+    let gguf = techne_inference::locate::smollm2_gguf().unwrap();
+    let (code, stdout, stderr) =
+        run(&["models", "import", gguf.to_str().unwrap(), "--name", "smol", "--registry", reg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("imported `smol`"), "{stdout}");
+    let (code, stdout, _) = run(&["models", "list", "--registry", reg]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("smol "), "{stdout}");
+    let (code, stdout, stderr) = run(&["models", "check", "smol", "--registry", reg]);
+    assert_eq!((code, stdout.trim()), (Some(0), "smol: ok"), "{stderr}");
+    let (code, stdout, stderr) = run(&[
+        "generate",
+        "--model",
+        "smol",
+        "--registry",
+        reg,
+        "--prompt",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    let (code, _, stderr) = run(&["generate", "--model", "missing", "--registry", reg, "--prompt", "x"]);
+    assert_eq!(code, Some(7));
+    assert!(stderr.contains("techne models import"), "{stderr}");
+    let (code, _, _) = run(&["models", "remove", "smol", "--registry", reg]);
+    assert_eq!(code, Some(0));
+    let (code, stdout, _) = run(&["models", "list", "--registry", reg]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("no models"), "{stdout}");
 }

@@ -67,7 +67,11 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Open the model (importing it into `registry_dir`, or the default
     /// registry, when needed) with `threads` intra-op threads (0 = default).
-    pub fn open(source: &LocalModelSource, registry_dir: Option<&Path>, threads: usize) -> Result<Self, LocalBackendError> {
+    pub fn open(
+        source: &LocalModelSource,
+        registry_dir: Option<&Path>,
+        threads: usize,
+    ) -> Result<Self, LocalBackendError> {
         let runtime = runtime()?;
         let model_error = |e: &dyn std::fmt::Display| LocalBackendError::Model(e.to_string());
         let registry = match registry_dir {
@@ -76,14 +80,18 @@ impl LocalBackend {
         }
         .map_err(|e| model_error(&e))?;
         let entry = match source {
-            LocalModelSource::Default => registry.ensure_default(),
-            LocalModelSource::Registered(name) => registry.get(name),
+            LocalModelSource::Registered(name) => registry.get(name).map_err(|e| {
+                LocalBackendError::Model(format!(
+                    "{e}: `techne models list` shows the registered models, `techne models import FILE.gguf` adds one, \
+                     and `model = \"default\"` uses the embedded SmolLM2"
+                ))
+            }),
             LocalModelSource::Gguf(path) => {
                 let name = techne_inference::registry::name_from_path(path);
-                registry.get(&name).or_else(|_| registry.import(path))
+                registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
             }
-        }
-        .map_err(|e| model_error(&e))?;
+            LocalModelSource::Default => registry.ensure_default().map_err(|e| model_error(&e)),
+        }?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
         Ok(Self { model: Arc::new(model) })
@@ -117,7 +125,9 @@ fn engine_error(error: techne_inference::EngineError) -> BackendError {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))?
 }
 

