@@ -2,10 +2,12 @@
 //!
 //! [`LocalModel`] owns an ONNX Runtime session (behind a mutex, so the model
 //! is `Send + Sync` and one call runs at a time), the tokenizer and the chat
-//! template. Generation prefills the prompt once, then decodes token by token
-//! with the key/value cache returned by the previous step (`present.*` outputs
-//! are fed back as `past_key_values.*` without copying). `n` samples share the
-//! prompt's prefill: its cache is replicated into a batch of `n` rows.
+//! template. Generation allocates the key/value cache once per call (room for
+//! the prompt and `max_tokens`), binds the same tensors as `past_key_values.*`
+//! inputs and `present.*` outputs (IoBinding), so GroupQueryAttention appends
+//! each new position in place instead of copying the whole cache every token.
+//! `n` samples share the prompt's prefill: its cache is replicated into a
+//! batch of `n` rows. Scoring runs one plain forward pass.
 //!
 //! Reported log-probabilities are those of the model's raw distribution
 //! (log-softmax of the logits, before temperature, top-k/top-p and the
@@ -301,6 +303,16 @@ struct Kv {
     len: usize,
 }
 
+/// A pre-allocated key/value cache of `capacity` positions per row, bound as
+/// both `past_key_values.*` input and `present.*` output so that
+/// GroupQueryAttention appends in place (no per-token copy of the cache).
+struct SharedKv {
+    values: Vec<Tensor<f32>>,
+    batch: usize,
+    capacity: usize,
+    len: usize,
+}
+
 /// A chat/completion model loaded into ONNX Runtime.
 pub struct LocalModel {
     session: Mutex<Session>,
@@ -558,20 +570,66 @@ impl LocalModel {
         Ok((logits, Kv { values, len: total }))
     }
 
-    /// Replicates a batch-1 cache into `n` rows.
-    fn expand(&self, kv: Kv, n: usize) -> Result<Kv> {
-        let mut values = Vec::with_capacity(kv.values.len());
-        for v in &kv.values {
-            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err)?;
-            let mut new_shape: Vec<i64> = shape.iter().copied().collect();
-            new_shape[0] = n as i64;
-            let mut rep = Vec::with_capacity(data.len() * n);
-            for _ in 0..n {
-                rep.extend_from_slice(data);
-            }
-            values.push(Tensor::from_array((new_shape, rep)).map_err(ort_err)?.into_dyn());
+    fn alloc_kv(&self, session: &Session, batch: usize, capacity: usize) -> Result<SharedKv> {
+        let shape = vec![batch as i64, self.config.n_kv_heads as i64, capacity as i64, self.config.head_dim as i64];
+        let values = (0..self.past_names.len())
+            .map(|_| Tensor::<f32>::new(session.allocator(), shape.clone()).map_err(ort_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SharedKv { values, batch, capacity, len: 0 })
+    }
+
+    /// Runs `seq` new tokens per row on a shared cache; returns the logits of
+    /// each row's last position (`[batch][vocab]`).
+    fn step(&self, session: &mut Session, ids: Vec<i64>, seq: usize, kv: &mut SharedKv) -> Result<Vec<f32>> {
+        let total = kv.len + seq;
+        if total > kv.capacity {
+            return Err(EngineError::ContextOverflow { needed: total, max: kv.capacity });
         }
-        Ok(Kv { values, len: kv.len })
+        let batch = kv.batch;
+        let (b, s, t) = (batch as i64, seq as i64, total as i64);
+        let input_ids = Tensor::from_array((vec![b, s], ids)).map_err(ort_err)?;
+        let mask = Tensor::from_array((vec![b, t], vec![1i64; batch * total])).map_err(ort_err)?;
+        let mut binding = session.create_binding().map_err(ort_err)?;
+        binding.bind_input("input_ids", &input_ids).map_err(ort_err)?;
+        binding.bind_input("attention_mask", &mask).map_err(ort_err)?;
+        for (name, v) in self.past_names.iter().zip(&kv.values) {
+            binding.bind_input(name.as_str(), v).map_err(ort_err)?;
+        }
+        for (name, v) in self.present_names.iter().zip(kv.values.iter_mut()) {
+            binding.bind_output(name.as_str(), v).map_err(ort_err)?;
+        }
+        {
+            let mem = session.allocator().memory_info();
+            binding.bind_output_to_device("logits", mem).map_err(ort_err)?;
+        }
+        let outputs = session.run_binding(&binding).map_err(ort_err)?;
+        let value = outputs.get("logits").ok_or_else(|| EngineError::BadOutput("no `logits` output".into()))?;
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
+        let v = self.config.vocab;
+        if shape.len() != 3 || shape[0] != b || shape[1] != s || shape[2] != v as i64 {
+            return Err(EngineError::BadOutput(format!("logits shape {shape:?}")));
+        }
+        let mut out = Vec::with_capacity(batch * v);
+        for r in 0..batch {
+            let last = (r * seq + seq - 1) * v;
+            out.extend_from_slice(&data[last..last + v]);
+        }
+        kv.len = total;
+        Ok(out)
+    }
+
+    /// Replicates a batch-1 cache into `n` rows.
+    fn expand(&self, session: &Session, kv: &SharedKv, n: usize) -> Result<SharedKv> {
+        let mut out = self.alloc_kv(session, n, kv.capacity)?;
+        for (src, dst) in kv.values.iter().zip(out.values.iter_mut()) {
+            let (_, data) = src.extract_tensor();
+            let (_, dst) = dst.extract_tensor_mut();
+            for row in dst.chunks_mut(data.len()) {
+                row.copy_from_slice(data);
+            }
+        }
+        out.len = kv.len;
+        Ok(out)
     }
 
     /// Generates from prompt token ids.
@@ -613,15 +671,15 @@ impl LocalModel {
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-        let (first, kv) = if params.max_tokens == 0 {
+        // Room for the prompt and every token but the last (which is never fed back).
+        let capacity = (prompt.len() + params.max_tokens.saturating_sub(1)).clamp(prompt.len(), max_ctx);
+        let (first, mut kv) = if params.max_tokens == 0 {
             (Vec::new(), None)
         } else {
-            let (l, kv) = self.run(&mut session, ids, 1, prompt.len(), None, prompt.len() - 1)?;
+            let mut kv = self.alloc_kv(&session, 1, capacity)?;
+            let l = self.step(&mut session, ids, prompt.len(), &mut kv)?;
+            let kv = if n > 1 { self.expand(&session, &kv, n)? } else { kv };
             (l, Some(kv))
-        };
-        let mut kv = match kv {
-            Some(kv) if n > 1 => Some(self.expand(kv, n)?),
-            other => other,
         };
         let mut rows: Vec<f32> = Vec::with_capacity(n * v);
         for _ in 0..n {
@@ -664,15 +722,12 @@ impl LocalModel {
             if !any_active {
                 break;
             }
-            let Some(cache) = kv.take() else { break };
+            let Some(cache) = kv.as_mut() else { break };
             let next: Vec<i64> = states
                 .iter()
                 .map(|s| i64::from(if s.finish.is_none() { s.tokens.last().copied().unwrap_or(pad) } else { pad }))
                 .collect();
-            let (l, new_kv) = self.run(&mut session, next, n, 1, Some(&cache), 0)?;
-            drop(cache);
-            rows = l;
-            kv = Some(new_kv);
+            rows = self.step(&mut session, next, 1, cache)?;
         }
         drop(session);
         let mut choices = Vec::with_capacity(n);
