@@ -7,7 +7,8 @@
 //! inputs and `present.*` outputs (IoBinding), so GroupQueryAttention appends
 //! each new position in place instead of copying the whole cache every token.
 //! `n` samples share the prompt's prefill: its cache is replicated into a
-//! batch of `n` rows. Scoring runs one plain forward pass.
+//! batch of `n` rows. Scoring prefills the prompt once and runs each
+//! continuation as one chunk on top of the prompt's cache.
 //!
 //! Reported log-probabilities are those of the model's raw distribution
 //! (log-softmax of the logits, before temperature, top-k/top-p and the
@@ -17,8 +18,8 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Mutex;
 
-use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
+use ort::session::Session;
+use ort::value::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::onnx_export::{LlamaConfig, ModelIo};
@@ -297,12 +298,6 @@ fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng: &mut Rng) 
     idx[probs.len() - 1] as u32
 }
 
-/// A key/value cache: `present.*` values of the last run.
-struct Kv {
-    values: Vec<DynValue>,
-    len: usize,
-}
-
 /// A pre-allocated key/value cache of `capacity` positions per row, bound as
 /// both `past_key_values.*` input and `present.*` output so that
 /// GroupQueryAttention appends in place (no per-token copy of the cache).
@@ -433,29 +428,20 @@ impl LocalModel {
     }
 
     /// Scores continuations of a raw text prompt: the log-likelihood of each
-    /// continuation's tokens given the prompt, in one forward pass each.
+    /// continuation's tokens given the prompt (prompt and continuation are
+    /// tokenized separately; the prompt is prefilled once for all of them).
     pub fn score(&self, prompt: &str, continuations: &[String]) -> Result<Vec<ContinuationScore>> {
         let p = self.encode_prompt(prompt)?;
-        continuations
-            .iter()
-            .map(|c| {
-                let ids = self.tokenizer.encode(c, false)?;
-                self.score_ids(&p, &ids)
-            })
-            .collect()
+        let conts = continuations.iter().map(|c| self.tokenizer.encode(c, false)).collect::<Result<Vec<_>, _>>()?;
+        self.score_many_ids(&p, &conts)
     }
 
     /// Scores assistant replies to a conversation.
     pub fn score_chat(&self, messages: &[ChatMessage], continuations: &[String]) -> Result<Vec<ContinuationScore>> {
         let prompt = self.render_chat(messages)?;
         let p = self.tokenizer.encode(&prompt, false)?;
-        continuations
-            .iter()
-            .map(|c| {
-                let ids = self.tokenizer.encode(c, false)?;
-                self.score_ids(&p, &ids)
-            })
-            .collect()
+        let conts = continuations.iter().map(|c| self.tokenizer.encode(c, false)).collect::<Result<Vec<_>, _>>()?;
+        self.score_many_ids(&p, &conts)
     }
 
     fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
@@ -493,81 +479,52 @@ impl LocalModel {
 
     /// Scores `continuation` token ids after `prompt` token ids.
     pub fn score_ids(&self, prompt: &[u32], continuation: &[u32]) -> Result<ContinuationScore> {
+        let mut v = self.score_many_ids(prompt, std::slice::from_ref(&continuation.to_vec()))?;
+        v.pop().ok_or_else(|| EngineError::BadOutput("no score".into()))
+    }
+
+    /// Scores several continuations of one prompt: the prompt is prefilled
+    /// once, then each continuation runs as one chunk on the prompt's cache.
+    pub fn score_many_ids(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<ContinuationScore>> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        let mut ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-        ids.extend(continuation.iter().map(|&t| i64::from(t)));
-        let total = ids.len();
-        if continuation.is_empty() {
-            return Ok(ContinuationScore { tokens: Vec::new(), total_logprob: 0.0, is_greedy: true });
+        let v = self.config.vocab;
+        for &t in prompt.iter().chain(continuations.iter().flatten()) {
+            if t as usize >= v {
+                return Err(EngineError::InvalidParams(format!("token id {t} is outside the vocabulary of {v}")));
+            }
+        }
+        let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
+        let capacity = prompt.len() + longest.saturating_sub(1);
+        if capacity > self.config.max_context {
+            return Err(EngineError::ContextOverflow { needed: capacity, max: self.config.max_context });
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let first_row = prompt.len() - 1;
-        let (logits, _) = self.run(&mut session, ids, 1, total, None, first_row)?;
-        let v = self.config.vocab;
-        let mut tokens = Vec::with_capacity(continuation.len());
-        let mut is_greedy = true;
-        let mut sum = 0.0;
-        for (j, &t) in continuation.iter().enumerate() {
-            let row = &logits[j * v..(j + 1) * v];
-            if (t as usize) >= v {
-                return Err(EngineError::InvalidParams(format!("token id {t} is outside the vocabulary")));
+        let mut kv = self.alloc_kv(&session, 1, capacity)?;
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        let first = self.step(&mut session, ids, prompt.len(), &mut kv, false)?;
+        let mut out = Vec::with_capacity(continuations.len());
+        for cont in continuations {
+            let mut logits = first.clone();
+            if cont.len() > 1 {
+                kv.len = prompt.len();
+                let fed: Vec<i64> = cont[..cont.len() - 1].iter().map(|&t| i64::from(t)).collect();
+                logits.extend(self.step(&mut session, fed, cont.len() - 1, &mut kv, true)?);
             }
-            is_greedy &= argmax(row) == t as usize;
-            let e = self.logprob_entry(row, t, 0);
-            sum += f64::from(e.logprob);
-            tokens.push(e);
+            let mut tokens = Vec::with_capacity(cont.len());
+            let mut is_greedy = true;
+            let mut sum = 0.0;
+            for (j, &t) in cont.iter().enumerate() {
+                let row = &logits[j * v..(j + 1) * v];
+                is_greedy &= argmax(row) == t as usize;
+                let e = self.logprob_entry(row, t, 0);
+                sum += f64::from(e.logprob);
+                tokens.push(e);
+            }
+            out.push(ContinuationScore { tokens, total_logprob: sum, is_greedy });
         }
-        Ok(ContinuationScore { tokens, total_logprob: sum, is_greedy })
-    }
-
-    /// Runs the model on `batch` rows of `seq` tokens after `past`; returns
-    /// the logits of every row's positions from `from_pos` on (flattened
-    /// `[batch][seq - from_pos][vocab]`) and the new cache.
-    fn run(&self, session: &mut Session, ids: Vec<i64>, batch: usize, seq: usize, past: Option<&Kv>, from_pos: usize) -> Result<(Vec<f32>, Kv)> {
-        let past_len = past.map_or(0, |k| k.len);
-        let total = past_len + seq;
-        if total > self.config.max_context {
-            return Err(EngineError::ContextOverflow { needed: total, max: self.config.max_context });
-        }
-        let (b, s, t) = (batch as i64, seq as i64, total as i64);
-        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(2 + self.past_names.len());
-        inputs.push(("input_ids".into(), Tensor::from_array((vec![b, s], ids)).map_err(ort_err)?.into()));
-        inputs.push(("attention_mask".into(), Tensor::from_array((vec![b, t], vec![1i64; batch * total])).map_err(ort_err)?.into()));
-        match past {
-            Some(kv) => {
-                for (name, v) in self.past_names.iter().zip(&kv.values) {
-                    inputs.push((name.as_str().into(), v.into()));
-                }
-            }
-            None => {
-                let shape = vec![b, self.config.n_kv_heads as i64, 0, self.config.head_dim as i64];
-                for name in &self.past_names {
-                    let empty = Tensor::<f32>::from_array((shape.clone(), Vec::<f32>::new())).map_err(ort_err)?;
-                    inputs.push((name.as_str().into(), empty.into()));
-                }
-            }
-        }
-        let mut outputs = session.run(inputs).map_err(ort_err)?;
-        let logits = {
-            let value = outputs.get("logits").ok_or_else(|| EngineError::BadOutput("no `logits` output".into()))?;
-            let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
-            let v = self.config.vocab;
-            if shape.len() != 3 || shape[0] != b || shape[1] != s || shape[2] != v as i64 {
-                return Err(EngineError::BadOutput(format!("logits shape {shape:?}")));
-            }
-            let mut out = Vec::with_capacity(batch * (seq - from_pos) * v);
-            for r in 0..batch {
-                out.extend_from_slice(&data[(r * seq + from_pos) * v..(r + 1) * seq * v]);
-            }
-            out
-        };
-        let mut values = Vec::with_capacity(self.present_names.len());
-        for name in &self.present_names {
-            values.push(outputs.remove(name.as_str()).ok_or_else(|| EngineError::BadOutput(format!("no `{name}` output")))?);
-        }
-        Ok((logits, Kv { values, len: total }))
+        Ok(out)
     }
 
     fn alloc_kv(&self, session: &Session, batch: usize, capacity: usize) -> Result<SharedKv> {
@@ -579,8 +536,9 @@ impl LocalModel {
     }
 
     /// Runs `seq` new tokens per row on a shared cache; returns the logits of
-    /// each row's last position (`[batch][vocab]`).
-    fn step(&self, session: &mut Session, ids: Vec<i64>, seq: usize, kv: &mut SharedKv) -> Result<Vec<f32>> {
+    /// each row's last position (`[batch][vocab]`), or of every new position
+    /// (`[batch][seq][vocab]`) when `all_positions` is set.
+    fn step(&self, session: &mut Session, ids: Vec<i64>, seq: usize, kv: &mut SharedKv, all_positions: bool) -> Result<Vec<f32>> {
         let total = kv.len + seq;
         if total > kv.capacity {
             return Err(EngineError::ContextOverflow { needed: total, max: kv.capacity });
@@ -609,11 +567,16 @@ impl LocalModel {
         if shape.len() != 3 || shape[0] != b || shape[1] != s || shape[2] != v as i64 {
             return Err(EngineError::BadOutput(format!("logits shape {shape:?}")));
         }
-        let mut out = Vec::with_capacity(batch * v);
-        for r in 0..batch {
-            let last = (r * seq + seq - 1) * v;
-            out.extend_from_slice(&data[last..last + v]);
-        }
+        let out = if all_positions {
+            data.to_vec()
+        } else {
+            let mut out = Vec::with_capacity(batch * v);
+            for r in 0..batch {
+                let last = (r * seq + seq - 1) * v;
+                out.extend_from_slice(&data[last..last + v]);
+            }
+            out
+        };
         kv.len = total;
         Ok(out)
     }
@@ -677,7 +640,7 @@ impl LocalModel {
             (Vec::new(), None)
         } else {
             let mut kv = self.alloc_kv(&session, 1, capacity)?;
-            let l = self.step(&mut session, ids, prompt.len(), &mut kv)?;
+            let l = self.step(&mut session, ids, prompt.len(), &mut kv, false)?;
             let kv = if n > 1 { self.expand(&session, &kv, n)? } else { kv };
             (l, Some(kv))
         };
@@ -727,7 +690,7 @@ impl LocalModel {
                 .iter()
                 .map(|s| i64::from(if s.finish.is_none() { s.tokens.last().copied().unwrap_or(pad) } else { pad }))
                 .collect();
-            rows = self.step(&mut session, next, 1, cache)?;
+            rows = self.step(&mut session, next, 1, cache, false)?;
         }
         drop(session);
         let mut choices = Vec::with_capacity(n);

@@ -123,6 +123,14 @@ fn scoring_matches_generation_logprobs() {
     assert!(scores[0].total_logprob > scores[1].total_logprob, "{} vs {}", scores[0].total_logprob, scores[1].total_logprob);
     let raw = f.model.score("The capital of France is", &[" Paris".into(), " London".into()]).expect("score");
     assert!(raw[0].total_logprob > raw[1].total_logprob);
+    // Sharing the prompt's prefill gives the same numbers as scoring alone.
+    let conts = vec![c.token_ids.clone(), c.token_ids[..3].to_vec(), vec![c.token_ids[0]], Vec::new()];
+    let many = f.model.score_many_ids(&prompt_ids, &conts).expect("many");
+    for (m, cont) in many.iter().zip(&conts) {
+        let one = f.model.score_ids(&prompt_ids, cont).expect("one");
+        assert_eq!(m.tokens.len(), cont.len());
+        assert!((m.total_logprob - one.total_logprob).abs() < 1e-4, "{} vs {}", m.total_logprob, one.total_logprob);
+    }
 }
 
 #[test]
