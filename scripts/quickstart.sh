@@ -10,7 +10,7 @@ cargo build --quiet --release -p techne
 techne="$root/target/release/techne"
 "$techne" plugin inspect plugins/target/wasm32-wasip2/release/question_rewriter.wasm
 echo
-"$techne" run examples/rewriter.toml "$@"
+"$techne" run examples/rewriter.toml --overwrite "$@"
 python3 - "$root/examples/runs/rewriter/results.jsonl" <<'PY'
 import json, sys
 print()

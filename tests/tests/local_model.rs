@@ -57,7 +57,7 @@ fn the_rewriter_pipeline_runs_on_the_embedded_model() {
     // Same seed, same greedy model: the rerun is identical.
     let again = tempfile::tempdir().unwrap();
     let output = Command::new(CLI)
-        .args(["run", "examples/rewriter.toml", "--output-dir"])
+        .args(["run", "examples/rewriter.toml", "--no-cache", "--output-dir"])
         .arg(again.path())
         .current_dir(root)
         .output()

@@ -62,6 +62,7 @@ impl LocalModelSource {
 /// A chat model served natively.
 pub struct LocalBackend {
     model: Arc<LocalModel>,
+    identity: String,
 }
 
 impl LocalBackend {
@@ -94,7 +95,8 @@ impl LocalBackend {
         }?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
-        Ok(Self { model: Arc::new(model) })
+        let identity = format!("local:{}:{}", entry.name, entry.manifest.source.sha256);
+        Ok(Self { model: Arc::new(model), identity })
     }
 
     /// The underlying model.
@@ -135,6 +137,10 @@ async fn blocking<T: Send + 'static>(
 impl ModelBackend for LocalBackend {
     fn describe(&self) -> String {
         format!("local {}", self.model.name())
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, BackendError> {

@@ -5,12 +5,17 @@
 //! The types here are the host's own, independent of the WIT bindings: the
 //! capability layer (`crate::capabilities`) converts between the two.
 
+pub mod cache;
 pub mod local;
+pub mod meter;
 #[cfg(feature = "test-doubles")]
 pub mod scripted;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use cache::CallCache;
+use meter::UsageMeter;
 
 /// Who speaks a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -163,6 +168,12 @@ pub trait ModelBackend: Send + Sync {
     /// A short description for logs and reports, e.g. `local smollm2-135m`.
     fn describe(&self) -> String;
 
+    /// What identifies the model's behaviour for the model-call cache (e.g.
+    /// the weights' hash, or endpoint and model name); defaults to `describe`.
+    fn identity(&self) -> String {
+        self.describe()
+    }
+
     /// Generate choices for a chat or text prompt.
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, BackendError>;
 
@@ -173,10 +184,14 @@ pub trait ModelBackend: Send + Sync {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError>;
 }
 
-/// The models of a run: configured name to backend.
+/// The models of a run: configured name to backend, with the run's
+/// model-call cache and usage meter. Every model call of a run goes through
+/// [`ModelSet::generate`], [`ModelSet::score`] or [`ModelSet::embed`].
 #[derive(Clone, Default)]
 pub struct ModelSet {
     models: BTreeMap<String, Arc<dyn ModelBackend>>,
+    cache: Option<Arc<CallCache>>,
+    meter: Arc<UsageMeter>,
 }
 
 impl ModelSet {
@@ -190,6 +205,21 @@ impl ModelSet {
         self.models.insert(name.into(), backend);
     }
 
+    /// Use `cache` for every call.
+    pub fn set_cache(&mut self, cache: Option<Arc<CallCache>>) {
+        self.cache = cache;
+    }
+
+    /// The cache in use, if any.
+    pub fn cache(&self) -> Option<&Arc<CallCache>> {
+        self.cache.as_ref()
+    }
+
+    /// The usage meter shared by every call through this set.
+    pub fn meter(&self) -> &Arc<UsageMeter> {
+        &self.meter
+    }
+
     /// The backend serving `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ModelBackend>> {
         self.models.get(name)
@@ -198,6 +228,73 @@ impl ModelSet {
     /// Every configured model name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
+    }
+
+    fn backend(&self, name: &str) -> Result<&Arc<dyn ModelBackend>, BackendError> {
+        self.models.get(name).ok_or_else(|| BackendError::InvalidRequest(format!("no model named '{name}'")))
+    }
+
+    /// Generate with model `name` on behalf of `caller` (a plugin's sha256, or `pipeline`).
+    pub async fn generate(&self, name: &str, caller: &str, request: GenerationRequest) -> Result<Generation, BackendError> {
+        let backend = self.backend(name)?;
+        let generation = match &self.cache {
+            Some(cache) => {
+                let key = CallCache::key("generate", &backend.identity(), caller, &request);
+                let meter = &self.meter;
+                cache
+                    .get_or_call(key, async {
+                        meter.count_request();
+                        backend.generate(request).await
+                    })
+                    .await?
+            }
+            None => {
+                self.meter.count_request();
+                backend.generate(request).await?
+            }
+        };
+        self.meter.count_tokens(generation.prompt_tokens, generation.completion_tokens);
+        Ok(generation)
+    }
+
+    /// Score continuations with model `name` on behalf of `caller`.
+    pub async fn score(&self, name: &str, caller: &str, request: ScoringRequest) -> Result<Vec<ContinuationScore>, BackendError> {
+        let backend = self.backend(name)?;
+        match &self.cache {
+            Some(cache) => {
+                let key = CallCache::key("score", &backend.identity(), caller, &request);
+                cache
+                    .get_or_call(key, async {
+                        self.meter.count_request();
+                        backend.score(request).await
+                    })
+                    .await
+            }
+            None => {
+                self.meter.count_request();
+                backend.score(request).await
+            }
+        }
+    }
+
+    /// Embed texts with model `name` on behalf of `caller`.
+    pub async fn embed(&self, name: &str, caller: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
+        let backend = self.backend(name)?;
+        match &self.cache {
+            Some(cache) => {
+                let key = CallCache::key("embed", &backend.identity(), caller, &texts);
+                cache
+                    .get_or_call(key, async {
+                        self.meter.count_request();
+                        backend.embed(texts).await
+                    })
+                    .await
+            }
+            None => {
+                self.meter.count_request();
+                backend.embed(texts).await
+            }
+        }
     }
 }
 

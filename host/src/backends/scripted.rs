@@ -56,6 +56,10 @@ pub struct ScriptedConfig {
     /// Wait this long before answering each request.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Append the prompt text of every generation request to this file, one
+    /// line each (so tests can see which requests a run made).
+    #[serde(default)]
+    pub request_log: Option<std::path::PathBuf>,
 }
 
 /// The scripted backend. See the module documentation.
@@ -130,9 +134,25 @@ impl ModelBackend for ScriptedBackend {
         "scripted test double".to_string()
     }
 
+    fn identity(&self) -> String {
+        format!("scripted:{:?}", self.config)
+    }
+
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, BackendError> {
         self.arrive().await;
         let text = prompt_text(&request.prompt);
+        if let Some(log) = &self.config.request_log {
+            use std::io::Write;
+            let line = format!("{}\n", text.replace('\n', " "));
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = written {
+                return Err(BackendError::Failed(format!("cannot append to the request log {}: {e}", log.display())));
+            }
+        }
         let mut reply = self.reply_to(&text);
         let mut finish_reason = FinishReason::Stop;
         if let Some(cut) = request.sampling.stop.iter().filter_map(|s| reply.find(s.as_str())).min() {

@@ -11,8 +11,9 @@ impl Host for CapabilityContext {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let backend = self.model(&model)?;
-        let vectors = backend.embed(texts).await.map_err(|e| backend_error(&model, e))?;
+        self.check_model(&model)?;
+        let vectors =
+            self.models.embed(&model, &self.grant.caller, texts).await.map_err(|e| backend_error(&model, e))?;
         self.traffic.send_in(vectors.iter().map(|v| 4 * v.len() as u64).sum())?;
         Ok(vectors)
     }

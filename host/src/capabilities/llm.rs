@@ -65,11 +65,14 @@ impl CapabilityContext {
             Prompt::Chat(ms) => ms.iter().map(|m| m.content.len() as u64 + 1).sum(),
         };
         self.traffic.send_out(model.len() as u64 + prompt_bytes + strings_bytes(&options.stop))?;
-        let backend = self.model(&model)?;
+        self.check_model(&model)?;
         let seed = self.next_request_seed();
         let sampling = validate_sampling(options, seed)?;
-        let generation =
-            backend.generate(GenerationRequest { prompt, sampling }).await.map_err(|e| backend_error(&model, e))?;
+        let generation = self
+            .models
+            .generate(&model, &self.grant.caller, GenerationRequest { prompt, sampling })
+            .await
+            .map_err(|e| backend_error(&model, e))?;
         let returned: u64 = generation
             .choices
             .iter()

@@ -14,7 +14,7 @@ pub mod state;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::backends::{BackendError, ModelBackend, ModelSet};
+use crate::backends::{BackendError, ModelSet};
 use crate::bindings::capabilities::types::Error as WitError;
 use crate::sandbox::CallError;
 
@@ -29,6 +29,8 @@ pub struct PluginGrant {
     pub allowed_models: BTreeSet<String>,
     /// Its default model, if configured (always one of `allowed_models`).
     pub default_model: Option<String>,
+    /// Who the plugin is, for the model-call cache: its file's sha256.
+    pub caller: String,
 }
 
 /// Bytes that crossed the sandbox boundary during one call, against the caps.
@@ -93,8 +95,8 @@ pub(crate) struct CapabilityContext {
 }
 
 impl CapabilityContext {
-    /// The backend for `model`, if this plugin may use it.
-    fn model(&self, model: &str) -> Result<Arc<dyn ModelBackend>, WitError> {
+    /// Check that this plugin may use `model` and that it exists.
+    fn check_model(&self, model: &str) -> Result<(), WitError> {
         if !self.grant.allowed_models.contains(model) {
             let allowed = if self.grant.allowed_models.is_empty() {
                 "it may use no model".to_string()
@@ -106,7 +108,7 @@ impl CapabilityContext {
                 self.grant.plugin, self.grant.plugin
             )));
         }
-        self.models.get(model).cloned().ok_or_else(|| {
+        self.models.get(model).map(|_| ()).ok_or_else(|| {
             WitError::UnknownModel(format!(
                 "the run configuration defines no model '{model}': add a [models.{model}] table, or use one of: {}",
                 self.models.names().collect::<Vec<_>>().join(", ")

@@ -23,9 +23,12 @@ impl CapabilityContext {
         if continuations.is_empty() {
             return Ok(Vec::new());
         }
-        let backend = self.model(&model)?;
-        let scores =
-            backend.score(ScoringRequest { prompt, continuations }).await.map_err(|e| backend_error(&model, e))?;
+        self.check_model(&model)?;
+        let scores = self
+            .models
+            .score(&model, &self.grant.caller, ScoringRequest { prompt, continuations })
+            .await
+            .map_err(|e| backend_error(&model, e))?;
         self.traffic.send_in(scores.iter().map(|s| 12 + 4 * s.token_logprobs.len() as u64).sum())?;
         Ok(scores
             .into_iter()

@@ -18,6 +18,8 @@ pub const ITEMS_FAILED: i32 = 5;
 pub const IO: i32 = 6;
 /// A model could not be opened (ONNX Runtime missing, model not found or not importable).
 pub const MODEL: i32 = 7;
+/// The run stopped when its request or token budget was spent; resumable.
+pub const BUDGET: i32 = 8;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -30,6 +32,7 @@ pub const TABLE: &[(i32, &str)] = &[
     (PLUGIN, "a plugin could not be loaded"),
     (ITEMS_FAILED, "the run finished, some items failed"),
     (IO, "a file could not be read or written"),
-    (MODEL, "a model could not be opened"),
+    (MODEL, "a model could not be opened or run"),
+    (BUDGET, "stopped by its budget; resumable"),
     (INTERRUPTED, "interrupted"),
 ];

@@ -23,6 +23,7 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   5    the run finished, some items failed
   6    a file could not be read or written
   7    a model could not be opened or run
+  8    stopped by its budget (resume with --resume)
   130  interrupted";
 
 /// Run LLM-optimization techniques as sandboxed WebAssembly plugins.
@@ -61,8 +62,30 @@ pub enum Command {
 /// `techne run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The run configuration (TOML).
-    pub config: PathBuf,
+    /// The run configuration (TOML); not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this run directory (killed, interrupted or stopped by its budget).
+    #[arg(long, value_name = "DIR", conflicts_with = "overwrite")]
+    pub resume: Option<PathBuf>,
+    /// With --resume: continue even if the configuration or a plugin changed.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    /// Start over in an output directory that already holds a run.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Do not use the model-call cache.
+    #[arg(long, conflicts_with = "cache_only")]
+    pub no_cache: bool,
+    /// Answer every model call from the cache; never call a model.
+    #[arg(long)]
+    pub cache_only: bool,
+    /// Start no new item once this many model requests reached a backend (overrides `max-requests`).
+    #[arg(long)]
+    pub max_requests: Option<u64>,
+    /// Start no new item once this many tokens were used (overrides `max-tokens`).
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
     /// Settings that override the file and the environment.
     #[command(flatten)]
     pub overrides: OverrideArgs,
@@ -213,6 +236,9 @@ impl From<RunError> for Failure {
             RunError::Plugin { .. } | RunError::WrongRole { .. } => exit_codes::PLUGIN,
             RunError::Dataset(_) | RunError::Output { .. } => exit_codes::IO,
             RunError::Engine(_) => exit_codes::INTERNAL,
+            RunError::AlreadyExists { .. } | RunError::NothingToResume { .. } | RunError::ConfigChanged { .. } => {
+                exit_codes::CONFIG
+            }
             RunError::Model { .. } => exit_codes::MODEL,
         };
         Failure::new(code, e)
@@ -254,10 +280,25 @@ where
             return exit_codes::INTERNAL;
         }
     };
+    let stop = std::sync::Arc::new(crate::runs::StopSignal::new());
     let result = runtime.block_on(async {
+        let graceful = matches!(cli.command, Command::Run(_));
+        let dispatched = dispatch(cli.command, stop.clone());
+        tokio::pin!(dispatched);
         tokio::select! {
-            result = dispatch(cli.command) => result,
-            _ = shutdown_signal() => Err(Failure::new(exit_codes::INTERRUPTED, "interrupted")),
+            result = &mut dispatched => return result,
+            _ = shutdown_signal() => {}
+        }
+        if !graceful {
+            return Err(Failure::new(exit_codes::INTERRUPTED, "interrupted"));
+        }
+        // First signal: start no new item, let the ones in flight finish and
+        // be journaled. A second signal ends the process at once.
+        eprintln!("interrupted: finishing the items in flight (signal again to abort)");
+        stop.stop(crate::runs::StopReason::Interrupted);
+        tokio::select! {
+            result = &mut dispatched => result,
+            _ = shutdown_signal() => Err(Failure::new(exit_codes::INTERRUPTED, "aborted")),
         }
     });
     match result {
@@ -303,9 +344,9 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-async fn dispatch(command: Command) -> Result<i32, Failure> {
+async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal>) -> Result<i32, Failure> {
     match command {
-        Command::Run(args) => run_command(args).await,
+        Command::Run(args) => run_command(args, stop).await,
         Command::Config(ConfigCommand::Check { config, overrides }) => config_check(config, overrides).await,
         Command::Plugin(PluginCommand::New { name, world, dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -341,19 +382,91 @@ fn load_config(
     Ok((config, text))
 }
 
-async fn run_command(args: RunArgs) -> Result<i32, Failure> {
-    let (config, text) = load_config(&args.config, &args.overrides)?;
-    let summary = crate::runs::run(&config, &text).await?;
+async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal>) -> Result<i32, Failure> {
+    let env = Overrides::from_env()?;
+    let overrides = env.then(args.overrides.to_overrides());
+    let (mut config, text, config_path) = match &args.resume {
+        Some(dir) => {
+            let manifest: crate::runs::RunManifest = std::fs::read_to_string(dir.join("run.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .ok_or_else(|| Failure::from(RunError::NothingToResume { dir: dir.clone() }))?;
+            // The configuration as the run started, unless a (changed) one is given.
+            let (config_path, text) = match &args.config {
+                Some(path) => (path.clone(), std::fs::read_to_string(path).map_err(|e| Failure::new(exit_codes::IO, e))?),
+                None => {
+                    let saved = dir.join("config.toml");
+                    let text = std::fs::read_to_string(&saved)
+                        .map_err(|e| Failure::new(exit_codes::IO, format!("cannot read {}: {e}", saved.display())))?;
+                    (manifest.config_path.clone(), text)
+                }
+            };
+            let config = crate::config::resolve_run_config(&config_path, &text, &overrides)?;
+            (config, text, config_path)
+        }
+        None => {
+            let path = args.config.clone().ok_or_else(|| Failure::new(exit_codes::USAGE, "give a run configuration"))?;
+            let config = load_run_config(&path, &overrides)?;
+            let text = std::fs::read_to_string(&path).map_err(|e| Failure::new(exit_codes::IO, e))?;
+            (config, text, path)
+        }
+    };
+    if let Some(dir) = &args.resume {
+        config.run.output_dir = Some(dir.clone());
+    }
+    let budget = crate::backends::meter::Budget {
+        max_requests: args.max_requests.or(config.run.max_requests),
+        max_tokens: args.max_tokens.or(config.run.max_tokens),
+    };
+    let cache = if args.no_cache {
+        crate::runs::CacheChoice::Off
+    } else if args.cache_only {
+        crate::runs::CacheChoice::ReplayOnly
+    } else {
+        crate::runs::CacheChoice::ReadWrite
+    };
+    let options = crate::runs::RunOptions {
+        resume: args.resume.is_some(),
+        force: args.force,
+        overwrite: args.overwrite,
+        cache,
+        cache_dir: overrides.cache_dir.clone().map(|d| d.join("calls")),
+        progress: true,
+        control: crate::runs::RunControl { stop, budget },
+    };
+    let summary = crate::runs::run(&config, &text, &config_path, options).await?;
     let dir = config.run.output_dir.clone().unwrap_or_default();
     println!(
-        "run `{}`: {} items, {} succeeded, {} failed in {:.2} s",
-        summary.name, summary.items, summary.succeeded, summary.failed, summary.elapsed_s
+        "run `{}`: {} of {} items, {} succeeded, {} failed in {:.2} s ({} resumed, {} model requests, {} cache hits)",
+        summary.name,
+        summary.items,
+        summary.total_items,
+        summary.succeeded,
+        summary.failed,
+        summary.elapsed_s,
+        summary.resumed_items,
+        summary.usage.requests,
+        summary.cache_hits
     );
     for (kind, count) in &summary.failures_by_kind {
         println!("  {count} failed: {kind}");
     }
     println!("results: {}", dir.join("results.jsonl").display());
-    Ok(if summary.failed == 0 { exit_codes::SUCCESS } else { exit_codes::ITEMS_FAILED })
+    match &summary.stopped {
+        Some(crate::runs::StopReason::Interrupted) => {
+            println!("interrupted: continue with `techne run --resume {}`", dir.display());
+            Ok(exit_codes::INTERRUPTED)
+        }
+        Some(crate::runs::StopReason::Budget(reason)) => {
+            println!(
+                "stopped: {reason}; continue with `techne run --resume {}` (raise it with --max-requests / --max-tokens)",
+                dir.display()
+            );
+            Ok(exit_codes::BUDGET)
+        }
+        None if summary.failed == 0 => Ok(exit_codes::SUCCESS),
+        None => Ok(exit_codes::ITEMS_FAILED),
+    }
 }
 
 async fn config_check(path: PathBuf, overrides: OverrideArgs) -> Result<i32, Failure> {

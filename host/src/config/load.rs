@@ -109,7 +109,13 @@ impl Overrides {
 pub fn load_run_config(path: &Path, overrides: &Overrides) -> Result<RunConfig, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let mut config = parse_run_config(path, &text)?;
+    resolve_run_config(path, &text, overrides)
+}
+
+/// Parse and validate configuration `text` as if read from `path` (relative
+/// paths resolve against `path`'s directory), then apply `overrides`.
+pub fn resolve_run_config(path: &Path, text: &str, overrides: &Overrides) -> Result<RunConfig, ConfigError> {
+    let mut config = parse_run_config(path, text)?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     resolve_paths(&mut config, base, path);
     apply_overrides(&mut config, overrides);

@@ -10,5 +10,5 @@
 mod load;
 mod model;
 
-pub use load::{ConfigError, Overrides, load_run_config, parse_run_config};
+pub use load::{ConfigError, Overrides, load_run_config, parse_run_config, resolve_run_config};
 pub use model::*;

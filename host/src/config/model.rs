@@ -53,11 +53,23 @@ pub struct RunSection {
     pub concurrency: usize,
     /// Process at most this many items.
     pub limit: Option<usize>,
+    /// Start no new item once this many model requests reached a backend.
+    pub max_requests: Option<u64>,
+    /// Start no new item once this many tokens (prompt + generated) were used.
+    pub max_tokens: Option<u64>,
 }
 
 impl Default for RunSection {
     fn default() -> Self {
-        Self { name: None, output_dir: None, seed: 0, concurrency: default_concurrency(), limit: None }
+        Self {
+            name: None,
+            output_dir: None,
+            seed: 0,
+            concurrency: default_concurrency(),
+            limit: None,
+            max_requests: None,
+            max_tokens: None,
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! - [`pipeline`]: one item through rewriter → policy → solver or answer model.
 //! - [`output`]: `results.jsonl`, `summary.json` and the resolved configuration.
 
+pub mod control;
 pub mod dataset;
+pub mod journal;
 pub mod output;
 pub mod pipeline;
 
@@ -19,7 +21,11 @@ use crate::sandbox::{EngineOptions, LoadError, Plugin, PluginSpec, SandboxEngine
 
 pub use dataset::{DatasetError, Item};
 pub use output::{ItemFailure, ItemResult, RunSummary};
-pub use pipeline::Pipeline;
+pub use control::{StopReason, StopSignal};
+pub use pipeline::{Pipeline, RunControl};
+
+use crate::backends::cache::{CacheMode, CallCache};
+use journal::Journal;
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,32 @@ pub enum RunError {
     /// The dataset could not be read.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// The output directory already holds a run.
+    #[error(
+        "`{dir}` already holds a run: continue it with `techne run --resume {dir}`, \
+         start over with --overwrite, or choose another --output-dir"
+    )]
+    AlreadyExists {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// `--resume` names a directory that holds no run.
+    #[error("`{dir}` holds no run to resume (no run.json): start it with `techne run CONFIG`")]
+    NothingToResume {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The configuration or a plugin changed since the run started.
+    #[error(
+        "the run in `{dir}` was started with another configuration or other plugins ({what}); \
+         resuming would mix results: use --force to resume anyway, or start a new run"
+    )]
+    ConfigChanged {
+        /// The run directory.
+        dir: PathBuf,
+        /// What changed.
+        what: String,
+    },
     /// The run directory could not be written.
     #[error("cannot write the run directory `{path}`: {source}")]
     Output {
@@ -149,12 +181,76 @@ pub async fn check(config: &RunConfig) -> Result<(Pipeline, usize), RunError> {
     Ok((pipeline, items.len()))
 }
 
-/// Run a configuration to the end and write its run directory.
-/// `source_text` is the configuration file as read, kept in the run directory.
-pub async fn run(config: &RunConfig, source_text: &str) -> Result<RunSummary, RunError> {
+/// How the model-call cache is used by a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheChoice {
+    /// Read and write the cache (the default).
+    #[default]
+    ReadWrite,
+    /// Bypass it (`--no-cache`).
+    Off,
+    /// Only replay it; never call a model (`--cache-only`).
+    ReplayOnly,
+}
+
+/// How to run a configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue the run in the output directory.
+    pub resume: bool,
+    /// Resume even when the configuration or a plugin changed.
+    pub force: bool,
+    /// Start over in an output directory that holds a run.
+    pub overwrite: bool,
+    /// Cache use.
+    pub cache: CacheChoice,
+    /// The model-call cache directory (default: [`CallCache::default_dir`]).
+    pub cache_dir: Option<PathBuf>,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+    /// Stop signal and budget.
+    pub control: RunControl,
+}
+
+/// `run.json`: what identifies a run directory's run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunManifest {
+    /// Format version of this file.
+    pub format: u32,
+    /// The techne version that started the run.
+    pub techne_version: String,
+    /// The configuration file (absolute path) relative paths resolve against.
+    pub config_path: PathBuf,
+    /// sha256 of the configuration text and the overrides that change results.
+    pub config_sha256: String,
+    /// sha256 of each plugin file, by configured name.
+    pub plugins: BTreeMap<String, String>,
+}
+
+/// The hash that identifies a configuration's results.
+pub fn config_fingerprint(config: &RunConfig, source_text: &str) -> String {
+    use sha2::Digest;
+    let text = format!("{source_text}\n#seed={}\n#limit={:?}\n", config.run.seed, config.run.limit);
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Run a configuration and write its run directory.
+pub async fn run(
+    config: &RunConfig,
+    source_text: &str,
+    config_path: &std::path::Path,
+    options: RunOptions,
+) -> Result<RunSummary, RunError> {
     let engine = SandboxEngine::new(engine_options(config))?;
-    let models = build_models(config)?;
-    run_with(&engine, config, models, source_text).await
+    let mut models = build_models(config)?;
+    let cache_dir = options.cache_dir.clone().or_else(CallCache::default_dir);
+    let cache = match (options.cache, cache_dir) {
+        (CacheChoice::Off, _) | (_, None) => None,
+        (CacheChoice::ReadWrite, Some(dir)) => Some(Arc::new(CallCache::new(dir, CacheMode::ReadWrite))),
+        (CacheChoice::ReplayOnly, Some(dir)) => Some(Arc::new(CallCache::new(dir, CacheMode::ReplayOnly))),
+    };
+    models.set_cache(cache);
+    run_with(&engine, config, models, source_text, config_path, options).await
 }
 
 /// [`run`] on a given engine and models (the library entry point for tests
@@ -164,13 +260,102 @@ pub async fn run_with(
     config: &RunConfig,
     models: ModelSet,
     source_text: &str,
+    config_path: &std::path::Path,
+    options: RunOptions,
 ) -> Result<RunSummary, RunError> {
     let started = std::time::Instant::now();
+    let dir = config.run.output_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join("run"));
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Output { path, source }
+    };
+    let manifest_path = dir.join("run.json");
+    let journal_path = dir.join("journal.jsonl");
     let plugins = load_plugins(engine, config, &models).await?;
+    let manifest = RunManifest {
+        format: 1,
+        techne_version: env!("CARGO_PKG_VERSION").to_string(),
+        config_path: std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf()),
+        config_sha256: config_fingerprint(config, source_text),
+        plugins: plugins.iter().map(|(name, p)| (name.clone(), p.sha256().to_string())).collect(),
+    };
+    if options.resume {
+        let text = std::fs::read_to_string(&manifest_path).map_err(|_| RunError::NothingToResume { dir: dir.clone() })?;
+        let previous: RunManifest =
+            serde_json::from_str(&text).map_err(|_| RunError::NothingToResume { dir: dir.clone() })?;
+        let mut changed = Vec::new();
+        if previous.config_sha256 != manifest.config_sha256 {
+            changed.push("the configuration".to_string());
+        }
+        for (name, sha) in &manifest.plugins {
+            if previous.plugins.get(name) != Some(sha) {
+                changed.push(format!("plugin `{name}`"));
+            }
+        }
+        if !changed.is_empty() && !options.force {
+            return Err(RunError::ConfigChanged { dir: dir.clone(), what: changed.join(", ") });
+        }
+    } else if journal_path.exists() || manifest_path.exists() {
+        if !options.overwrite {
+            return Err(RunError::AlreadyExists { dir: dir.clone() });
+        }
+        for name in ["journal.jsonl", "results.jsonl", "summary.json", "report.md", "run.json"] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let manifest_json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    crate::sandbox::component_cache::write_atomically(&manifest_path, &manifest_json).map_err(io(&manifest_path))?;
+    let config_copy = dir.join("config.toml");
+    crate::sandbox::component_cache::write_atomically(&config_copy, source_text.as_bytes()).map_err(io(&config_copy))?;
+
+    let (journal, done) = Journal::open(&journal_path).map_err(io(&journal_path))?;
+    let journal = Arc::new(journal);
     let pipeline = Arc::new(Pipeline::assemble(config, &plugins, &models)?);
     let items = load_work_items(config)?;
-    let results = pipeline.run_items(items, config.run.seed, config.run.concurrency).await;
-    let summary = RunSummary::new(config, &plugins, &results, started.elapsed());
-    output::write_run_directory(config, source_text, &results, &summary)?;
+    let resumed_items = items.iter().filter(|item| done.contains_key(&item.id)).count();
+    let pending: Vec<(usize, Item)> =
+        items.iter().cloned().enumerate().filter(|(_, item)| !done.contains_key(&item.id)).collect();
+    let progress = output::Progress::new(options.progress, items.len() as u64, resumed_items as u64, models.meter().clone());
+    let control = options.control.clone();
+    let finished: Arc<dyn Fn(&ItemResult) + Send + Sync> = {
+        let journal = journal.clone();
+        let stop = control.stop.clone();
+        let progress = progress.clone();
+        Arc::new(move |result: &ItemResult| {
+            if let Err(e) = journal.record(result) {
+                tracing::error!("cannot append to the journal {}: {e}; stopping the run", journal.path().display());
+                stop.stop(StopReason::Interrupted);
+            }
+            progress.item_done(result);
+        })
+    };
+    let new_results = pipeline.run_items(pending, config.run.seed, config.run.concurrency, control.clone(), finished).await;
+    progress.finish();
+
+    let mut by_id: BTreeMap<String, ItemResult> = done;
+    for (_, result) in new_results {
+        by_id.insert(result.id.clone(), result);
+    }
+    let results: Vec<ItemResult> = items.iter().filter_map(|item| by_id.remove(&item.id)).collect();
+    let stopped = if results.len() < items.len() { control.stop.reason() } else { None };
+    let summary = RunSummary::new(
+        config,
+        &plugins,
+        &results,
+        output::RunFacts {
+            total_items: items.len(),
+            resumed_items,
+            stopped,
+            usage: models.meter().usage(),
+            cache_hits: models.cache().map(|c| c.hits()).unwrap_or(0),
+            cache_misses: models.cache().map(|c| c.misses()).unwrap_or(0),
+            elapsed: started.elapsed(),
+        },
+    );
+    output::write_run_directory(&dir, &results, &summary)?;
     Ok(summary)
 }

@@ -1,10 +1,13 @@
-//! The run directory: `results.jsonl` (one line per item, in dataset
-//! order), `summary.json`, and `config.toml` (the configuration as given).
+//! The run directory's outputs: `results.jsonl` (one line per item, in
+//! dataset order), `summary.json` and `report.md`; and the progress bar.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::control::StopReason;
+use crate::backends::meter::{Usage, UsageMeter};
 use crate::config::RunConfig;
 use crate::sandbox::component_cache::write_atomically;
 use crate::sandbox::{CallError, Plugin, TraceStep};
@@ -98,6 +101,25 @@ pub struct PluginRecord {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// Facts about a run that the summary reports besides its results.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    /// Items in the dataset (after `limit`).
+    pub total_items: usize,
+    /// Items already finished before this invocation (resumed from the journal).
+    pub resumed_items: usize,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<StopReason>,
+    /// Model usage of this invocation.
+    pub usage: Usage,
+    /// Model calls answered from the cache.
+    pub cache_hits: u64,
+    /// Model calls not in the cache.
+    pub cache_misses: u64,
+    /// Wall time of this invocation.
+    pub elapsed: Duration,
+}
+
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
@@ -105,17 +127,33 @@ pub struct RunSummary {
     pub name: String,
     /// The run seed.
     pub seed: u64,
-    /// Items processed.
+    /// Items in the dataset.
+    pub total_items: usize,
+    /// Items finished (in this and earlier invocations).
     pub items: usize,
     /// Items that produced an answer.
     pub succeeded: usize,
     /// Items that failed.
     pub failed: usize,
+    /// Items finished by earlier invocations (resumed).
+    pub resumed_items: usize,
+    /// Why the run stopped before its last item; it can be resumed.
+    pub stopped: Option<StopReason>,
     /// Failed items by failure kind.
     pub failures_by_kind: BTreeMap<String, usize>,
     /// The plugins by configured name.
     pub plugins: BTreeMap<String, PluginRecord>,
-    /// Wall time of the run, in seconds.
+    /// Model usage of this invocation.
+    pub usage: Usage,
+    /// Model calls answered from the cache in this invocation.
+    pub cache_hits: u64,
+    /// Model calls that missed the cache in this invocation.
+    pub cache_misses: u64,
+    /// Median item latency in milliseconds.
+    pub latency_p50_ms: u64,
+    /// 90th-percentile item latency in milliseconds.
+    pub latency_p90_ms: u64,
+    /// Wall time of this invocation, in seconds.
     pub elapsed_s: f64,
 }
 
@@ -124,19 +162,27 @@ impl RunSummary {
         config: &RunConfig,
         plugins: &BTreeMap<String, Arc<Plugin>>,
         results: &[ItemResult],
-        elapsed: Duration,
+        facts: RunFacts,
     ) -> Self {
         let mut failures_by_kind = BTreeMap::new();
         for failure in results.iter().filter_map(|r| r.failure.as_ref()) {
             *failures_by_kind.entry(failure.kind.clone()).or_insert(0) += 1;
         }
         let failed = results.iter().filter(|r| r.failure.is_some()).count();
+        let mut latencies: Vec<u64> = results.iter().map(|r| r.elapsed_ms).collect();
+        latencies.sort_unstable();
+        let quantile = |q: f64| {
+            if latencies.is_empty() { 0 } else { latencies[((latencies.len() - 1) as f64 * q).round() as usize] }
+        };
         Self {
             name: config.run.name.clone().unwrap_or_default(),
             seed: config.run.seed,
+            total_items: facts.total_items,
             items: results.len(),
             succeeded: results.len() - failed,
             failed,
+            resumed_items: facts.resumed_items,
+            stopped: facts.stopped,
             failures_by_kind,
             plugins: plugins
                 .iter()
@@ -152,24 +198,56 @@ impl RunSummary {
                     )
                 })
                 .collect(),
-            elapsed_s: elapsed.as_secs_f64(),
+            usage: facts.usage,
+            cache_hits: facts.cache_hits,
+            cache_misses: facts.cache_misses,
+            latency_p50_ms: quantile(0.5),
+            latency_p90_ms: quantile(0.9),
+            elapsed_s: facts.elapsed.as_secs_f64(),
         }
+    }
+
+    /// The summary as a Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let mut md = format!("# Run `{}`\n\n", self.name);
+        md.push_str("| | |\n| --- | --- |\n");
+        md.push_str(&format!("| items | {} of {} finished |\n", self.items, self.total_items));
+        md.push_str(&format!("| succeeded | {} |\n| failed | {} |\n", self.succeeded, self.failed));
+        if let Some(stopped) = &self.stopped {
+            md.push_str(&format!("| stopped early | {stopped:?} (resume with `techne run --resume`) |\n"));
+        }
+        md.push_str(&format!("| seed | {} |\n", self.seed));
+        md.push_str(&format!("| latency p50 / p90 | {} ms / {} ms |\n", self.latency_p50_ms, self.latency_p90_ms));
+        md.push_str(&format!(
+            "| model requests | {} ({} cache hits, {} misses) |\n",
+            self.usage.requests, self.cache_hits, self.cache_misses
+        ));
+        md.push_str(&format!(
+            "| tokens | {} prompt, {} generated |\n",
+            self.usage.prompt_tokens, self.usage.completion_tokens
+        ));
+        md.push_str(&format!("| wall time | {:.2} s |\n", self.elapsed_s));
+        if !self.failures_by_kind.is_empty() {
+            md.push_str("\n## Failures\n\n| kind | items |\n| --- | --- |\n");
+            for (kind, n) in &self.failures_by_kind {
+                md.push_str(&format!("| {kind} | {n} |\n"));
+            }
+        }
+        md.push_str("\n## Plugins\n\n| name | role | plugin | sha256 |\n| --- | --- | --- | --- |\n");
+        for (name, p) in &self.plugins {
+            md.push_str(&format!("| {name} | {} | {} | `{}` |\n", p.role, p.version, &p.sha256[..16.min(p.sha256.len())]));
+        }
+        md
     }
 }
 
-/// Write the run directory.
-pub(crate) fn write_run_directory(
-    config: &RunConfig,
-    source_text: &str,
-    results: &[ItemResult],
-    summary: &RunSummary,
-) -> Result<(), RunError> {
-    let dir = config.run.output_dir.clone().unwrap_or_else(|| "runs/run".into());
-    let io = |path: &std::path::Path| {
+/// Write `results.jsonl`, `summary.json` and `report.md` into the run directory.
+pub(crate) fn write_run_directory(dir: &Path, results: &[ItemResult], summary: &RunSummary) -> Result<(), RunError> {
+    let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RunError::Output { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut lines = String::new();
     for result in results {
         lines.push_str(&serde_json::to_string(result).unwrap_or_default());
@@ -180,6 +258,53 @@ pub(crate) fn write_run_directory(
     let summary_path = dir.join("summary.json");
     let summary_json = serde_json::to_string_pretty(summary).unwrap_or_default();
     write_atomically(&summary_path, summary_json.as_bytes()).map_err(io(&summary_path))?;
-    let config_path = dir.join("config.toml");
-    write_atomically(&config_path, source_text.as_bytes()).map_err(io(&config_path))
+    let report_path = dir.join("report.md");
+    write_atomically(&report_path, summary.to_markdown().as_bytes()).map_err(io(&report_path))
+}
+
+/// A progress bar over a run's items (items, items/s, tokens/s, ETA), drawn
+/// only on a terminal and never in CI.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    meter: Arc<UsageMeter>,
+    started: Instant,
+}
+
+impl Progress {
+    pub(crate) fn new(enabled: bool, total: u64, done: u64, meter: Arc<UsageMeter>) -> Self {
+        use std::io::IsTerminal;
+        let visible = enabled && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        let bar = visible.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_position(done);
+            bar
+        });
+        Self { bar, meter, started: Instant::now() }
+    }
+
+    pub(crate) fn item_done(&self, result: &ItemResult) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            let usage = self.meter.usage();
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            let failed = if result.failure.is_some() { " (last item failed)" } else { "" };
+            bar.set_message(format!(
+                "{} requests  {:.0} tokens/s{failed}",
+                usage.requests,
+                (usage.prompt_tokens + usage.completion_tokens) as f64 / secs
+            ));
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

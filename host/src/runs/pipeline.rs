@@ -6,20 +6,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backends::{ChatMessage, GenerationRequest, ModelBackend, ModelSet, Prompt, Role as ChatRole, Sampling};
+use crate::backends::{ChatMessage, GenerationRequest, ModelSet, Prompt, Role as ChatRole, Sampling};
 use crate::config::RunConfig;
 use crate::sandbox::{Plugin, Role, WorkItem, item_seed};
 
 use super::RunError;
+use super::control::{StopReason, StopSignal};
+use crate::backends::meter::Budget;
 use super::dataset::Item;
 use super::output::{ItemFailure, ItemResult};
+
+/// What may stop a run early: the stop signal (SIGINT/SIGTERM) and the budget.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// Checked before each item starts.
+    pub stop: Arc<StopSignal>,
+    /// Checked against the models' usage before each item starts.
+    pub budget: Budget,
+}
 
 /// The assembled stages of a run.
 pub struct Pipeline {
     rewriter: Option<Arc<Plugin>>,
     policy: Option<Arc<Plugin>>,
     solver: Option<Arc<Plugin>>,
-    answer_model: Option<(String, Arc<dyn ModelBackend>)>,
+    answer_model: Option<String>,
+    models: ModelSet,
     system_prompt: Option<String>,
     answer_max_tokens: u32,
 }
@@ -52,7 +64,8 @@ impl Pipeline {
             rewriter: stage("rewriter", &p.rewriter, Role::Rewriter)?,
             policy: stage("policy", &p.policy, Role::PromptPolicy)?,
             solver: stage("solver", &p.solver, Role::Solver)?,
-            answer_model: p.answer_model.as_ref().and_then(|m| models.get(m).map(|b| (m.clone(), b.clone()))),
+            answer_model: p.answer_model.clone().filter(|m| models.get(m).is_some()),
+            models: models.clone(),
             system_prompt: p.system_prompt.clone(),
             answer_max_tokens: p.answer_max_tokens,
         })
@@ -70,33 +83,55 @@ impl Pipeline {
         if let Some(p) = &self.solver {
             stages.push(format!("solver({})", p.name()));
         }
-        if let Some((name, _)) = &self.answer_model {
+        if let Some(name) = &self.answer_model {
             stages.push(format!("answer-model({name})"));
         }
         stages.join(" → ")
     }
 
-    /// Run all items, at most `concurrency` at once; results in item order.
-    pub async fn run_items(self: &Arc<Self>, items: Vec<Item>, run_seed: u64, concurrency: usize) -> Vec<ItemResult> {
+    /// Run `items` (with their dataset positions), at most `concurrency` at
+    /// once. Before an item starts, the stop signal and the budget are
+    /// checked; an item that does not start is left out of the results (a
+    /// resumed run picks it up). Each finished item is passed to `finished`
+    /// (the journal) as soon as it ends. Results come back in dataset order.
+    pub async fn run_items(
+        self: &Arc<Self>,
+        items: Vec<(usize, Item)>,
+        run_seed: u64,
+        concurrency: usize,
+        control: RunControl,
+        finished: Arc<dyn Fn(&ItemResult) + Send + Sync>,
+    ) -> Vec<(usize, ItemResult)> {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
-        let count = items.len();
-        for (index, item) in items.into_iter().enumerate() {
+        for (index, item) in items {
             let pipeline = self.clone();
             let semaphore = semaphore.clone();
+            let control = control.clone();
+            let finished = finished.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                (index, pipeline.run_item(item, run_seed).await)
+                if let Some(reason) = pipeline.models.meter().exhausted(&control.budget) {
+                    control.stop.stop(StopReason::Budget(reason));
+                }
+                if control.stop.is_stopped() {
+                    return None;
+                }
+                let result = pipeline.run_item(item, run_seed).await;
+                finished(&result);
+                Some((index, result))
             });
         }
-        let mut results: Vec<Option<ItemResult>> = (0..count).map(|_| None).collect();
+        let mut results = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((index, result)) => results[index] = Some(result),
+                Ok(Some(done)) => results.push(done),
+                Ok(None) => {}
                 Err(e) => tracing::error!("a work item's task failed: {e}"),
             }
         }
-        results.into_iter().flatten().collect()
+        results.sort_by_key(|(index, _)| *index);
+        results
     }
 
     /// Push one item through every stage.
@@ -135,7 +170,7 @@ impl Pipeline {
                 Err(e) => return result.failed(ItemFailure::plugin("policy", policy.name(), &e), started),
             }
         }
-        let Some((model, backend)) = &self.answer_model else {
+        let Some(model) = &self.answer_model else {
             return result.failed(
                 ItemFailure { stage: "answer".into(), kind: "configuration".into(), message: "no answer model".into() },
                 started,
@@ -150,7 +185,7 @@ impl Pipeline {
             prompt: Prompt::Chat(messages),
             sampling: Sampling { max_tokens: self.answer_max_tokens, seed, ..Sampling::default() },
         };
-        match backend.generate(request).await {
+        match self.models.generate(model, "pipeline", request).await {
             Ok(generation) => {
                 result.answer = generation.choices.into_iter().next().map(|c| c.text);
                 result.finished(started)

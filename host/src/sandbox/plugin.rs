@@ -418,6 +418,7 @@ impl SandboxEngine {
             plugin: spec.name.clone(),
             allowed_models: spec.allowed_models.iter().cloned().collect(),
             default_model: spec.default_model.clone(),
+            caller: sha256.clone(),
         });
         let mut plugin = Plugin {
             name: spec.name.clone(),
