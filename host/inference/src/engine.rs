@@ -143,6 +143,38 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The streaming callback asked to stop.
+    Cancelled,
+}
+
+/// One generated token, reported to a streaming callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent<'a> {
+    /// The choice it belongs to.
+    pub index: usize,
+    /// The token id (`None` for the final flush of a choice).
+    pub token_id: Option<u32>,
+    /// New text since the previous event of this choice. Text that could be
+    /// the start of a stop sequence, or an incomplete UTF-8 character, is held
+    /// back until it is resolved, so the deltas add up to the choice's text.
+    pub text: &'a str,
+    /// The token's log-probability under the model (when there is a token).
+    pub logprob: Option<f32>,
+    /// Set on the last event of a choice.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// The length of the longest suffix of `text` that is a proper prefix of a stop sequence.
+fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
+    let mut best = 0;
+    for stop in stops {
+        for (i, _) in stop.char_indices().skip(1) {
+            if text.ends_with(&stop[..i]) {
+                best = best.max(i);
+            }
+        }
+    }
+    best
 }
 
 /// An alternative token and its log-probability.
@@ -597,7 +629,51 @@ impl LocalModel {
 
     /// Generates from prompt token ids.
     pub fn generate_ids(&self, prompt: &[u32], params: &GenerationParams) -> Result<Generation> {
+        self.generate_inner(prompt, params, None)
+    }
+
+    /// [`LocalModel::chat`] with a callback for every token; the callback
+    /// returns `false` to stop (unfinished choices end as `Cancelled`).
+    pub fn chat_stream(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+        on_token: &mut dyn FnMut(StreamEvent<'_>) -> bool,
+    ) -> Result<Generation> {
+        let prompt = self.render_chat(messages)?;
+        let ids = self.tokenizer.encode(&prompt, false)?;
+        self.generate_ids_stream(&ids, params, on_token)
+    }
+
+    /// [`LocalModel::complete`] with a callback for every token.
+    pub fn complete_stream(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        on_token: &mut dyn FnMut(StreamEvent<'_>) -> bool,
+    ) -> Result<Generation> {
+        let ids = self.encode_prompt(prompt)?;
+        self.generate_ids_stream(&ids, params, on_token)
+    }
+
+    /// [`LocalModel::generate_ids`] with a callback for every token.
+    pub fn generate_ids_stream(
+        &self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        on_token: &mut dyn FnMut(StreamEvent<'_>) -> bool,
+    ) -> Result<Generation> {
+        self.generate_inner(prompt, params, Some(on_token))
+    }
+
+    fn generate_inner(
+        &self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        mut on_token: Option<&mut dyn FnMut(StreamEvent<'_>) -> bool>,
+    ) -> Result<Generation> {
         params.validate()?;
+        let need_text = on_token.is_some() || !params.stop.is_empty();
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -616,6 +692,7 @@ impl LocalModel {
             logprobs: Vec<TokenLogprob>,
             finish: Option<FinishReason>,
             text: Option<String>,
+            emitted: usize,
             rng: Rng,
         }
         let mut states: Vec<State> = (0..n)
@@ -624,6 +701,7 @@ impl LocalModel {
                 logprobs: Vec::new(),
                 finish: None,
                 text: None,
+                emitted: 0,
                 rng: Rng(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)),
             })
             .collect();
@@ -650,37 +728,87 @@ impl LocalModel {
         }
         let mut history: Vec<u32> = prompt.to_vec();
         let pad = self.special.stop_ids.first().copied().unwrap_or(0);
+        let mut cancelled = false;
         loop {
             let mut any_active = false;
             for (i, st) in states.iter_mut().enumerate() {
                 if st.finish.is_some() {
                     continue;
                 }
+                if cancelled {
+                    st.finish = Some(FinishReason::Cancelled);
+                    continue;
+                }
                 let logits = &rows[i * v..(i + 1) * v];
                 history.truncate(prompt.len());
                 history.extend_from_slice(&st.tokens);
                 let tok = sample(logits, &history, params, &mut st.rng);
+                let mut token_lp = None;
                 if self.special.stop_ids.contains(&tok) {
                     st.finish = Some(FinishReason::Stop);
-                    continue;
-                }
-                st.tokens.push(tok);
-                if params.logprobs {
-                    st.logprobs.push(self.logprob_entry(logits, tok, params.top_logprobs));
-                }
-                if !params.stop.is_empty() {
-                    let text = self.tokenizer.decode(&st.tokens, true)?;
-                    if let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                        st.text = Some(text[..cut].to_string());
-                        st.finish = Some(FinishReason::Stop);
-                        continue;
+                } else {
+                    st.tokens.push(tok);
+                    let (max, lse) = log_softmax_at(logits);
+                    token_lp = Some((f64::from(logits[tok as usize] - max) - lse) as f32);
+                    if params.logprobs {
+                        st.logprobs.push(self.logprob_entry(logits, tok, params.top_logprobs));
                     }
                 }
-                if st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx {
-                    st.finish = Some(FinishReason::Length);
+                if !need_text {
+                    if st.finish.is_none() && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx) {
+                        st.finish = Some(FinishReason::Length);
+                    }
+                    any_active |= st.finish.is_none();
                     continue;
                 }
-                any_active = true;
+                let mut text = self.tokenizer.decode(&st.tokens, true)?;
+                if st.finish.is_none()
+                    && let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min()
+                {
+                    text.truncate(cut);
+                    st.text = Some(text.clone());
+                    st.finish = Some(FinishReason::Stop);
+                }
+                if st.finish.is_none() && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx) {
+                    st.finish = Some(FinishReason::Length);
+                }
+                // Only final text is flushed whole; otherwise hold back an
+                // incomplete character or a possible stop-sequence start.
+                let safe = if st.finish.is_some() {
+                    text.len()
+                } else if text.ends_with('\u{FFFD}') {
+                    st.emitted
+                } else {
+                    text.len() - stop_prefix_len(&text, &params.stop)
+                };
+                let safe = safe.max(st.emitted);
+                let delta = text.get(st.emitted..safe).unwrap_or("");
+                let keep_going = match on_token.as_mut() {
+                    Some(f) => f(StreamEvent {
+                        index: i,
+                        token_id: token_lp.map(|_| tok),
+                        text: delta,
+                        logprob: token_lp,
+                        finish_reason: st.finish,
+                    }),
+                    None => true,
+                };
+                st.emitted = safe;
+                if !keep_going {
+                    cancelled = true;
+                    if st.finish.is_none() {
+                        st.finish = Some(FinishReason::Cancelled);
+                    }
+                }
+                if st.finish.is_none() {
+                    any_active = true;
+                }
+            }
+            if cancelled {
+                for st in states.iter_mut().filter(|s| s.finish.is_none()) {
+                    st.finish = Some(FinishReason::Cancelled);
+                }
+                any_active = false;
             }
             if !any_active {
                 break;

@@ -30,8 +30,8 @@ pub mod tokenizer;
 
 pub use embeddings::{Embedder, EmbeddingError};
 pub use engine::{
-    Choice, ContinuationScore, EngineError, FinishReason, Generation, GenerationParams, LocalModel, TokenLogprob,
-    TopLogprob, Usage,
+    Choice, ContinuationScore, EngineError, FinishReason, Generation, GenerationParams, LocalModel, StreamEvent,
+    TokenLogprob, TopLogprob, Usage,
 };
 pub use registry::{CheckReport, Manifest, ModelEntry, Registry, RegistryError};
 pub use runtime::{Runtime, RuntimeError};

@@ -145,3 +145,47 @@ fn completion_and_errors() {
     let err = f.model.complete(&huge, &GenerationParams::greedy(1)).expect_err("too long");
     assert!(err.to_string().contains("context"), "{err}");
 }
+
+#[test]
+fn streaming_deltas_add_up_and_cancel() {
+    let Some(f) = fixture() else { return };
+    let mut streamed = String::new();
+    let mut tokens = 0;
+    let mut last = None;
+    let out = f
+        .model
+        .chat_stream(&france(), &GenerationParams::greedy(40), &mut |e| {
+            streamed.push_str(e.text);
+            tokens += usize::from(e.token_id.is_some());
+            last = e.finish_reason;
+            true
+        })
+        .expect("stream");
+    assert_eq!(streamed, out.choices[0].text);
+    assert_eq!(tokens, out.choices[0].token_ids.len());
+    assert_eq!(last, Some(FinishReason::Stop));
+    // Text that might start a stop sequence is held back, never streamed.
+    let mut streamed = String::new();
+    let params = GenerationParams { stop: vec!["France is".into()], ..GenerationParams::greedy(40) };
+    let out = f
+        .model
+        .chat_stream(&france(), &params, &mut |e| {
+            streamed.push_str(e.text);
+            assert!(!streamed.contains("France"), "{streamed:?}");
+            true
+        })
+        .expect("stream");
+    assert_eq!(out.choices[0].text, "The capital of ");
+    assert_eq!(streamed, "The capital of ");
+    // Cancelling after three tokens.
+    let mut seen = 0;
+    let out = f
+        .model
+        .chat_stream(&france(), &GenerationParams::greedy(40), &mut |_| {
+            seen += 1;
+            seen < 3
+        })
+        .expect("stream");
+    assert_eq!(out.choices[0].finish_reason, FinishReason::Cancelled);
+    assert_eq!(out.choices[0].token_ids.len(), 3);
+}
