@@ -172,6 +172,8 @@ impl ModelBackend for LocalBackend {
                     finish_reason: match c.finish_reason {
                         techne_inference::FinishReason::Stop => FinishReason::Stop,
                         techne_inference::FinishReason::Length => FinishReason::Length,
+                        // Only streaming callbacks cancel; the host does not stream.
+                        techne_inference::FinishReason::Cancelled => FinishReason::Stop,
                     },
                     logprobs: c
                         .logprobs
