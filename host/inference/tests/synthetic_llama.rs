@@ -384,3 +384,22 @@ fn default_dir_follows_environment() {
     let d = Registry::default_dir().expect("default dir");
     assert!(d.ends_with("models"));
 }
+
+#[test]
+fn corrupt_onnx_files_are_errors() {
+    let Some(rt) = runtime() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, tiny_model(true, 11).bytes).expect("write");
+    let reg = Registry::open(dir.path().join("reg")).expect("registry");
+    let entry = reg.import(&path).expect("import");
+    let model = std::fs::read(entry.model_path()).expect("read");
+    for bad in [model[..model.len() / 2].to_vec(), b"not an onnx model".to_vec(), Vec::new()] {
+        std::fs::write(entry.model_path(), &bad).expect("write");
+        let err = LocalModel::load(&rt, &entry, 1).expect_err("corrupt model must not load");
+        assert!(err.to_string().contains("model.onnx"), "{err}");
+    }
+    std::fs::write(entry.model_path(), &model).expect("restore");
+    std::fs::write(entry.tokenizer_path(), b"{").expect("corrupt tokenizer");
+    assert!(LocalModel::load(&rt, &entry, 1).is_err());
+}
