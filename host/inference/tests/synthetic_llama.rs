@@ -403,3 +403,37 @@ fn corrupt_onnx_files_are_errors() {
     std::fs::write(entry.tokenizer_path(), b"{").expect("corrupt tokenizer");
     assert!(LocalModel::load(&rt, &entry, 1).is_err());
 }
+
+#[test]
+fn external_data_models_load_and_agree() {
+    let Some(rt) = runtime() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = GgufFile::from_bytes(tiny_model(false, 21).bytes).expect("parse");
+    let exported = techne_inference::onnx_export::export_llama(&g, &Default::default()).expect("export");
+    let inline = dir.path().join("inline.onnx");
+    assert_eq!(exported.save(&inline).expect("save").len(), 1);
+    let ext_dir = dir.path().join("ext");
+    std::fs::create_dir_all(&ext_dir).expect("mkdir");
+    let files = exported.save_with_threshold(&ext_dir.join("model.onnx"), 0).expect("save external");
+    assert_eq!(files.len(), 2);
+    assert!(files[1].ends_with("model.onnx.data"));
+    assert!(std::fs::metadata(&files[0]).expect("meta").len() < 100_000);
+    let conv = techne_inference::tokenizer::tokenizer_json_from_gguf(&g).expect("tokenizer");
+    let load = |path: &std::path::Path| {
+        LocalModel::from_parts(
+            &rt,
+            path,
+            techne_inference::Tokenizer::from_json(&conv.json).expect("tok"),
+            None,
+            conv.special.clone(),
+            exported.config.clone(),
+            &exported.io,
+            "tiny",
+            1,
+        )
+        .expect("load")
+    };
+    let a = load(&inline).score_ids(&[3, 4, 5], &[6, 7, 8]).expect("score");
+    let b = load(&files[0]).score_ids(&[3, 4, 5], &[6, 7, 8]).expect("score");
+    assert_eq!(a, b);
+}
