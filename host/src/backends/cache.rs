@@ -143,8 +143,10 @@ mod tests {
         let key = CallCache::key("generate", "m", "plugin", &("hello", 1));
         let first: String = cache.get_or_call(key.clone(), async { Ok("answer".to_string()) }).await.unwrap();
         assert_eq!(first, "answer");
-        let second: String =
-            cache.get_or_call(key.clone(), async { Err(BackendError::Failed("must not be called".into())) }).await.unwrap();
+        let second: String = cache
+            .get_or_call(key.clone(), async { Err(BackendError::Failed("must not be called".into())) })
+            .await
+            .unwrap();
         assert_eq!(second, "answer");
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         std::fs::write(cache.path(&key), b"{torn").unwrap();

@@ -235,7 +235,12 @@ impl ModelSet {
     }
 
     /// Generate with model `name` on behalf of `caller` (a plugin's sha256, or `pipeline`).
-    pub async fn generate(&self, name: &str, caller: &str, request: GenerationRequest) -> Result<Generation, BackendError> {
+    pub async fn generate(
+        &self,
+        name: &str,
+        caller: &str,
+        request: GenerationRequest,
+    ) -> Result<Generation, BackendError> {
         let backend = self.backend(name)?;
         let generation = match &self.cache {
             Some(cache) => {
@@ -258,7 +263,12 @@ impl ModelSet {
     }
 
     /// Score continuations with model `name` on behalf of `caller`.
-    pub async fn score(&self, name: &str, caller: &str, request: ScoringRequest) -> Result<Vec<ContinuationScore>, BackendError> {
+    pub async fn score(
+        &self,
+        name: &str,
+        caller: &str,
+        request: ScoringRequest,
+    ) -> Result<Vec<ContinuationScore>, BackendError> {
         let backend = self.backend(name)?;
         match &self.cache {
             Some(cache) => {

@@ -393,7 +393,9 @@ async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal
                 .ok_or_else(|| Failure::from(RunError::NothingToResume { dir: dir.clone() }))?;
             // The configuration as the run started, unless a (changed) one is given.
             let (config_path, text) = match &args.config {
-                Some(path) => (path.clone(), std::fs::read_to_string(path).map_err(|e| Failure::new(exit_codes::IO, e))?),
+                Some(path) => {
+                    (path.clone(), std::fs::read_to_string(path).map_err(|e| Failure::new(exit_codes::IO, e))?)
+                }
                 None => {
                     let saved = dir.join("config.toml");
                     let text = std::fs::read_to_string(&saved)
@@ -405,7 +407,8 @@ async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal
             (config, text, config_path)
         }
         None => {
-            let path = args.config.clone().ok_or_else(|| Failure::new(exit_codes::USAGE, "give a run configuration"))?;
+            let path =
+                args.config.clone().ok_or_else(|| Failure::new(exit_codes::USAGE, "give a run configuration"))?;
             let config = load_run_config(&path, &overrides)?;
             let text = std::fs::read_to_string(&path).map_err(|e| Failure::new(exit_codes::IO, e))?;
             (config, text, path)

@@ -19,9 +19,9 @@ use crate::backends::ModelSet;
 use crate::config::RunConfig;
 use crate::sandbox::{EngineOptions, LoadError, Plugin, PluginSpec, SandboxEngine};
 
+pub use control::{StopReason, StopSignal};
 pub use dataset::{DatasetError, Item};
 pub use output::{ItemFailure, ItemResult, RunSummary};
-pub use control::{StopReason, StopSignal};
 pub use pipeline::{Pipeline, RunControl};
 
 use crate::backends::cache::{CacheMode, CallCache};
@@ -280,7 +280,8 @@ pub async fn run_with(
         plugins: plugins.iter().map(|(name, p)| (name.clone(), p.sha256().to_string())).collect(),
     };
     if options.resume {
-        let text = std::fs::read_to_string(&manifest_path).map_err(|_| RunError::NothingToResume { dir: dir.clone() })?;
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(|_| RunError::NothingToResume { dir: dir.clone() })?;
         let previous: RunManifest =
             serde_json::from_str(&text).map_err(|_| RunError::NothingToResume { dir: dir.clone() })?;
         let mut changed = Vec::new();
@@ -310,7 +311,8 @@ pub async fn run_with(
     let manifest_json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     crate::sandbox::component_cache::write_atomically(&manifest_path, &manifest_json).map_err(io(&manifest_path))?;
     let config_copy = dir.join("config.toml");
-    crate::sandbox::component_cache::write_atomically(&config_copy, source_text.as_bytes()).map_err(io(&config_copy))?;
+    crate::sandbox::component_cache::write_atomically(&config_copy, source_text.as_bytes())
+        .map_err(io(&config_copy))?;
 
     let (journal, done) = Journal::open(&journal_path).map_err(io(&journal_path))?;
     let journal = Arc::new(journal);
@@ -319,7 +321,8 @@ pub async fn run_with(
     let resumed_items = items.iter().filter(|item| done.contains_key(&item.id)).count();
     let pending: Vec<(usize, Item)> =
         items.iter().cloned().enumerate().filter(|(_, item)| !done.contains_key(&item.id)).collect();
-    let progress = output::Progress::new(options.progress, items.len() as u64, resumed_items as u64, models.meter().clone());
+    let progress =
+        output::Progress::new(options.progress, items.len() as u64, resumed_items as u64, models.meter().clone());
     let control = options.control.clone();
     let finished: Arc<dyn Fn(&ItemResult) + Send + Sync> = {
         let journal = journal.clone();
@@ -333,7 +336,8 @@ pub async fn run_with(
             progress.item_done(result);
         })
     };
-    let new_results = pipeline.run_items(pending, config.run.seed, config.run.concurrency, control.clone(), finished).await;
+    let new_results =
+        pipeline.run_items(pending, config.run.seed, config.run.concurrency, control.clone(), finished).await;
     progress.finish();
 
     let mut by_id: BTreeMap<String, ItemResult> = done;

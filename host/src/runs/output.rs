@@ -235,7 +235,12 @@ impl RunSummary {
         }
         md.push_str("\n## Plugins\n\n| name | role | plugin | sha256 |\n| --- | --- | --- | --- |\n");
         for (name, p) in &self.plugins {
-            md.push_str(&format!("| {name} | {} | {} | `{}` |\n", p.role, p.version, &p.sha256[..16.min(p.sha256.len())]));
+            md.push_str(&format!(
+                "| {name} | {} | {} | `{}` |\n",
+                p.role,
+                p.version,
+                &p.sha256[..16.min(p.sha256.len())]
+            ));
         }
         md
     }
@@ -277,10 +282,9 @@ impl Progress {
         let visible = enabled && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         let bar = visible.then(|| {
             let bar = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let style =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_position(done);
             bar

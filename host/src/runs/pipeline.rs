@@ -12,9 +12,9 @@ use crate::sandbox::{Plugin, Role, WorkItem, item_seed};
 
 use super::RunError;
 use super::control::{StopReason, StopSignal};
-use crate::backends::meter::Budget;
 use super::dataset::Item;
 use super::output::{ItemFailure, ItemResult};
+use crate::backends::meter::Budget;
 
 /// What may stop a run early: the stop signal (SIGINT/SIGTERM) and the budget.
 #[derive(Debug, Clone, Default)]
