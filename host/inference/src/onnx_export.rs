@@ -73,6 +73,10 @@ pub enum ExportError {
 /// A result with an [`ExportError`].
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
+/// The version of the exported graph layout; bumped whenever the exporter's
+/// output changes so that registries re-import stale models.
+pub const GRAPH_VERSION: u32 = 1;
+
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
 pub const DEFAULT_MAX_CONTEXT_CAP: usize = 32768;

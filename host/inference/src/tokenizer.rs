@@ -112,6 +112,8 @@ pub struct ConvertedTokenizer {
     pub special: SpecialTokens,
     /// The chat template, if any.
     pub chat_template: Option<String>,
+    /// `tokenizer.ggml.model` and `tokenizer.ggml.pre`, e.g. `gpt2/smollm`.
+    pub kind: String,
 }
 
 fn opt_id(g: &GgufFile, key: &str, n: usize) -> Result<Option<u32>> {
@@ -241,7 +243,7 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
         }
     });
     let chat_template = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
-    Ok(ConvertedTokenizer { json, special, chat_template })
+    Ok(ConvertedTokenizer { json, special, chat_template, kind: format!("{model}/{pre}") })
 }
 
 fn vocab_first_id(tokens: &[&str], t: &str) -> usize {

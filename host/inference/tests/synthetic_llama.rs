@@ -320,6 +320,9 @@ fn registry_import_list_check_remove() {
     assert_eq!(m.io.inputs.len(), 2 + 2 * LAYERS.len());
     assert!(m.chat_template.is_some());
     assert_eq!(m.source.general_name.as_deref(), Some("tiny"));
+    assert_eq!(m.tokenizer_kind, "gpt2/default");
+    assert_eq!(m.graph_version, techne_inference::onnx_export::GRAPH_VERSION);
+    assert_eq!(m.source.sha256.len(), 64);
     let names: Vec<_> = m.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["model.onnx", "tokenizer.json"]);
     assert!(e.model_path().exists() && e.tokenizer_path().exists());
