@@ -18,6 +18,7 @@ pub mod bench;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod runs;
 pub mod sandbox;
 pub mod scaffold;
