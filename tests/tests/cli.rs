@@ -268,3 +268,78 @@ solver = "mine"
     let results = std::fs::read_to_string(dir.path().join("runs/run/results.jsonl")).unwrap();
     assert!(results.contains("Paris"), "{results}");
 }
+
+/// `techne eval`: a baseline and a technique on the same items, scored,
+/// with intervals and a paired comparison, on the terminal and in the report.
+#[test]
+fn eval_compares_techniques_on_the_same_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = String::new();
+    for i in 0..20 {
+        let (q, a) =
+            if i % 2 == 0 { (format!("hard question {i}"), "Paris") } else { (format!("easy question {i}"), "Rome") };
+        data.push_str(&format!("{{\"id\": \"{i}\", \"q\": \"{q}\", \"a\": \"{a}\"}}\n"));
+    }
+    write(dir.path(), "items.jsonl", &data);
+    let config = format!(
+        r#"
+[run]
+name = "eval"
+seed = 1
+
+[models.scripted]
+backend = "scripted"
+rules = [
+  {{ contains = "Rewriting question", reply = "clear question" }},
+  {{ contains = "clear question", reply = "Paris" }},
+  {{ contains = "easy question", reply = "Rome" }},
+]
+fallback = {{ fixed = "I do not know" }}
+
+[plugins.rewriter]
+path = "{}"
+allowed-models = ["scripted"]
+default-model = "scripted"
+
+[dataset]
+path = "items.jsonl"
+input-field = "q"
+reference-field = "a"
+id-field = "id"
+
+[techniques.baseline]
+answer-model = "scripted"
+
+[techniques.rewritten]
+rewriter = "rewriter"
+answer-model = "scripted"
+
+[evaluation]
+metric = "contains"
+extra-metrics = ["exact-match", "rouge1"]
+baseline = "baseline"
+"#,
+        artifacts::QUESTION_REWRITER
+    );
+    write(dir.path(), "eval.toml", &config);
+    let out = techne(&["eval", "eval.toml"], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("| baseline | 20 | 0 | 0.500"), "{stdout}");
+    assert!(stdout.contains("| rewritten | 20 | 0 |"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/eval/summary.json")).unwrap()).unwrap();
+    let techniques = summary["techniques"].as_array().unwrap();
+    assert_eq!(techniques[0]["name"], "baseline");
+    assert_eq!(techniques[0]["scores"]["contains"]["mean"], 0.5);
+    // The rewriter turns every question into "clear question": all answers become Paris.
+    assert_eq!(techniques[1]["scores"]["contains"]["mean"], 0.5);
+    assert_eq!(techniques[1]["versus_baseline"]["result"]["difference"]["mean"], 0.0);
+    let report = std::fs::read_to_string(dir.path().join("runs/eval/report.md")).unwrap();
+    assert!(report.contains("## Techniques"), "{report}");
+
+    // Without [evaluation] there is nothing to compare.
+    write(dir.path(), "run.toml", &config.replace("[evaluation]\nmetric = \"contains\"\nextra-metrics = [\"exact-match\", \"rouge1\"]\nbaseline = \"baseline\"\n", ""));
+    let out = techne(&["eval", "run.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}

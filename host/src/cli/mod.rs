@@ -43,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a configuration: every item through the pipeline; results in the run directory.
     Run(RunArgs),
+    /// Evaluate techniques against a baseline on the same items and print the comparison.
+    Eval(RunArgs),
     /// Work with run configurations.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -282,7 +284,7 @@ where
     };
     let stop = std::sync::Arc::new(crate::runs::StopSignal::new());
     let result = runtime.block_on(async {
-        let graceful = matches!(cli.command, Command::Run(_));
+        let graceful = matches!(cli.command, Command::Run(_) | Command::Eval(_));
         let dispatched = dispatch(cli.command, stop.clone());
         tokio::pin!(dispatched);
         tokio::select! {
@@ -346,7 +348,8 @@ fn init_logging(verbose: u8) {
 
 async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal>) -> Result<i32, Failure> {
     match command {
-        Command::Run(args) => run_command(args, stop).await,
+        Command::Run(args) => run_command(args, stop, false).await,
+        Command::Eval(args) => run_command(args, stop, true).await,
         Command::Config(ConfigCommand::Check { config, overrides }) => config_check(config, overrides).await,
         Command::Plugin(PluginCommand::New { name, world, dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -382,7 +385,11 @@ fn load_config(
     Ok((config, text))
 }
 
-async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal>) -> Result<i32, Failure> {
+async fn run_command(
+    args: RunArgs,
+    stop: std::sync::Arc<crate::runs::StopSignal>,
+    evaluate: bool,
+) -> Result<i32, Failure> {
     let env = Overrides::from_env()?;
     let overrides = env.then(args.overrides.to_overrides());
     let (mut config, text, config_path) = match &args.resume {
@@ -416,6 +423,15 @@ async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal
     };
     if let Some(dir) = &args.resume {
         config.run.output_dir = Some(dir.clone());
+    }
+    if evaluate && config.evaluation.is_none() {
+        return Err(Failure::new(
+            exit_codes::CONFIG,
+            format!(
+                "{}: `techne eval` needs an [evaluation] table (metric = \"contains\" | \"numeric\" | \"choice\" | \"exact-match\" | \"bleu4\" | \"rouge1\" | \"rouge2\" | \"rouge-l\") and a dataset with references",
+                config_path.display()
+            ),
+        ));
     }
     let budget = crate::backends::meter::Budget {
         max_requests: args.max_requests.or(config.run.max_requests),
@@ -454,6 +470,9 @@ async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal
     for (kind, count) in &summary.failures_by_kind {
         println!("  {count} failed: {kind}");
     }
+    if evaluate || summary.techniques.iter().any(|t| !t.scores.is_empty()) {
+        print!("{}", summary.comparison_table());
+    }
     println!("results: {}", dir.join("results.jsonl").display());
     match &summary.stopped {
         Some(crate::runs::StopReason::Interrupted) => {
@@ -474,9 +493,11 @@ async fn run_command(args: RunArgs, stop: std::sync::Arc<crate::runs::StopSignal
 
 async fn config_check(path: PathBuf, overrides: OverrideArgs) -> Result<i32, Failure> {
     let (config, _) = load_config(&path, &overrides)?;
-    let (pipeline, items) = crate::runs::check(&config).await?;
+    let (pipelines, items) = crate::runs::check(&config).await?;
     println!("{}: ok", path.display());
-    println!("  pipeline: {}", pipeline.describe());
+    for pipeline in &pipelines {
+        println!("  {}: {}", pipeline.name(), pipeline.describe());
+    }
     println!("  plugins:  {}", config.plugins.len());
     println!("  models:   {}", config.models.len());
     println!("  items:    {items}");

@@ -30,8 +30,15 @@ pub struct RunConfig {
     /// Inline questions, an alternative to `[dataset]`.
     #[serde(default)]
     pub inputs: Vec<String>,
-    /// `[pipeline]`: the stages each item goes through.
-    pub pipeline: PipelineConfig,
+    /// `[pipeline]`: the stages each item goes through (a single technique,
+    /// named `pipeline` in results).
+    pub pipeline: Option<PipelineConfig>,
+    /// `[techniques.NAME]`: several pipelines run on the same items, e.g. a
+    /// baseline and the techniques it is compared with (`techne eval`).
+    #[serde(default)]
+    pub techniques: IndexMap<String, PipelineConfig>,
+    /// `[evaluation]`: how answers are scored against references.
+    pub evaluation: Option<EvaluationConfig>,
     /// The directory of the configuration file (relative paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -292,6 +299,39 @@ pub enum DatasetFormat {
     Csv,
 }
 
+/// `[evaluation]`: scoring answers against the dataset's references.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvaluationConfig {
+    /// The primary metric: comparisons and paired tests use it.
+    pub metric: crate::eval::Metric,
+    /// More metrics to report.
+    #[serde(default)]
+    pub extra_metrics: Vec<crate::eval::Metric>,
+    /// The technique the others are compared with (default: the first).
+    pub baseline: Option<String>,
+    /// Bootstrap resamples for intervals and tests.
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
+}
+
+fn default_resamples() -> usize {
+    crate::eval::statistics::DEFAULT_RESAMPLES
+}
+
+impl RunConfig {
+    /// The techniques of the run, in order: `[pipeline]` (named `pipeline`)
+    /// and then every `[techniques.NAME]`.
+    pub fn technique_list(&self) -> Vec<(String, PipelineConfig)> {
+        let mut list: Vec<(String, PipelineConfig)> = Vec::new();
+        if let Some(p) = &self.pipeline {
+            list.push(("pipeline".to_string(), p.clone()));
+        }
+        list.extend(self.techniques.iter().map(|(k, v)| (k.clone(), v.clone())));
+        list
+    }
+}
+
 /// `[pipeline]`: question → rewriter → policy → solver or answer model.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -372,14 +412,54 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
             }
         }
     }
-    let pipeline = &config.pipeline;
+    if config.pipeline.is_none() && config.techniques.is_empty() {
+        return Err(("pipeline".into(), "give the stages: a [pipeline] table, or [techniques.NAME] tables".into()));
+    }
+    if config.pipeline.is_some() && config.techniques.contains_key("pipeline") {
+        return Err((
+            "techniques.pipeline".into(),
+            "`pipeline` names the [pipeline] table: rename this technique".into(),
+        ));
+    }
+    for (name, pipeline) in config.technique_list() {
+        let prefix = if config.pipeline.is_some() && name == "pipeline" {
+            "pipeline".to_string()
+        } else {
+            format!("techniques.{name}")
+        };
+        validate_pipeline(config, &prefix, &pipeline)?;
+    }
+    if let Some(evaluation) = &config.evaluation {
+        if let Some(baseline) = &evaluation.baseline {
+            if !config.technique_list().iter().any(|(name, _)| name == baseline) {
+                return Err((
+                    "evaluation.baseline".into(),
+                    format!("no technique named '{baseline}': name a [techniques.NAME] table (or `pipeline`)"),
+                ));
+            }
+        }
+        if evaluation.resamples == 0 {
+            return Err(("evaluation.resamples".into(), "must be at least 1".into()));
+        }
+    }
+    match (&config.dataset, config.inputs.is_empty()) {
+        (None, true) => {
+            Err(("inputs".into(), "give the work items: a [dataset] table or an `inputs` list of questions".into()))
+        }
+        (Some(_), false) => Err(("inputs".into(), "use either [dataset] or `inputs`, not both".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Check one pipeline's references; `prefix` is its key path.
+fn validate_pipeline(config: &RunConfig, prefix: &str, pipeline: &PipelineConfig) -> Result<(), (String, String)> {
     for (stage, plugin) in
         [("rewriter", &pipeline.rewriter), ("policy", &pipeline.policy), ("solver", &pipeline.solver)]
     {
         if let Some(plugin) = plugin {
             if !config.plugins.contains_key(plugin) {
                 return Err((
-                    format!("pipeline.{stage}"),
+                    format!("{prefix}.{stage}"),
                     format!("plugin '{plugin}' is not defined: add a [plugins.{plugin}] table with its `path`"),
                 ));
             }
@@ -387,7 +467,7 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
     }
     if pipeline.policy.is_some() && pipeline.solver.is_some() {
         return Err((
-            "pipeline.solver".into(),
+            format!("{prefix}.solver"),
             "a pipeline has a policy (which writes the answer model's prompt) or a solver (which answers itself), not both".into(),
         ));
     }
@@ -400,26 +480,20 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         }
         (Some(_), Some(_)) => {
             return Err((
-                "pipeline.answer-model".into(),
+                format!("{prefix}.answer-model"),
                 "a solver answers by itself: remove `answer-model` or `solver`".into(),
             ));
         }
         (None, Some(model)) if !config.models.contains_key(model) => {
             return Err((
-                "pipeline.answer-model".into(),
+                format!("{prefix}.answer-model"),
                 format!("model '{model}' is not defined: add a [models.{model}] table"),
             ));
         }
         _ => {}
     }
     if pipeline.answer_max_tokens == 0 {
-        return Err(("pipeline.answer-max-tokens".into(), "must be at least 1".into()));
+        return Err((format!("{prefix}.answer-max-tokens"), "must be at least 1".into()));
     }
-    match (&config.dataset, config.inputs.is_empty()) {
-        (None, true) => {
-            Err(("inputs".into(), "give the work items: a [dataset] table or an `inputs` list of questions".into()))
-        }
-        (Some(_), false) => Err(("inputs".into(), "use either [dataset] or `inputs`, not both".into())),
-        _ => Ok(()),
-    }
+    Ok(())
 }

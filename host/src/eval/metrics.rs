@@ -102,7 +102,8 @@ pub fn numbers(text: &str) -> Vec<f64> {
     let mut i = 0;
     while i < chars.len() {
         let starts_number = chars[i].is_ascii_digit()
-            || (chars[i] == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+            || (chars[i] == '-'
+                && chars.get(i + 1).is_some_and(char::is_ascii_digit)
                 && (i == 0 || !chars[i - 1].is_alphanumeric()));
         if !starts_number {
             i += 1;

@@ -41,9 +41,8 @@ pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> MeanWithIn
         return MeanWithInterval { mean: 0.0, low: 0.0, high: 0.0, n };
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples.max(1))
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut means: Vec<f64> =
+        (0..resamples.max(1)).map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     MeanWithInterval { mean: mean(values), low: percentile(&means, 0.025), high: percentile(&means, 0.975), n }
 }

@@ -22,7 +22,7 @@ use crate::sandbox::{EngineOptions, LoadError, Plugin, PluginSpec, SandboxEngine
 pub use control::{StopReason, StopSignal};
 pub use dataset::{DatasetError, Item};
 pub use output::{ItemFailure, ItemResult, RunSummary};
-pub use pipeline::{Pipeline, RunControl};
+pub use pipeline::{Pipeline, RunControl, WorkUnit};
 
 use crate::backends::cache::{CacheMode, CallCache};
 use journal::Journal;
@@ -172,13 +172,36 @@ pub fn load_work_items(config: &RunConfig) -> Result<Vec<Item>, RunError> {
 
 /// Everything `techne config check` verifies, short of running items:
 /// plugins load, roles fit their stages, the dataset reads.
-pub async fn check(config: &RunConfig) -> Result<(Pipeline, usize), RunError> {
+pub async fn check(config: &RunConfig) -> Result<(Vec<Pipeline>, usize), RunError> {
     let engine = SandboxEngine::new(engine_options(config))?;
     let models = build_models(config)?;
     let plugins = load_plugins(&engine, config, &models).await?;
-    let pipeline = Pipeline::assemble(config, &plugins, &models)?;
+    let pipelines = assemble_techniques(config, &plugins, &models)?;
     let items = load_work_items(config)?;
-    Ok((pipeline, items.len()))
+    Ok((pipelines, items.len()))
+}
+
+/// Assemble every technique of the configuration.
+pub fn assemble_techniques(
+    config: &RunConfig,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    models: &ModelSet,
+) -> Result<Vec<Pipeline>, RunError> {
+    config.technique_list().iter().map(|(name, p)| Pipeline::assemble(name, p, plugins, models)).collect()
+}
+
+/// The metrics a run scores with: the evaluation's primary and extra metrics.
+pub fn run_metrics(config: &RunConfig) -> Vec<crate::eval::Metric> {
+    let mut metrics = Vec::new();
+    if let Some(evaluation) = &config.evaluation {
+        metrics.push(evaluation.metric);
+        for m in &evaluation.extra_metrics {
+            if !metrics.contains(m) {
+                metrics.push(*m);
+            }
+        }
+    }
+    metrics
 }
 
 /// How the model-call cache is used by a run.
@@ -316,13 +339,24 @@ pub async fn run_with(
 
     let (journal, done) = Journal::open(&journal_path).map_err(io(&journal_path))?;
     let journal = Arc::new(journal);
-    let pipeline = Arc::new(Pipeline::assemble(config, &plugins, &models)?);
+    let pipelines: Vec<Arc<Pipeline>> =
+        assemble_techniques(config, &plugins, &models)?.into_iter().map(Arc::new).collect();
     let items = load_work_items(config)?;
-    let resumed_items = items.iter().filter(|item| done.contains_key(&item.id)).count();
-    let pending: Vec<(usize, Item)> =
-        items.iter().cloned().enumerate().filter(|(_, item)| !done.contains_key(&item.id)).collect();
+    let mut units = Vec::new();
+    let mut order = 0;
+    for pipeline in &pipelines {
+        for item in &items {
+            units.push(WorkUnit { order, pipeline: pipeline.clone(), item: item.clone() });
+            order += 1;
+        }
+    }
+    let total_units = units.len();
+    let unit_key = |u: &WorkUnit| output::work_key(u.pipeline.name(), &u.item.id);
+    let resumed_items = units.iter().filter(|u| done.contains_key(&unit_key(u))).count();
+    let keys_in_order: Vec<String> = units.iter().map(unit_key).collect();
+    let pending: Vec<WorkUnit> = units.into_iter().filter(|u| !done.contains_key(&unit_key(u))).collect();
     let progress =
-        output::Progress::new(options.progress, items.len() as u64, resumed_items as u64, models.meter().clone());
+        output::Progress::new(options.progress, total_units as u64, resumed_items as u64, models.meter().clone());
     let control = options.control.clone();
     let finished: Arc<dyn Fn(&ItemResult) + Send + Sync> = {
         let journal = journal.clone();
@@ -336,22 +370,31 @@ pub async fn run_with(
             progress.item_done(result);
         })
     };
-    let new_results =
-        pipeline.run_items(pending, config.run.seed, config.run.concurrency, control.clone(), finished).await;
+    let metrics = Arc::new(run_metrics(config));
+    let new_results = pipeline::run_units(
+        pending,
+        config.run.seed,
+        config.run.concurrency,
+        control.clone(),
+        models.meter().clone(),
+        metrics,
+        finished,
+    )
+    .await;
     progress.finish();
 
-    let mut by_id: BTreeMap<String, ItemResult> = done;
+    let mut by_key: BTreeMap<String, ItemResult> = done;
     for (_, result) in new_results {
-        by_id.insert(result.id.clone(), result);
+        by_key.insert(result.key(), result);
     }
-    let results: Vec<ItemResult> = items.iter().filter_map(|item| by_id.remove(&item.id)).collect();
-    let stopped = if results.len() < items.len() { control.stop.reason() } else { None };
+    let results: Vec<ItemResult> = keys_in_order.iter().filter_map(|key| by_key.remove(key)).collect();
+    let stopped = if results.len() < total_units { control.stop.reason() } else { None };
     let summary = RunSummary::new(
         config,
         &plugins,
         &results,
         output::RunFacts {
-            total_items: items.len(),
+            total_items: total_units,
             resumed_items,
             stopped,
             usage: models.meter().usage(),

@@ -33,9 +33,12 @@ impl ItemFailure {
     }
 }
 
-/// What happened to one item.
+/// What happened to one item under one technique.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ItemResult {
+    /// The technique (`pipeline` for a `[pipeline]` table).
+    #[serde(default = "default_technique")]
+    pub technique: String,
     /// The item's id.
     pub id: String,
     /// The original question.
@@ -58,13 +61,17 @@ pub struct ItemResult {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<ItemFailure>,
+    /// Scores against the reference, by metric (a failed item scores 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, f64>,
     /// Wall time of the item, in milliseconds.
     pub elapsed_ms: u64,
 }
 
 impl ItemResult {
-    pub(crate) fn new(item: &Item) -> Self {
+    pub(crate) fn new(technique: &str, item: &Item) -> Self {
         Self {
+            technique: technique.to_string(),
             id: item.id.clone(),
             input: item.input.clone(),
             reference: item.reference.clone(),
@@ -73,7 +80,25 @@ impl ItemResult {
             answer: None,
             trace: Vec::new(),
             failure: None,
+            scores: BTreeMap::new(),
             elapsed_ms: 0,
+        }
+    }
+
+    /// The journal key: technique and item id.
+    pub fn key(&self) -> String {
+        work_key(&self.technique, &self.id)
+    }
+
+    /// Score the answer against the reference with `metrics`.
+    pub fn score(&mut self, metrics: &[crate::eval::Metric]) {
+        let Some(reference) = &self.reference else { return };
+        for metric in metrics {
+            let value = match (&self.failure, &self.answer) {
+                (None, Some(answer)) => metric.score(answer, reference),
+                _ => 0.0,
+            };
+            self.scores.insert(metric.name().to_string(), value);
         }
     }
 
@@ -88,6 +113,15 @@ impl ItemResult {
     }
 }
 
+fn default_technique() -> String {
+    "pipeline".to_string()
+}
+
+/// The key of one unit of work: a technique applied to an item.
+pub fn work_key(technique: &str, id: &str) -> String {
+    format!("{technique}\u{1f}{id}")
+}
+
 /// A plugin as recorded in the summary.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginRecord {
@@ -99,6 +133,83 @@ pub struct PluginRecord {
     pub version: String,
     /// Resolved parameters.
     pub parameters: BTreeMap<String, String>,
+}
+
+/// One technique's results in a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TechniqueSummary {
+    /// The technique's name.
+    pub name: String,
+    /// Items finished.
+    pub items: usize,
+    /// Items that failed.
+    pub failed: usize,
+    /// Mean score with its 95 % bootstrap interval, by metric.
+    pub scores: BTreeMap<String, crate::eval::MeanWithInterval>,
+    /// Against the baseline on the primary metric (absent for the baseline).
+    pub versus_baseline: Option<Comparison>,
+}
+
+/// A paired comparison with the baseline on the items both finished.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Comparison {
+    /// The baseline technique.
+    pub baseline: String,
+    /// The metric compared.
+    pub metric: String,
+    /// Mean difference (this − baseline), its interval, and the p-value.
+    pub result: crate::eval::PairedComparison,
+}
+
+fn technique_summaries(config: &RunConfig, results: &[ItemResult]) -> Vec<TechniqueSummary> {
+    let metrics = super::run_metrics(config);
+    let resamples =
+        config.evaluation.as_ref().map(|e| e.resamples).unwrap_or(crate::eval::statistics::DEFAULT_RESAMPLES);
+    let names: Vec<String> = config.technique_list().into_iter().map(|(n, _)| n).collect();
+    let baseline = config.evaluation.as_ref().and_then(|e| e.baseline.clone()).or_else(|| names.first().cloned());
+    let scores_of = |technique: &str, metric: &str| -> BTreeMap<String, f64> {
+        results
+            .iter()
+            .filter(|r| r.technique == technique)
+            .filter_map(|r| r.scores.get(metric).map(|v| (r.id.clone(), *v)))
+            .collect()
+    };
+    names
+        .iter()
+        .map(|name| {
+            let mine: Vec<&ItemResult> = results.iter().filter(|r| &r.technique == name).collect();
+            let scores = metrics
+                .iter()
+                .filter_map(|m| {
+                    let values: Vec<f64> = scores_of(name, m.name()).into_values().collect();
+                    (!values.is_empty()).then(|| {
+                        (m.name().to_string(), crate::eval::bootstrap_mean(&values, resamples, config.run.seed))
+                    })
+                })
+                .collect();
+            let versus_baseline = match (&baseline, metrics.first()) {
+                (Some(base), Some(metric)) if base != name => {
+                    let theirs = scores_of(base, metric.name());
+                    let ours = scores_of(name, metric.name());
+                    let (a, b): (Vec<f64>, Vec<f64>) =
+                        ours.iter().filter_map(|(id, v)| theirs.get(id).map(|t| (*t, *v))).unzip();
+                    (!a.is_empty()).then(|| Comparison {
+                        baseline: base.clone(),
+                        metric: metric.name().to_string(),
+                        result: crate::eval::paired_bootstrap(&a, &b, resamples, config.run.seed),
+                    })
+                }
+                _ => None,
+            };
+            TechniqueSummary {
+                name: name.clone(),
+                items: mine.len(),
+                failed: mine.iter().filter(|r| r.failure.is_some()).count(),
+                scores,
+                versus_baseline,
+            }
+        })
+        .collect()
 }
 
 /// Facts about a run that the summary reports besides its results.
@@ -149,6 +260,9 @@ pub struct RunSummary {
     pub cache_hits: u64,
     /// Model calls that missed the cache in this invocation.
     pub cache_misses: u64,
+    /// Per technique: counts and scores with 95 % bootstrap intervals, and
+    /// the paired comparison with the baseline.
+    pub techniques: Vec<TechniqueSummary>,
     /// Median item latency in milliseconds.
     pub latency_p50_ms: u64,
     /// 90th-percentile item latency in milliseconds.
@@ -198,6 +312,7 @@ impl RunSummary {
                     )
                 })
                 .collect(),
+            techniques: technique_summaries(config, results),
             usage: facts.usage,
             cache_hits: facts.cache_hits,
             cache_misses: facts.cache_misses,
@@ -205,6 +320,46 @@ impl RunSummary {
             latency_p90_ms: quantile(0.9),
             elapsed_s: facts.elapsed.as_secs_f64(),
         }
+    }
+
+    /// The techniques with their scores (Markdown table; empty when nothing was scored).
+    pub fn comparison_table(&self) -> String {
+        let metrics: Vec<String> = {
+            let mut m: Vec<String> = Vec::new();
+            for t in &self.techniques {
+                for k in t.scores.keys() {
+                    if !m.contains(k) {
+                        m.push(k.clone());
+                    }
+                }
+            }
+            m
+        };
+        let mut md = String::from("\n## Techniques\n\n| technique | items | failed |");
+        for m in &metrics {
+            md.push_str(&format!(" {m} (95% CI) |"));
+        }
+        md.push_str(" vs baseline |\n| --- | --- | --- |");
+        md.push_str(&" --- |".repeat(metrics.len() + 1));
+        md.push('\n');
+        for t in &self.techniques {
+            md.push_str(&format!("| {} | {} | {} |", t.name, t.items, t.failed));
+            for m in &metrics {
+                match t.scores.get(m) {
+                    Some(s) => md.push_str(&format!(" {:.3} [{:.3}, {:.3}] |", s.mean, s.low, s.high)),
+                    None => md.push_str(" – |"),
+                }
+            }
+            match &t.versus_baseline {
+                Some(c) => md.push_str(&format!(
+                    " {:+.3} [{:+.3}, {:+.3}], p = {:.3} |",
+                    c.result.difference.mean, c.result.difference.low, c.result.difference.high, c.result.p_value
+                )),
+                None => md.push_str(" baseline |"),
+            }
+            md.push('\n');
+        }
+        md
     }
 
     /// The summary as a Markdown report.
@@ -227,6 +382,7 @@ impl RunSummary {
             self.usage.prompt_tokens, self.usage.completion_tokens
         ));
         md.push_str(&format!("| wall time | {:.2} s |\n", self.elapsed_s));
+        md.push_str(&self.comparison_table());
         if !self.failures_by_kind.is_empty() {
             md.push_str("\n## Failures\n\n| kind | items |\n| --- | --- |\n");
             for (kind, n) in &self.failures_by_kind {

@@ -7,14 +7,74 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backends::{ChatMessage, GenerationRequest, ModelSet, Prompt, Role as ChatRole, Sampling};
-use crate::config::RunConfig;
+use crate::config::PipelineConfig;
 use crate::sandbox::{Plugin, Role, WorkItem, item_seed};
 
 use super::RunError;
 use super::control::{StopReason, StopSignal};
 use super::dataset::Item;
 use super::output::{ItemFailure, ItemResult};
-use crate::backends::meter::Budget;
+use crate::backends::meter::{Budget, UsageMeter};
+use crate::eval::Metric;
+
+/// One unit of work: a technique applied to an item, with its place in the output.
+#[derive(Clone)]
+pub struct WorkUnit {
+    /// Position in the results (technique order, then dataset order).
+    pub order: usize,
+    /// The technique.
+    pub pipeline: Arc<Pipeline>,
+    /// The item.
+    pub item: Item,
+}
+
+/// Run `units`, at most `concurrency` at once. Before a unit starts, the stop
+/// signal and the budget are checked; a unit that does not start is left
+/// out of the results (a resumed run picks it up). Each finished unit is
+/// scored with `metrics` and passed to `finished` (the journal) as soon as
+/// it ends. Results come back in `order`.
+pub async fn run_units(
+    units: Vec<WorkUnit>,
+    run_seed: u64,
+    concurrency: usize,
+    control: RunControl,
+    meter: Arc<UsageMeter>,
+    metrics: Arc<Vec<Metric>>,
+    finished: Arc<dyn Fn(&ItemResult) + Send + Sync>,
+) -> Vec<(usize, ItemResult)> {
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for unit in units {
+        let semaphore = semaphore.clone();
+        let control = control.clone();
+        let finished = finished.clone();
+        let meter = meter.clone();
+        let metrics = metrics.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            if let Some(reason) = meter.exhausted(&control.budget) {
+                control.stop.stop(StopReason::Budget(reason));
+            }
+            if control.stop.is_stopped() {
+                return None;
+            }
+            let mut result = unit.pipeline.run_item(unit.item, run_seed).await;
+            result.score(&metrics);
+            finished(&result);
+            Some((unit.order, result))
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Some(done)) => results.push(done),
+            Ok(None) => {}
+            Err(e) => tracing::error!("a work item's task failed: {e}"),
+        }
+    }
+    results.sort_by_key(|(order, _)| *order);
+    results
+}
 
 /// What may stop a run early: the stop signal (SIGINT/SIGTERM) and the budget.
 #[derive(Debug, Clone, Default)]
@@ -25,8 +85,9 @@ pub struct RunControl {
     pub budget: Budget,
 }
 
-/// The assembled stages of a run.
+/// The assembled stages of one technique.
 pub struct Pipeline {
+    name: String,
     rewriter: Option<Arc<Plugin>>,
     policy: Option<Arc<Plugin>>,
     solver: Option<Arc<Plugin>>,
@@ -43,24 +104,25 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Put the configured stages together, checking each plugin's role.
+    /// Put a technique's configured stages together, checking each plugin's role.
     pub fn assemble(
-        config: &RunConfig,
+        name: &str,
+        p: &PipelineConfig,
         plugins: &BTreeMap<String, Arc<Plugin>>,
         models: &ModelSet,
     ) -> Result<Self, RunError> {
         let stage =
-            |stage: &'static str, name: &Option<String>, expected: Role| -> Result<Option<Arc<Plugin>>, RunError> {
-                let Some(name) = name else { return Ok(None) };
+            |stage: &'static str, plugin: &Option<String>, expected: Role| -> Result<Option<Arc<Plugin>>, RunError> {
+                let Some(plugin) = plugin else { return Ok(None) };
                 // `validate` guarantees that every named plugin is configured.
-                let Some(plugin) = plugins.get(name) else { return Ok(None) };
-                if plugin.role() != expected {
-                    return Err(RunError::WrongRole { stage, plugin: name.clone(), actual: plugin.role(), expected });
+                let Some(loaded) = plugins.get(plugin) else { return Ok(None) };
+                if loaded.role() != expected {
+                    return Err(RunError::WrongRole { stage, plugin: plugin.clone(), actual: loaded.role(), expected });
                 }
-                Ok(Some(plugin.clone()))
+                Ok(Some(loaded.clone()))
             };
-        let p = &config.pipeline;
         Ok(Self {
+            name: name.to_string(),
             rewriter: stage("rewriter", &p.rewriter, Role::Rewriter)?,
             policy: stage("policy", &p.policy, Role::PromptPolicy)?,
             solver: stage("solver", &p.solver, Role::Solver)?,
@@ -69,6 +131,11 @@ impl Pipeline {
             system_prompt: p.system_prompt.clone(),
             answer_max_tokens: p.answer_max_tokens,
         })
+    }
+
+    /// The technique's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The stages as text, e.g. `question → rewriter(r) → answer-model(m)`.
@@ -89,57 +156,12 @@ impl Pipeline {
         stages.join(" → ")
     }
 
-    /// Run `items` (with their dataset positions), at most `concurrency` at
-    /// once. Before an item starts, the stop signal and the budget are
-    /// checked; an item that does not start is left out of the results (a
-    /// resumed run picks it up). Each finished item is passed to `finished`
-    /// (the journal) as soon as it ends. Results come back in dataset order.
-    pub async fn run_items(
-        self: &Arc<Self>,
-        items: Vec<(usize, Item)>,
-        run_seed: u64,
-        concurrency: usize,
-        control: RunControl,
-        finished: Arc<dyn Fn(&ItemResult) + Send + Sync>,
-    ) -> Vec<(usize, ItemResult)> {
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, item) in items {
-            let pipeline = self.clone();
-            let semaphore = semaphore.clone();
-            let control = control.clone();
-            let finished = finished.clone();
-            tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                if let Some(reason) = pipeline.models.meter().exhausted(&control.budget) {
-                    control.stop.stop(StopReason::Budget(reason));
-                }
-                if control.stop.is_stopped() {
-                    return None;
-                }
-                let result = pipeline.run_item(item, run_seed).await;
-                finished(&result);
-                Some((index, result))
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Some(done)) => results.push(done),
-                Ok(None) => {}
-                Err(e) => tracing::error!("a work item's task failed: {e}"),
-            }
-        }
-        results.sort_by_key(|(index, _)| *index);
-        results
-    }
-
     /// Push one item through every stage.
     pub async fn run_item(&self, item: Item, run_seed: u64) -> ItemResult {
         let started = Instant::now();
         let seed = item_seed(run_seed, &item.id);
         let work = WorkItem { id: item.id.clone(), seed };
-        let mut result = ItemResult::new(&item);
+        let mut result = ItemResult::new(&self.name, &item);
         let mut question = item.input.clone();
         if let Some(rewriter) = &self.rewriter {
             match rewriter.rewrite(&work, &question).await {
