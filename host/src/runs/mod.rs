@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod journal;
 pub mod output;
 pub mod pipeline;
+pub mod report_html;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -323,7 +324,7 @@ pub async fn run_with(
         if !options.overwrite {
             return Err(RunError::AlreadyExists { dir: dir.clone() });
         }
-        for name in ["journal.jsonl", "results.jsonl", "summary.json", "report.md", "run.json"] {
+        for name in ["journal.jsonl", "results.jsonl", "summary.json", "report.md", "report.html", "run.json"] {
             let path = dir.join(name);
             if path.exists() {
                 std::fs::remove_file(&path).map_err(io(&path))?;

@@ -402,7 +402,7 @@ impl RunSummary {
     }
 }
 
-/// Write `results.jsonl`, `summary.json` and `report.md` into the run directory.
+/// Write `results.jsonl`, `summary.json`, `report.md` and `report.html` into the run directory.
 pub(crate) fn write_run_directory(dir: &Path, results: &[ItemResult], summary: &RunSummary) -> Result<(), RunError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -420,7 +420,9 @@ pub(crate) fn write_run_directory(dir: &Path, results: &[ItemResult], summary: &
     let summary_json = serde_json::to_string_pretty(summary).unwrap_or_default();
     write_atomically(&summary_path, summary_json.as_bytes()).map_err(io(&summary_path))?;
     let report_path = dir.join("report.md");
-    write_atomically(&report_path, summary.to_markdown().as_bytes()).map_err(io(&report_path))
+    write_atomically(&report_path, summary.to_markdown().as_bytes()).map_err(io(&report_path))?;
+    let html_path = dir.join("report.html");
+    write_atomically(&html_path, super::report_html::render(summary, results).as_bytes()).map_err(io(&html_path))
 }
 
 /// A progress bar over a run's items (items, items/s, tokens/s, ETA), drawn
