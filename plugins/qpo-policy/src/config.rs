@@ -43,7 +43,11 @@ pub fn parameters() -> Vec<Parameter> {
             "Return-to-go the policy is conditioned on (reward prefix); default the reward's top, 10 + 10.",
             reward::TOP_REWARD,
         ),
-        Parameter::integer("num-prompts", "Prompts to return (sampled as n choices in qpo mode; best n in prompt-oirl).", 1),
+        Parameter::integer(
+            "num-prompts",
+            "Prompts to return (sampled as n choices in qpo mode; best n in prompt-oirl).",
+            1,
+        ),
         Parameter::float("temperature", "Sampling temperature of the policy; 0 is greedy.", 0.0),
         Parameter::float("top-p", "Nucleus sampling mass of the policy.", 1.0),
         Parameter::integer("max-tokens", "Token budget of one generated prompt.", 64),
@@ -135,10 +139,7 @@ impl Config {
         check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
         check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
         check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(
-            config.policy_template.contains("{query}"),
-            "parameter `policy-template` must contain `{query}`",
-        )?;
+        check(config.policy_template.contains("{query}"), "parameter `policy-template` must contain `{query}`")?;
         check(
             config.prompt_template.contains("{prompt}") && config.prompt_template.contains("{query}"),
             "parameter `prompt-template` must contain both `{prompt}` and `{query}`",

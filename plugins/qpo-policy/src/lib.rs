@@ -138,10 +138,7 @@ fn prompt_oirl(query: &str, config: &Config) -> Result<Vec<String>, PluginError>
         let messages = [Message::user(prompts::judgement_question(candidate, query))];
         let scores = scoring::score_chat(&model, &messages, &[prompts::YES, prompts::NO])?;
         let [yes, no] = scores.as_slice() else {
-            return Err(PluginError::failed(format!(
-                "the host returned {} scores for 2 continuations",
-                scores.len()
-            )));
+            return Err(PluginError::failed(format!("the host returned {} scores for 2 continuations", scores.len())));
         };
         let reward = prompts::yes_reward(yes.logprob_sum, no.logprob_sum);
         log::debug(format!("prompt-oirl reward {reward:.4} for {candidate:?}"));

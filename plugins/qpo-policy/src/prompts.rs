@@ -116,8 +116,8 @@ pub const DEFAULT_CANDIDATES: &str = r#"["Let's think step by step.", "Let's wor
 /// Parses the `candidate-prompts` parameter: a JSON list of non-blank
 /// strings (trimmed; duplicates removed).
 pub fn parse_candidates(json: &str) -> Result<Vec<String>, String> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| format!("parameter `candidate-prompts` is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| format!("parameter `candidate-prompts` is not valid JSON: {e}"))?;
     let Value::Array(items) = value else {
         return Err("parameter `candidate-prompts` must be a JSON list of strings".into());
     };
@@ -203,9 +203,15 @@ mod tests {
 
     #[test]
     fn clean_keeps_the_first_paragraph() {
-        assert_eq!(clean(" Let's think step by step.\n\nQuery: next one").as_deref(), Some("Let's think step by step."));
+        assert_eq!(
+            clean(" Let's think step by step.\n\nQuery: next one").as_deref(),
+            Some("Let's think step by step.")
+        );
         assert_eq!(clean("\n\nPrompt: \"Solve it carefully.\"").as_deref(), Some("Solve it carefully."));
-        assert_eq!(clean("Reward: 20.00\nINSTRUCTION: Be precise,\n  show   work.").as_deref(), Some("Be precise, show work."));
+        assert_eq!(
+            clean("Reward: 20.00\nINSTRUCTION: Be precise,\n  show   work.").as_deref(),
+            Some("Be precise, show work.")
+        );
         assert_eq!(clean("   \n \n"), None);
         assert_eq!(clean("Prompt:"), None);
         assert_eq!(clean("Ratio 3:2 explained.").as_deref(), Some("Ratio 3:2 explained."));

@@ -43,11 +43,7 @@ pub fn average_accuracy(results: &[bool]) -> f64 {
 /// Perplexity of the label from its scored tokens: `exp(−logprob_sum /
 /// token_count)`; 1 for an empty label.
 pub fn label_perplexity(logprob_sum: f64, token_count: u32) -> f64 {
-    if token_count == 0 {
-        1.0
-    } else {
-        (-logprob_sum / f64::from(token_count)).exp()
-    }
+    if token_count == 0 { 1.0 } else { (-logprob_sum / f64::from(token_count)).exp() }
 }
 
 /// How the reward prefix starts.

@@ -14,7 +14,11 @@ pub const DEFAULT_TOP_P: f64 = 0.95;
 /// Every parameter the plugin reads, with its default.
 pub fn parameters() -> Vec<Parameter> {
     vec![
-        Parameter::float("temperature", "Sampling temperature of question and answer writing (paper: 0.5).", DEFAULT_TEMPERATURE),
+        Parameter::float(
+            "temperature",
+            "Sampling temperature of question and answer writing (paper: 0.5).",
+            DEFAULT_TEMPERATURE,
+        ),
         Parameter::float("top-p", "Nucleus mass of question and answer writing (paper: 0.95).", DEFAULT_TOP_P),
         Parameter::integer("max-tokens", "Token budget of the question and of the answer.", 512),
         Parameter::text(
@@ -72,10 +76,7 @@ impl WriteConfig {
         check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
         check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
         check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(
-            config.question_prompt.contains("{fragment}"),
-            "parameter `question-prompt` must contain `{fragment}`",
-        )?;
+        check(config.question_prompt.contains("{fragment}"), "parameter `question-prompt` must contain `{fragment}`")?;
         check(
             config.answer_prompt.contains("{fragment}") && config.answer_prompt.contains("{question}"),
             "parameter `answer-prompt` must contain `{fragment}` and `{question}`",
@@ -133,8 +134,12 @@ mod tests {
         assert!(write_err(&[("top-p", "1.5")]).contains("`top-p`"));
         assert!(write_err(&[("question-prompt", "Ask something.")]).contains("`question-prompt`"));
         assert!(write_err(&[("answer-prompt", "{fragment}")]).contains("`answer-prompt`"));
-        assert!(matches!(rule_from_params(&with(&[("mode", "best")])), Err(PluginError::InvalidInput(m)) if m.contains("`mode`")));
-        assert!(matches!(rule_from_params(&with(&[("max-ifd", "0")])), Err(PluginError::InvalidInput(m)) if m.contains("`max-ifd`")));
+        assert!(
+            matches!(rule_from_params(&with(&[("mode", "best")])), Err(PluginError::InvalidInput(m)) if m.contains("`mode`"))
+        );
+        assert!(
+            matches!(rule_from_params(&with(&[("max-ifd", "0")])), Err(PluginError::InvalidInput(m)) if m.contains("`max-ifd`"))
+        );
         assert!(rule_from_params(&with(&[("top-k", "-1")])).is_err());
     }
 }

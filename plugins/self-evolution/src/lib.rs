@@ -84,10 +84,8 @@ impl EvolutionStrategy for SelfEvolution {
             return Err(PluginError::invalid_input("the knowledge fragment is empty"));
         }
         let model = llm::resolve_model(model)?;
-        let sampling = Sampling::default()
-            .max_tokens(config.max_tokens)
-            .temperature(config.temperature)
-            .top_p(config.top_p);
+        let sampling =
+            Sampling::default().max_tokens(config.max_tokens).temperature(config.temperature).top_p(config.top_p);
 
         let prompt = pairs::fill(&config.question_prompt, &[("fragment", fragment)]);
         let reply = llm::chat(&model, &[Message::user(prompt)], &sampling)?;
@@ -124,11 +122,7 @@ impl EvolutionStrategy for SelfEvolution {
             candidates.iter().map(|c| select::Candidate { generation: c.generation, ifd: c.ifd }).collect();
         let seed = if rule.reuse == select::Reuse::Random { randomness::item_seed() } else { 0 };
         let chosen = select::select(&view, generation, &rule, seed).map_err(PluginError::InvalidInput)?;
-        log::info(format!(
-            "generation {generation}: selected {} of {} candidates",
-            chosen.len(),
-            candidates.len()
-        ));
+        log::info(format!("generation {generation}: selected {} of {} candidates", chosen.len(), candidates.len()));
         Ok(chosen)
     }
 }

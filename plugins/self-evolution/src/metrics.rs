@@ -122,11 +122,7 @@ pub fn corpus_bleu<T: Hash + Eq>(pairs: &[(&[T], &[&[T]])], smoothing: Smoothing
 /// The reference length closest to `candidate_len` (the shorter on a tie;
 /// 0 without references).
 fn closest_length<T>(candidate_len: usize, references: &[&[T]]) -> usize {
-    references
-        .iter()
-        .map(|r| r.len())
-        .min_by_key(|&len| (len.abs_diff(candidate_len), len))
-        .unwrap_or(0)
+    references.iter().map(|r| r.len()).min_by_key(|&len| (len.abs_diff(candidate_len), len)).unwrap_or(0)
 }
 
 /// BLEU's brevity penalty: 1 when the candidate is longer than the

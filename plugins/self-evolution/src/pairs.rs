@@ -100,23 +100,35 @@ mod tests {
     #[test]
     fn prompts_are_filled() {
         let q = fill(DEFAULT_QUESTION_PROMPT, &[("fragment", "Water boils at 100 °C at sea level.")]);
-        assert!(q.starts_with("Here is a piece of knowledge:\n\nWater boils at 100 °C at sea level.\n\nWrite one question"));
+        assert!(
+            q.starts_with("Here is a piece of knowledge:\n\nWater boils at 100 °C at sea level.\n\nWrite one question")
+        );
         let a = fill(DEFAULT_ANSWER_PROMPT, &[("fragment", "F"), ("question", "Q {fragment}?")]);
-        assert_eq!(a, "Answer the question using the knowledge below.\n\nKnowledge:\nF\n\nQuestion: Q {fragment}?\n\nReply with the answer only.");
+        assert_eq!(
+            a,
+            "Answer the question using the knowledge below.\n\nKnowledge:\nF\n\nQuestion: Q {fragment}?\n\nReply with the answer only."
+        );
     }
 
     #[test]
     fn questions_are_parsed() {
-        assert_eq!(parse_question("At what temperature does water boil?").as_deref(), Some("At what temperature does water boil?"));
         assert_eq!(
-            parse_question("\n**Question:** \"At what temperature does\nwater boil at sea level?\"\nAnswer: 100 °C").as_deref(),
+            parse_question("At what temperature does water boil?").as_deref(),
+            Some("At what temperature does water boil?")
+        );
+        assert_eq!(
+            parse_question("\n**Question:** \"At what temperature does\nwater boil at sea level?\"\nAnswer: 100 °C")
+                .as_deref(),
             Some("At what temperature does water boil at sea level?")
         );
         assert_eq!(parse_question("Q: Why?\n\nA: Because.").as_deref(), Some("Why?"));
         assert_eq!(parse_question("Question:"), None);
         assert_eq!(parse_question("  \n"), None);
         // A question that merely starts with the letter q keeps it.
-        assert_eq!(parse_question("Quantum tunnelling: what is it?").as_deref(), Some("Quantum tunnelling: what is it?"));
+        assert_eq!(
+            parse_question("Quantum tunnelling: what is it?").as_deref(),
+            Some("Quantum tunnelling: what is it?")
+        );
     }
 
     #[test]

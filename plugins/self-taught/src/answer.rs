@@ -29,9 +29,7 @@ impl AnswerFormat {
             "number" => Ok(AnswerFormat::Number),
             "letter" => Ok(AnswerFormat::Letter),
             "text" => Ok(AnswerFormat::Text),
-            other => Err(format!(
-                "parameter `answer-format` must be `number`, `letter` or `text`, got `{other}`"
-            )),
+            other => Err(format!("parameter `answer-format` must be `number`, `letter` or `text`, got `{other}`")),
         }
     }
 

@@ -22,9 +22,7 @@ impl CertaintyMethod {
         match value.trim().to_ascii_lowercase().as_str() {
             "logprob" => Ok(CertaintyMethod::Logprob),
             "self-consistency" => Ok(CertaintyMethod::SelfConsistency),
-            other => Err(format!(
-                "parameter `certainty` must be `logprob` or `self-consistency`, got `{other}`"
-            )),
+            other => Err(format!("parameter `certainty` must be `logprob` or `self-consistency`, got `{other}`")),
         }
     }
 }

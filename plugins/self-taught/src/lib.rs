@@ -158,7 +158,11 @@ fn self_taught(problem: &str, model: &str, config: &Config) -> Result<Solution, 
 /// Generates pseudo-solutions of `pseudo_problem` until one is certain
 /// enough or attempts run out; the most certain with the number of attempts
 /// made, or `None` when every attempt was empty.
-fn pseudo_solution(pseudo_problem: &str, model: &str, config: &Config) -> Result<Option<(Attempt, usize)>, PluginError> {
+fn pseudo_solution(
+    pseudo_problem: &str,
+    model: &str,
+    config: &Config,
+) -> Result<Option<(Attempt, usize)>, PluginError> {
     let messages = [Message::user(prompts::solve_prompt(pseudo_problem, config.answer_format))];
     let sampling = Sampling::default().max_tokens(config.max_tokens).temperature(config.temperature);
     let max_attempts = certainty::effective_attempts(config.max_attempts, config.temperature);
@@ -171,9 +175,12 @@ fn pseudo_solution(pseudo_problem: &str, model: &str, config: &Config) -> Result
         made += 1;
         let attempt = match config.certainty {
             CertaintyMethod::Logprob => logprob_attempt(model, &messages, &sampling)?,
-            CertaintyMethod::SelfConsistency => {
-                consistency_attempt(model, &messages, &sampling.clone().n(config.consistency_samples), config.answer_format)?
-            }
+            CertaintyMethod::SelfConsistency => consistency_attempt(
+                model,
+                &messages,
+                &sampling.clone().n(config.consistency_samples),
+                config.answer_format,
+            )?,
         };
         let Some(attempt) = attempt else { continue };
         let done = certainty::clears(attempt.certainty, config.certainty_threshold);
@@ -230,10 +237,7 @@ fn finish(model: &str, config: &Config, prompt: String, mut trace: Vec<TraceStep
     let answer = match answer::extract(text, config.answer_format) {
         Some(answer) => answer,
         None => {
-            log::warn(format!(
-                "no {} answer found in the solution; using its last line",
-                config.answer_format
-            ));
+            log::warn(format!("no {} answer found in the solution; using its last line", config.answer_format));
             answer::extract_text(text).unwrap_or_else(|| text.to_owned())
         }
     };

@@ -155,8 +155,7 @@ pub fn parse_demos(json: &str) -> Result<Vec<Demo>, String> {
     if json.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| format!("parameter `demos` is not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| format!("parameter `demos` is not valid JSON: {e}"))?;
     let Value::Array(items) = value else {
         return Err("parameter `demos` must be a JSON list of {\"question\": ..., \"answer\": ...} objects".into());
     };
@@ -169,9 +168,7 @@ pub fn parse_demos(json: &str) -> Result<Vec<Demo>, String> {
             };
             match (field("question"), field("answer")) {
                 (Some(question), Some(answer)) => Ok(Demo { question, answer }),
-                _ => Err(format!(
-                    "parameter `demos`: item {i} needs non-empty text fields `question` and `answer`"
-                )),
+                _ => Err(format!("parameter `demos`: item {i} needs non-empty text fields `question` and `answer`")),
             }
         })
         .collect()
@@ -210,7 +207,10 @@ mod tests {
              Problem: 2+3?\nSolution: 2+3=5. The answer is 5.\n\n\
              Problem: 4+4?\nSolution: (think step by step) End your reply with \"The answer is N.\", where N is the final number."
         );
-        assert_eq!(demonstrations_prompt("4+4?", &[], AnswerFormat::Number), solve_prompt("4+4?", AnswerFormat::Number));
+        assert_eq!(
+            demonstrations_prompt("4+4?", &[], AnswerFormat::Number),
+            solve_prompt("4+4?", AnswerFormat::Number)
+        );
     }
 
     #[test]
