@@ -102,7 +102,9 @@ impl CallCache {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            crate::sandbox::component_cache::write_atomically(&path, &bytes)
+            // Not fsynced: a torn entry after a crash is a miss, and the
+            // call is simply made again.
+            crate::sandbox::component_cache::write_replacing(&path, &bytes, false)
         });
         if let Err(e) = result {
             tracing::warn!("cannot write the model-call cache entry {}: {e}", path.display());

@@ -171,6 +171,12 @@ pub enum PluginCommand {
 /// `techne bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Overhead of the model-call cache per call (hit, miss, none), against an instant backend.
+    Cache {
+        /// Measured calls per case.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
     /// Median cost of a fresh sandboxed instance + call, and of a call with one host import on a reused instance.
     PluginCall {
         /// The chaos test plugin (plugins/test-plugins/chaos), built for wasm32-wasip2.
@@ -362,6 +368,13 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
+        Command::Bench(BenchCommand::Cache { iterations }) => {
+            let dir = std::env::temp_dir().join(format!("techne-bench-cache-{}", std::process::id()));
+            let report = crate::bench::cached_call(&dir, iterations).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            print!("{}", report.map_err(|e| Failure::new(exit_codes::INTERNAL, e))?);
+            Ok(exit_codes::SUCCESS)
+        }
         Command::Bench(BenchCommand::PluginCall { plugin, iterations }) => {
             let engine =
                 SandboxEngine::new(EngineOptions::default()).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
