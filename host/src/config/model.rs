@@ -297,6 +297,15 @@ pub enum DatasetFormat {
     Json,
     /// Comma-separated values with a header row.
     Csv,
+    /// GSM8K JSONL (`question`, `answer` with the final number after `####`).
+    Gsm8k,
+    /// A BIG-Bench Hard task file (`{"examples": [{"input", "target"}]}`).
+    Bbh,
+    /// PubMedQA (`{PMID: {QUESTION, CONTEXTS, final_decision}}`); the contexts
+    /// go into the input, the reference is yes/no/maybe.
+    Pubmedqa,
+    /// K-QA JSONL (`Question`, `Free_form_answer`).
+    KQa,
 }
 
 /// `[evaluation]`: scoring answers against the dataset's references.

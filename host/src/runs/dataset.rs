@@ -75,6 +75,9 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
         },
     };
     let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Read { path: path.clone(), source })?;
+    if let Some(items) = benchmark_items(format, path, &text)? {
+        return Ok(items);
+    }
     let records: Vec<(usize, serde_json::Map<String, serde_json::Value>)> = match format {
         DatasetFormat::Jsonl => text
             .lines()
@@ -107,6 +110,7 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
                 })
                 .collect::<Result<_, _>>()?
         }
+        DatasetFormat::Gsm8k | DatasetFormat::Bbh | DatasetFormat::Pubmedqa | DatasetFormat::KQa => Vec::new(),
         DatasetFormat::Csv => {
             let mut reader = csv::Reader::from_reader(text.as_bytes());
             let headers = reader
@@ -176,6 +180,83 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
     Ok(items)
 }
 
+/// Items of the public benchmark formats, which have fixed fields; `None`
+/// for the generic formats.
+fn benchmark_items(format: DatasetFormat, path: &Path, text: &str) -> Result<Option<Vec<Item>>, DatasetError> {
+    let record = |record: usize, message: String| DatasetError::Record { path: path.to_path_buf(), record, message };
+    let text_field =
+        |o: &serde_json::Map<String, serde_json::Value>, name: &str, n: usize| -> Result<String, DatasetError> {
+            o.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| record(n, format!("no text field `{name}`")))
+        };
+    let jsonl = |question: &str, answer: &str| -> Result<Vec<Item>, DatasetError> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .enumerate()
+            .map(|(n, (line, l))| {
+                let o = parse_object(path, line + 1, l)?;
+                Ok(Item {
+                    id: (n + 1).to_string(),
+                    input: text_field(&o, question, line + 1)?,
+                    reference: Some(text_field(&o, answer, line + 1)?),
+                })
+            })
+            .collect()
+    };
+    let json = || serde_json::from_str::<serde_json::Value>(text).map_err(|e| record(1, e.to_string()));
+    Ok(Some(match format {
+        DatasetFormat::Gsm8k => jsonl("question", "answer")?,
+        DatasetFormat::KQa => jsonl("Question", "Free_form_answer")?,
+        DatasetFormat::Bbh => {
+            let value = json()?;
+            let examples = value
+                .get("examples")
+                .and_then(|e| e.as_array())
+                .ok_or_else(|| record(1, "expected {\"examples\": [...]} (a BIG-Bench Hard task file)".into()))?;
+            examples
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let o = e.as_object().ok_or_else(|| record(i + 1, "expected an object".into()))?;
+                    Ok(Item {
+                        id: (i + 1).to_string(),
+                        input: text_field(o, "input", i + 1)?,
+                        reference: Some(text_field(o, "target", i + 1)?),
+                    })
+                })
+                .collect::<Result<_, DatasetError>>()?
+        }
+        DatasetFormat::Pubmedqa => {
+            let value = json()?;
+            let map = value.as_object().ok_or_else(|| record(1, "expected {PMID: {...}} (PubMedQA)".into()))?;
+            map.iter()
+                .enumerate()
+                .map(|(i, (pmid, entry))| {
+                    let o = entry.as_object().ok_or_else(|| record(i + 1, "expected an object".into()))?;
+                    let contexts: Vec<&str> = o
+                        .get("CONTEXTS")
+                        .and_then(|c| c.as_array())
+                        .map(|c| c.iter().filter_map(|x| x.as_str()).collect())
+                        .unwrap_or_default();
+                    let question = text_field(o, "QUESTION", i + 1)?;
+                    Ok(Item {
+                        id: pmid.clone(),
+                        input: format!(
+                            "Context: {}\nQuestion: {question}\nAnswer with yes, no or maybe.",
+                            contexts.join(" ")
+                        ),
+                        reference: Some(text_field(o, "final_decision", i + 1)?),
+                    })
+                })
+                .collect::<Result<_, DatasetError>>()?
+        }
+        DatasetFormat::Jsonl | DatasetFormat::Json | DatasetFormat::Csv => return Ok(None),
+    }))
+}
+
 fn parse_object(
     path: &Path,
     record: usize,
@@ -220,6 +301,41 @@ mod tests {
         for path in [jsonl, json, csv] {
             assert_eq!(load_items(&config(&path)).unwrap(), expected, "{}", path.display());
         }
+    }
+
+    #[test]
+    fn benchmark_formats_read_their_fixed_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |name: &str, format: DatasetFormat, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let mut c = config(&path);
+            c.format = Some(format);
+            load_items(&c)
+        };
+        let gsm = with("g.jsonl", DatasetFormat::Gsm8k, "{\"question\": \"2+2?\", \"answer\": \"2+2=4\\n#### 4\"}\n")
+            .unwrap();
+        assert_eq!(gsm[0].input, "2+2?");
+        assert_eq!(crate::eval::Metric::Numeric.score("It is 4.", gsm[0].reference.as_deref().unwrap()), 1.0);
+        let bbh = with(
+            "b.json",
+            DatasetFormat::Bbh,
+            "{\"canary\": \"x\", \"examples\": [{\"input\": \"not True is\", \"target\": \"False\"}]}",
+        )
+        .unwrap();
+        assert_eq!((bbh[0].input.as_str(), bbh[0].reference.as_deref()), ("not True is", Some("False")));
+        let pubmed = with(
+            "p.json",
+            DatasetFormat::Pubmedqa,
+            "{\"123\": {\"QUESTION\": \"Does X work?\", \"CONTEXTS\": [\"A.\", \"B.\"], \"final_decision\": \"yes\"}}",
+        )
+        .unwrap();
+        assert_eq!(pubmed[0].id, "123");
+        assert!(pubmed[0].input.starts_with("Context: A. B.\nQuestion: Does X work?"));
+        assert_eq!(pubmed[0].reference.as_deref(), Some("yes"));
+        let kqa = with("k.jsonl", DatasetFormat::KQa, "{\"Question\": \"q\", \"Free_form_answer\": \"a\"}\n").unwrap();
+        assert_eq!(kqa[0].reference.as_deref(), Some("a"));
+        assert!(with("bad.json", DatasetFormat::Bbh, "{\"examples\": 3}").is_err());
     }
 
     #[test]
