@@ -343,3 +343,21 @@ baseline = "baseline"
     let out = techne(&["eval", "run.toml"], dir.path());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
+
+#[test]
+fn plugin_list_shows_roles_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in [("rewriter.wasm", artifacts::QUESTION_REWRITER), ("future.wasm", artifacts::FUTURE_VERSION)] {
+        std::fs::copy(source, dir.path().join(name)).unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "not a plugin").unwrap();
+    let out = techne(&["plugin", "list", "."], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "a directory with an unloadable plugin exits 4: {stdout}");
+    assert!(stdout.contains("rewriter") && stdout.contains("rewriter-plugin") && stdout.contains("question-rewriter 0.1.0"), "{stdout}");
+    assert!(stdout.contains("future") && stdout.contains("(not loadable)") && stdout.contains("0.2.0"), "{stdout}");
+    assert!(!stdout.contains("notes"), "{stdout}");
+    std::fs::remove_file(dir.path().join("future.wasm")).unwrap();
+    let out = techne(&["plugin", "list", "."], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
