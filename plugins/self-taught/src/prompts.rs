@@ -22,8 +22,8 @@ pub fn knowledge_prompt(problem: &str) -> String {
     format!(
         "Here is a problem:\n\n{problem}\n\n\
          Do not solve it. Identify, in abstract and general terms, the knowledge needed to solve it: \
-         the concepts, facts, formulas or skills involved (for example, \"the concept of percentages \
-         and how to apply successive discounts\"). Reply with that knowledge only, in at most three sentences."
+         the concepts, facts, formulas or skills involved, not the specifics of this problem. \
+         Reply with that knowledge only, in at most three sentences."
     )
 }
 
