@@ -62,13 +62,15 @@ pub fn demonstrations_prompt(problem: &str, demos: &[Demo], format: AnswerFormat
     if demos.is_empty() {
         return solve_prompt(problem, format);
     }
-    let mut prompt = String::from(
-        "Here are example problems with step-by-step solutions. Solve the last problem the same way, step by step.\n\n",
+    let mut prompt = format!(
+        "Here are example problems with step-by-step solutions. Solve the last problem the same way, step by step. \
+         {}\n\n",
+        format.instruction()
     );
     for demo in demos {
         prompt.push_str(&format!("Problem: {}\nSolution: {}\n\n", demo.question.trim(), demo.answer.trim()));
     }
-    prompt.push_str(&format!("Problem: {}\nSolution: (think step by step) {}", problem.trim(), format.instruction()));
+    prompt.push_str(&format!("Problem: {}\nSolution:", problem.trim()));
     prompt
 }
 
@@ -202,10 +204,11 @@ mod tests {
         let prompt = demonstrations_prompt("4+4?", &demos, AnswerFormat::Number);
         assert_eq!(
             prompt,
-            "Here are example problems with step-by-step solutions. Solve the last problem the same way, step by step.\n\n\
+            "Here are example problems with step-by-step solutions. Solve the last problem the same way, step by step. \
+             End your reply with \"The answer is N.\", where N is the final number.\n\n\
              Problem: 1+1?\nSolution: 1+1=2. The answer is 2.\n\n\
              Problem: 2+3?\nSolution: 2+3=5. The answer is 5.\n\n\
-             Problem: 4+4?\nSolution: (think step by step) End your reply with \"The answer is N.\", where N is the final number."
+             Problem: 4+4?\nSolution:"
         );
         assert_eq!(
             demonstrations_prompt("4+4?", &[], AnswerFormat::Number),
