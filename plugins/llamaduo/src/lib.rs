@@ -66,6 +66,8 @@
 //! official implementation; the paper does not fix the curation thresholds,
 //! so those are this plugin's defaults.
 
+#![warn(missing_docs)]
+
 use techne_plugin_sdk::prelude::*;
 
 pub mod config;

@@ -62,6 +62,8 @@
 //! was trained (the training loop is a separate, later piece); the defaults
 //! are this plugin's.
 
+#![warn(missing_docs)]
+
 use techne_plugin_sdk::prelude::*;
 
 pub mod config;

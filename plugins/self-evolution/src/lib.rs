@@ -47,6 +47,8 @@
 //! `max-tokens` are this plugin's defaults (size them to the fragment
 //! corpus); `max-ifd` follows the IFD paper (Li et al. 2024).
 
+#![warn(missing_docs)]
+
 use techne_plugin_sdk::prelude::*;
 
 pub mod config;

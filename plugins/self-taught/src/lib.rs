@@ -57,6 +57,8 @@
 //! Cost per problem in `self-taught` mode: 3 + N × attempts chat requests,
 //! plus one scoring request per attempt with `logprob` certainty.
 
+#![warn(missing_docs)]
+
 use techne_plugin_sdk::prelude::*;
 use techne_plugin_sdk::solver::TraceStep;
 
