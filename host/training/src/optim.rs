@@ -170,14 +170,15 @@ impl AdamW {
         let bc2_sqrt = (1.0 - cfg.beta2.powi(t)).sqrt();
         let step_size = (lr / bc1) as f32;
         let decay = (1.0 - lr * cfg.weight_decay) as f32;
-        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+        // Like PyTorch, `1 − β` is formed in double precision before it meets f32.
+        let (one_minus_b1, b2, one_minus_b2) = ((1.0 - cfg.beta1) as f32, cfg.beta2 as f32, (1.0 - cfg.beta2) as f32);
         let (bc2_sqrt, eps) = (bc2_sqrt as f32, cfg.eps as f32);
         for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
             for i in 0..p.len() {
                 let gi = g[i];
                 p[i] *= decay;
-                m[i] += (gi - m[i]) * (1.0 - b1);
-                v[i] = v[i] * b2 + (1.0 - b2) * gi * gi;
+                m[i] += (gi - m[i]) * one_minus_b1;
+                v[i] = v[i] * b2 + one_minus_b2 * gi * gi;
                 let denom = v[i].sqrt() / bc2_sqrt + eps;
                 p[i] -= step_size * m[i] / denom;
             }
