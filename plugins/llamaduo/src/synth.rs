@@ -58,8 +58,14 @@ const PROMPT_KEYS: &[&str] = &["instruction", "prompt", "question", "input"];
 /// Keys under which a pair's response may come.
 const RESPONSE_KEYS: &[&str] = &["response", "output", "answer", "completion"];
 
-/// The (prompt, response) pairs in the service model's reply, trimmed,
-/// blanks dropped.
+/// Whether `text` has a letter or a digit: `...`, `¶` or an echoed `<...>`
+/// placeholder are not a prompt or a response.
+pub fn has_content(text: &str) -> bool {
+    text.chars().any(char::is_alphanumeric)
+}
+
+/// The (prompt, response) pairs in the service model's reply, trimmed;
+/// pairs whose prompt or response has no letter or digit are dropped.
 ///
 /// Reads the first JSON value in the reply (code fences and prose around it
 /// are fine) that holds pairs: a list of objects, or an object with such a
@@ -108,7 +114,7 @@ fn pair_of(value: &Value) -> Option<(String, String)> {
             .find(|(k, _)| keys.iter().any(|key| k.eq_ignore_ascii_case(key)))
             .and_then(|(_, v)| v.as_str())
             .map(str::trim)
-            .filter(|s| !s.is_empty())
+            .filter(|s| has_content(s))
             .map(str::to_owned)
     };
     Some((field(PROMPT_KEYS)?, field(RESPONSE_KEYS)?))
@@ -128,7 +134,7 @@ fn text_pairs(reply: &str) -> Vec<(String, String)> {
     let (mut prompt, mut response, mut part) = (String::new(), String::new(), Part::None);
     let mut flush = |prompt: &mut String, response: &mut String| {
         let (p, r) = (prompt.trim(), response.trim());
-        if !p.is_empty() && !r.is_empty() {
+        if has_content(p) && has_content(r) {
             pairs.push((p.to_owned(), r.to_owned()));
         }
         prompt.clear();
@@ -221,6 +227,9 @@ mod tests {
         );
         assert!(parse_pairs("I can't help with that.").is_empty());
         assert!(parse_pairs("{\"contents\": []}").is_empty());
+        // The format's placeholders echoed back are not pairs.
+        assert!(parse_pairs(r#"{"contents": [{"instruction": "...", "response": "\u00b6"}]}"#).is_empty());
+        assert!(parse_pairs("Instruction: ...\nResponse: ...").is_empty());
     }
 
     #[test]

@@ -51,7 +51,7 @@ const LABELS: &[&str] = &["prompt", "instruction"];
 /// The prompt in the policy's output: its first paragraph (up to a blank
 /// line), without an echoed reward prefix, a `Prompt:` label or surrounding
 /// quotes, with runs of white space collapsed to one space. `None` when
-/// nothing is left.
+/// no letter or digit is left.
 pub fn clean(output: &str) -> Option<String> {
     let mut text = output.trim_start();
     if let Some((_, rest)) = reward::decode_reward_prefix(text) {
@@ -89,7 +89,7 @@ pub fn clean(output: &str) -> Option<String> {
         }
     }
     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!collapsed.is_empty()).then_some(collapsed)
+    collapsed.chars().any(char::is_alphanumeric).then_some(collapsed)
 }
 
 /// The prompts without duplicates, first occurrence kept, order kept. Two
@@ -214,6 +214,7 @@ mod tests {
         );
         assert_eq!(clean("   \n \n"), None);
         assert_eq!(clean("Prompt:"), None);
+        assert_eq!(clean("... --"), None);
         assert_eq!(clean("Ratio 3:2 explained.").as_deref(), Some("Ratio 3:2 explained."));
     }
 

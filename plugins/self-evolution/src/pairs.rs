@@ -61,9 +61,15 @@ fn strip_quotes(text: &str) -> &str {
     text
 }
 
+/// Whether `text` has a letter or a digit (`...` is not a question).
+fn has_content(text: &str) -> bool {
+    text.chars().any(char::is_alphanumeric)
+}
+
 /// The question in the model's reply: its first paragraph, without a
 /// `Question:` / `Q:` label or quotes, cut before an `Answer:` the model may
-/// have added, lines joined with spaces. `None` when nothing is left.
+/// have added, lines joined with spaces. `None` when no letter or digit is
+/// left.
 pub fn parse_question(reply: &str) -> Option<String> {
     let mut lines = Vec::new();
     for line in reply.lines() {
@@ -82,15 +88,15 @@ pub fn parse_question(reply: &str) -> Option<String> {
     }
     let joined = lines.join(" ");
     let text = strip_quotes(strip_label(&joined, &["question", "q"]));
-    (!text.is_empty()).then(|| text.to_owned())
+    has_content(text).then(|| text.to_owned())
 }
 
 /// The answer in the model's reply: trimmed, without an `Answer:` / `A:`
-/// label or surrounding quotes (paragraphs kept). `None` when nothing is
-/// left.
+/// label or surrounding quotes (paragraphs kept). `None` when no letter or
+/// digit is left.
 pub fn parse_answer(reply: &str) -> Option<String> {
     let text = strip_quotes(strip_label(reply, &["answer", "a"]));
-    (!text.is_empty()).then(|| text.to_owned())
+    has_content(text).then(|| text.to_owned())
 }
 
 #[cfg(test)]
@@ -137,5 +143,7 @@ mod tests {
         assert_eq!(parse_answer("A: \"Paris\"").as_deref(), Some("Paris"));
         assert_eq!(parse_answer("Answers vary by altitude.").as_deref(), Some("Answers vary by altitude."));
         assert_eq!(parse_answer("Answer: "), None);
+        assert_eq!(parse_answer("A: ..."), None);
+        assert_eq!(parse_question("\"?\""), None);
     }
 }
