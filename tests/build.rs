@@ -9,6 +9,10 @@ use std::process::Command;
 /// (constant name, cargo package, artifact file stem)
 const PLUGINS: &[(&str, &str, &str)] = &[
     ("QUESTION_REWRITER", "question-rewriter", "question_rewriter"),
+    ("SELF_TAUGHT", "self-taught", "self_taught"),
+    ("QPO_POLICY", "qpo-policy", "qpo_policy"),
+    ("SELF_EVOLUTION", "self-evolution", "self_evolution"),
+    ("LLAMADUO", "llamaduo", "llamaduo"),
     ("CHAOS", "techne-test-chaos", "techne_test_chaos"),
     ("MISSING_IMPORT", "techne-test-missing-import", "techne_test_missing_import"),
     ("FUTURE_VERSION", "techne-test-future-version", "techne_test_future_version"),
@@ -20,7 +24,7 @@ fn main() {
     let plugins = root.join("plugins");
     let target_dir = plugins.join("target");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for dir in ["sdk", "question-rewriter", "test-plugins"] {
+    for dir in ["sdk", "question-rewriter", "self-taught", "qpo-policy", "self-evolution", "llamaduo", "test-plugins"] {
         println!("cargo:rerun-if-changed={}", plugins.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", plugins.join("Cargo.toml").display());
