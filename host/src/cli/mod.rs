@@ -171,6 +171,21 @@ pub enum PluginCommand {
 /// `techne bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The local engine on the embedded SmolLM2 against llama.cpp's llama-bench on the same GGUF.
+    Inference {
+        /// Threads for both engines.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Repetitions per case (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        /// Concurrent streams for the aggregate decode cases.
+        #[arg(long, value_delimiter = ',', default_value = "4,8")]
+        concurrency: Vec<usize>,
+        /// llama.cpp's llama-bench (default: target/llama.cpp/build/bin/llama-bench when present).
+        #[arg(long)]
+        llama_bench: Option<PathBuf>,
+    },
     /// Overhead of the model-call cache per call (hit, miss, none), against an instant backend.
     Cache {
         /// Measured calls per case.
@@ -368,6 +383,19 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
+        Command::Bench(BenchCommand::Inference { threads, repetitions, concurrency, llama_bench }) => {
+            let llama_bench = llama_bench.or_else(|| {
+                let default = PathBuf::from("target/llama.cpp/build/bin/llama-bench");
+                default.is_file().then_some(default)
+            });
+            let options = crate::bench::InferenceBenchOptions { threads, repetitions, concurrency, llama_bench };
+            let report = tokio::task::spawn_blocking(move || crate::bench::inference(&options))
+                .await
+                .map_err(|e| Failure::new(exit_codes::INTERNAL, e))?
+                .map_err(|e| Failure::new(exit_codes::MODEL, e))?;
+            print!("{report}");
+            Ok(exit_codes::SUCCESS)
+        }
         Command::Bench(BenchCommand::Cache { iterations }) => {
             let dir = std::env::temp_dir().join(format!("techne-bench-cache-{}", std::process::id()));
             let report = crate::bench::cached_call(&dir, iterations).await;
