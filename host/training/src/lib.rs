@@ -41,6 +41,7 @@ pub mod error;
 pub mod export;
 pub mod lora;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod trainer;

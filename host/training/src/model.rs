@@ -29,6 +29,7 @@ use techne_inference::onnx_export::{LlamaConfig, rotary_caches};
 
 use crate::error::{Result, TrainError};
 use crate::lora::LoraAdapters;
+use crate::ops::{CausalSoftmax, RmsNorm, Rope, TargetLogprob};
 use crate::rng::Rng;
 
 /// The seven linear projections of a llama decoder layer.
@@ -174,8 +175,8 @@ impl CustomOp1 for FrozenLinear {
 }
 
 struct Layer {
-    attn_norm: Tensor,
-    ffn_norm: Tensor,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
     proj: Vec<FrozenLinear>,
     weights: Vec<Tensor>,
 }
@@ -185,7 +186,7 @@ pub struct Llama {
     cfg: LlamaConfig,
     embed: Tensor,
     lm_head: FrozenLinear,
-    norm: Tensor,
+    norm: RmsNorm,
     layers: Vec<Layer>,
     freq_factors: Option<Vec<f32>>,
     device: Device,
@@ -231,24 +232,6 @@ pub fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     shifted.broadcast_sub(&lse)
 }
 
-/// Interleaved rotary embedding on `x` `[B, S, H, D]` for positions `0..S`:
-/// `(x₂ᵢ, x₂ᵢ₊₁) ↦ (x₂ᵢ·cos − x₂ᵢ₊₁·sin, x₂ᵢ·sin + x₂ᵢ₊₁·cos)` for the first
-/// `rope_dim` dimensions; the rest pass through.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, rope_dim: usize) -> candle_core::Result<Tensor> {
-    let (b, s, h, d) = x.dims4()?;
-    let half = rope_dim / 2;
-    let rot = if rope_dim < d { x.narrow(3, 0, rope_dim)?.contiguous()? } else { x.contiguous()? };
-    let xr = rot.reshape((b, s, h, half, 2))?;
-    let x0 = xr.narrow(4, 0, 1)?;
-    let x1 = xr.narrow(4, 1, 1)?;
-    let c = cos.reshape((1, s, 1, half, 1))?;
-    let sn = sin.reshape((1, s, 1, half, 1))?;
-    let o0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&sn)?)?;
-    let o1 = (x0.broadcast_mul(&sn)? + x1.broadcast_mul(&c)?)?;
-    let out = Tensor::cat(&[o0, o1], 4)?.reshape((b, s, h, rope_dim))?;
-    if rope_dim < d { Tensor::cat(&[out, x.narrow(3, rope_dim, d - rope_dim)?], 3) } else { Ok(out) }
-}
-
 /// Dropout and LoRA application state threaded through one forward pass.
 pub struct ForwardOptions<'a> {
     /// Adapters to add to the frozen projections (`None`: the base model).
@@ -283,11 +266,12 @@ impl Llama {
             Some(_) => t(dequant(g, "output.weight", &[h, v])?, &[cfg.vocab, cfg.hidden])?,
             None => embed.clone(),
         };
-        let norm = t(dequant(g, "output_norm.weight", &[h])?, &[cfg.hidden])?;
+        let rms = |w: Vec<f32>| RmsNorm { weight: w, eps: cfg.rms_eps };
+        let norm = rms(dequant(g, "output_norm.weight", &[h])?);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let attn_norm = t(dequant(g, &format!("blk.{i}.attn_norm.weight"), &[h])?, &[cfg.hidden])?;
-            let ffn_norm = t(dequant(g, &format!("blk.{i}.ffn_norm.weight"), &[h])?, &[cfg.hidden])?;
+            let attn_norm = rms(dequant(g, &format!("blk.{i}.attn_norm.weight"), &[h])?);
+            let ffn_norm = rms(dequant(g, &format!("blk.{i}.ffn_norm.weight"), &[h])?);
             let mut weights = Vec::with_capacity(7);
             let mut proj = Vec::with_capacity(7);
             for p in Proj::ALL {
@@ -326,22 +310,13 @@ impl Llama {
         self.layers.get(layer).map(|l| &l.weights[proj.index()])
     }
 
-    fn rope_tables(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+    /// The rotary tables for positions `0..seq` (techne-inference's, so
+    /// `rope.freq_base`, linear scaling and `rope_freqs.weight` match the engine).
+    fn rope(&self, seq: usize) -> Rope {
         let mut c = self.cfg.clone();
         c.max_context = seq;
         let (cos, sin) = rotary_caches(&c, self.freq_factors.as_deref());
-        let half = self.cfg.rope_dim / 2;
-        Ok((Tensor::from_vec(cos, (seq, half), &self.device)?, Tensor::from_vec(sin, (seq, half), &self.device)?))
-    }
-
-    fn causal_mask(&self, groups: usize, seq: usize) -> Result<Tensor> {
-        let mut m = Vec::with_capacity(groups * seq * seq);
-        for _ in 0..groups {
-            for i in 0..seq {
-                m.extend((0..seq).map(|j| if j <= i { 0.0f32 } else { f32::NEG_INFINITY }));
-            }
-        }
-        Ok(Tensor::from_vec(m, (groups * seq, seq), &self.device)?)
+        Rope { cos, sin, rope_dim: self.cfg.rope_dim }
     }
 
     fn linear(&self, layer: usize, p: Proj, x: &Tensor, opts: &mut ForwardOptions<'_>) -> Result<Tensor> {
@@ -380,32 +355,30 @@ impl Llama {
         let groups = nh / nkv;
         let ids_t = Tensor::from_slice(ids, batch * seq, &self.device)?;
         let mut x = self.embed.index_select(&ids_t, 0)?;
-        let (cos, sin) = self.rope_tables(seq)?;
-        let mask = self.causal_mask(groups, seq)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let rope = self.rope(seq);
+        let softmax = CausalSoftmax { seq, scale: (1.0 / (hd as f64).sqrt()) as f32 };
         for (i, layer) in self.layers.iter().enumerate() {
-            let n = rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
+            let n = x.apply_op1(layer.attn_norm.clone())?;
             let q = self.linear(i, Proj::QProj, &n, opts)?.reshape((batch, seq, nh, hd))?;
             let k = self.linear(i, Proj::KProj, &n, opts)?.reshape((batch, seq, nkv, hd))?;
             let v = self.linear(i, Proj::VProj, &n, opts)?.reshape((batch, seq, nkv, hd))?;
-            let q = rope(&q, &cos, &sin, c.rope_dim)?.transpose(1, 2)?.contiguous()?; // [B, nh, S, hd]
-            let k = rope(&k, &cos, &sin, c.rope_dim)?.transpose(1, 2)?.contiguous()?; // [B, nkv, S, hd]
+            let q = q.apply_op1(rope.clone())?.transpose(1, 2)?.contiguous()?; // [B, nh, S, hd]
+            let k = k.apply_op1(rope.clone())?.transpose(1, 2)?.contiguous()?; // [B, nkv, S, hd]
             let v = v.transpose(1, 2)?.contiguous()?;
             // Query heads of one kv head are adjacent: view them as one longer sequence.
             let q = q.reshape((batch, nkv, groups * seq, hd))?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let p = softmax_last(&scores)?;
+            let p = q.matmul(&k.t()?)?.apply_op1(softmax.clone())?;
             let a = p.matmul(&v)?.reshape((batch, nh, seq, hd))?.transpose(1, 2)?.reshape((batch * seq, nh * hd))?;
             let o = self.linear(i, Proj::OProj, &a, opts)?;
             x = (x + o)?;
-            let m = rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let m = x.apply_op1(layer.ffn_norm.clone())?;
             let gate = self.linear(i, Proj::GateProj, &m, opts)?;
             let up = self.linear(i, Proj::UpProj, &m, opts)?;
             let act = (gate.silu()? * up)?;
             let d = self.linear(i, Proj::DownProj, &act, opts)?;
             x = (x + d)?;
         }
-        Ok(rms_norm(&x, &self.norm, c.rms_eps)?)
+        Ok(x.apply_op1(self.norm.clone())?)
     }
 
     /// Logits `[N, vocab]` for hidden states `[N, hidden]`.
@@ -439,9 +412,7 @@ impl Llama {
         }
         let n = targets.len();
         let rows = hidden.index_select(&Tensor::from_vec(from, n, &self.device)?, 0)?;
-        let logp = log_softmax_last(&self.project_logits(&rows)?)?;
-        let idx = Tensor::from_vec(tok, (n, 1), &self.device)?;
-        Ok(logp.gather(&idx, 1)?.reshape(n)?)
+        Ok(self.project_logits(&rows)?.apply_op1(TargetLogprob { targets: tok })?)
     }
 
     /// Stores an f32 copy of the weights of a projection after merging (used
