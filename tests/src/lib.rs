@@ -1,6 +1,9 @@
 //! Paths of the plugin components built for the integration tests (one
 //! constant per artifact, written by `build.rs`), and shared test helpers.
 
+pub mod fault_server;
+pub mod llama_server;
+
 /// Plugin component files, built by `build.rs`.
 pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/plugin_artifacts.rs"));

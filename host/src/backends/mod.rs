@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod local;
 pub mod meter;
+pub mod openai;
 #[cfg(feature = "test-doubles")]
 pub mod scripted;
 

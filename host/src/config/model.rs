@@ -39,6 +39,9 @@ pub struct RunConfig {
     pub techniques: IndexMap<String, PipelineConfig>,
     /// `[evaluation]`: how answers are scored against references.
     pub evaluation: Option<EvaluationConfig>,
+    /// `[network]`: the hosts service models may contact (none by default).
+    #[serde(default)]
+    pub network: NetworkSection,
     /// The directory of the configuration file (relative paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -108,6 +111,27 @@ fn default_true() -> bool {
     true
 }
 
+/// `[network]`: outbound connections, denied by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkSection {
+    /// Hosts (names or IP addresses, or `*.domain` wildcards; any port) that
+    /// `backend = "openai"` models may connect to.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+}
+
+/// Why a model's backend could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelBuildError {
+    /// A local model could not be opened.
+    #[error(transparent)]
+    Local(#[from] crate::backends::local::LocalBackendError),
+    /// A service model could not be set up.
+    #[error(transparent)]
+    Openai(#[from] crate::backends::openai::OpenAiBackendError),
+}
+
 /// `[models.NAME]`: which backend serves the model, and its settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
@@ -116,6 +140,8 @@ pub enum ModelConfig {
     Local(LocalModelConfig),
     /// The local sentence embedder (all-MiniLM-L6-v2 int8).
     LocalEmbeddings(LocalEmbeddingsConfig),
+    /// A model behind an OpenAI-compatible HTTP endpoint.
+    Openai(crate::backends::openai::OpenAiModelConfig),
     /// The scripted test double (test builds only).
     #[cfg(feature = "test-doubles")]
     Scripted(crate::backends::scripted::ScriptedConfig),
@@ -150,6 +176,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Local(_) => "local",
             ModelConfig::LocalEmbeddings(_) => "local-embeddings",
+            ModelConfig::Openai(_) => "openai",
             #[cfg(feature = "test-doubles")]
             ModelConfig::Scripted(_) => "scripted",
         }
@@ -159,7 +186,7 @@ impl ModelConfig {
     pub fn build_backend(
         &self,
         base: &std::path::Path,
-    ) -> Result<std::sync::Arc<dyn crate::backends::ModelBackend>, crate::backends::local::LocalBackendError> {
+    ) -> Result<std::sync::Arc<dyn crate::backends::ModelBackend>, ModelBuildError> {
         use crate::backends::local::{LocalBackend, LocalEmbeddingBackend, LocalModelSource};
         Ok(match self {
             ModelConfig::Local(local) => {
@@ -168,6 +195,7 @@ impl ModelConfig {
                 std::sync::Arc::new(LocalBackend::open(&source, registry.as_deref(), local.threads)?)
             }
             ModelConfig::LocalEmbeddings(e) => std::sync::Arc::new(LocalEmbeddingBackend::open_default(e.threads)?),
+            ModelConfig::Openai(openai) => std::sync::Arc::new(crate::backends::openai::OpenAiBackend::new(openai)?),
             #[cfg(feature = "test-doubles")]
             ModelConfig::Scripted(script) => {
                 std::sync::Arc::new(crate::backends::scripted::ScriptedBackend::new(script.clone()))
@@ -372,6 +400,17 @@ pub const MAX_PLUGIN_MEMORY_MIB: u64 = 4096;
 pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
     if config.run.concurrency == 0 {
         return Err(("run.concurrency".into(), "must be at least 1".into()));
+    }
+    for (i, host) in config.network.allow_hosts.iter().enumerate() {
+        crate::backends::openai::check_allow_host(host).map_err(|m| (format!("network.allow-hosts[{i}]"), m))?;
+    }
+    let model_names: Vec<&str> = config.models.keys().map(String::as_str).collect();
+    for (name, model) in &config.models {
+        if let ModelConfig::Openai(openai) = model {
+            openai
+                .check(name, &config.network.allow_hosts, &model_names)
+                .map_err(|(key, message)| (format!("models.{name}.{key}"), message))?;
+        }
     }
     for (name, plugin) in &config.plugins {
         let key = |k: &str| format!("plugins.{name}.{k}");
