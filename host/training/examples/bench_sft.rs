@@ -11,6 +11,17 @@
 
 use std::time::Instant;
 
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 use techne_training::rng::Rng;
 use techne_training::trainer::peak_rss_bytes;
 use techne_training::{Control, LoraConfig, TrainConfig, TrainEvent, train_sft};
@@ -52,21 +63,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = candle_core::utils::get_num_threads();
     println!("LoRA SFT benchmark: SmolLM2-135M, rank 8 on {:?}, seq 256, batch 4, {threads} threads", cfg.lora.targets);
     let t0 = Instant::now();
-    let mut timed = (0usize, 0f64);
+    let mut timed = (0usize, 0f64, 0f64);
+    let mut cpu_mark = cpu_seconds();
     let report = train_sft(&cfg, |e| {
         match e {
             TrainEvent::Prepared { trainable_params, .. } => {
                 println!("model and data loaded in {:.1}s; {trainable_params} trainable parameters", t0.elapsed().as_secs_f64())
             }
             TrainEvent::Step(r) => {
+                let cpu = cpu_seconds();
                 println!(
-                    "step {}: loss {:.3}, {} tokens in {:.2}s = {:.0} tokens/s",
-                    r.step, r.loss, r.tokens, r.seconds, r.tokens_per_second
+                    "step {}: loss {:.3}, {} tokens in {:.2}s = {:.0} tokens/s ({:.2} CPU-s)",
+                    r.step,
+                    r.loss,
+                    r.tokens,
+                    r.seconds,
+                    r.tokens_per_second,
+                    cpu - cpu_mark
                 );
                 if r.step > 1 {
                     timed.0 += r.tokens;
                     timed.1 += r.seconds;
+                    timed.2 += cpu - cpu_mark;
                 }
+                cpu_mark = cpu;
             }
             _ => {}
         }
@@ -74,9 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let rss = report.peak_rss_bytes.or_else(peak_rss_bytes).unwrap_or(0);
     println!(
-        "RESULT: {:.0} training tokens/s over {} steps (after 1 warm-up step); peak RSS {:.0} MiB",
+        "RESULT: {:.0} training tokens/s over {} steps (after 1 warm-up step), {:.0} tokens per CPU-second ({:.2} CPUs busy); peak RSS {:.0} MiB",
         timed.0 as f64 / timed.1.max(1e-9),
         steps,
+        timed.0 as f64 / timed.2.max(1e-9),
+        timed.2 / timed.1.max(1e-9),
         rss as f64 / (1024.0 * 1024.0)
     );
     Ok(())

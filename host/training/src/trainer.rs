@@ -294,6 +294,26 @@ pub struct TrainReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
+/// Tunes glibc's allocator for training (once per process): blocks up to
+/// 32 MiB come from the heap (`M_MMAP_THRESHOLD`) and freed heap memory is
+/// kept for reuse instead of being returned to the kernel
+/// (`M_TRIM_THRESHOLD = −1`). Autograd frees and
+/// re-allocates thousands of multi-megabyte tensors per step; with glibc's
+/// defaults each of them is a fresh `mmap` whose pages fault in zeroed and
+/// whose `munmap` shoots down TLBs, which cost ~40 % of a SmolLM2 step here.
+/// Called by [`train_sft`] and [`train_dpo`]; a no-op outside glibc.
+pub fn tune_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator parameters; it is thread-safe in glibc.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+        }
+    });
+}
+
 /// The process's peak resident set size (`VmHWM` from `/proc/self/status`).
 pub fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -457,6 +477,7 @@ enum Data {
 
 fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<'_>) -> Control) -> Result<TrainReport> {
     cfg.validate()?;
+    tune_allocator();
     let out = &cfg.output_dir;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     if checkpoint::exists(out) && !cfg.resume {
