@@ -94,6 +94,8 @@ fn sft_steps_on_smollm2_decrease_the_loss() {
         max_steps: Some(6),
         checkpoint_every: 0,
         template: TemplateMode::Chat,
+        out_name: Some("smollm2-sft-test".into()),
+        registry_dir: Some(dir.path().join("registry")),
         ..TrainConfig::default()
     };
     let t0 = std::time::Instant::now();
@@ -110,4 +112,20 @@ fn sft_steps_on_smollm2_decrease_the_loss() {
     let first = losses[0];
     let last = losses[5];
     assert!(last < first * 0.6, "the loss should drop on data the model overfits: {losses:?}");
+
+    // The merged model was exported through the importer and registered; run
+    // through ONNX Runtime it prefers the trained answer more than the base model does.
+    let entry = report.model.as_ref().expect("registered");
+    assert!(entry.dir.join("lineage.json").is_file());
+    let Some(rt) = common::runtime() else { return };
+    let reg = Registry::open(dir.path().join("registry")).expect("registry");
+    let trained = LocalModel::load(&rt, &reg.get("smollm2-sft-test").expect("entry"), 0).expect("trained engine");
+    let base_entry = reg.import_as(&cfg.model, "smollm2-base", &Default::default()).expect("import base");
+    let base = LocalModel::load(&rt, &base_entry, 0).expect("base engine");
+    let (q, a) = rows[0];
+    let msgs = [ChatMessage::user(q)];
+    let after = trained.score_chat(&msgs, &[a.to_string()]).expect("score")[0].total_logprob;
+    let before = base.score_chat(&msgs, &[a.to_string()]).expect("score")[0].total_logprob;
+    println!("log p(answer): base {before:.3}, trained {after:.3}");
+    assert!(after > before + 1.0, "the exported model should prefer the trained answer: {before} → {after}");
 }
