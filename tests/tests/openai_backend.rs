@@ -186,7 +186,7 @@ async fn the_endpoint_cools_down_after_repeated_failures() {
     let mut c = config(&server.base_url());
     c.max_retries = 10;
     c.cooldown_after_failures = 3;
-    c.cooldown_ms = 500;
+    c.cooldown_ms = 1_500;
     let backend = backend(&c);
     let err = backend.generate(chat("hi")).await.unwrap_err();
     assert_eq!(server.request_count(), 3, "the cooldown should stop the retries at the threshold");
@@ -195,11 +195,11 @@ async fn the_endpoint_cools_down_after_repeated_failures() {
     let started = Instant::now();
     let err = backend.generate(chat("hi")).await.unwrap_err();
     assert!(err.to_string().contains("cooling down") && err.to_string().contains("fallbacks"), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(started.elapsed() < Duration::from_millis(1_000), "{:?}", started.elapsed());
     assert_eq!(server.request_count(), 3);
     // After the cooldown, requests go through again.
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert_eq!(backend.generate(chat("hi")).await.unwrap().choices[0].text, "back");
     assert_eq!(server.request_count(), 4);
 }

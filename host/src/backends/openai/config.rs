@@ -149,13 +149,13 @@ impl OpenAiModelConfig {
         if self.model.trim().is_empty() {
             return Err(("model".into(), "give the model name the endpoint knows, e.g. \"gpt-4o-mini\"".into()));
         }
-        if let Some(var) = &self.api_key_env {
-            if var.is_empty() || var.contains('=') || var.contains('\0') || var.chars().any(char::is_whitespace) {
-                return Err((
-                    "api-key-env".into(),
-                    "must be the name of an environment variable (e.g. \"OPENAI_API_KEY\"), not the key itself".into(),
-                ));
-            }
+        if let Some(var) = &self.api_key_env
+            && (var.is_empty() || var.contains('=') || var.contains('\0') || var.chars().any(char::is_whitespace))
+        {
+            return Err((
+                "api-key-env".into(),
+                "must be the name of an environment variable (e.g. \"OPENAI_API_KEY\"), not the key itself".into(),
+            ));
         }
         if self.max_concurrency == 0 {
             return Err(("max-concurrency".into(), "must be at least 1".into()));

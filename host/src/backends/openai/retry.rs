@@ -57,10 +57,11 @@ pub fn status_is_retryable(status: u16) -> bool {
 /// HTTP date. `now` is the wall clock for the date form.
 pub fn parse_retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = value("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
-        }
+    if let Some(ms) = value("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
     }
     let text = value("retry-after")?;
     if let Ok(seconds) = text.parse::<f64>() {
