@@ -240,21 +240,19 @@ fn load_dir(dir: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint { dir: dir.to_path_buf(), state, adapter, optimizer, reference })
 }
 
-/// Loads the newest readable checkpoint of `output_dir` (the one `latest`
-/// names, else the highest step that loads), or `None` when there is none.
+/// Loads the newest readable checkpoint of `output_dir` (the highest step
+/// whose files load; the rename of its directory is the commit point, the
+/// `latest` file is informational), or `None` when there is none.
 pub fn load_latest(output_dir: &Path) -> Result<Option<Checkpoint>> {
     let root = output_dir.join(CHECKPOINT_DIR);
-    if let Ok(name) = std::fs::read_to_string(root.join(LATEST)) {
-        let dir = root.join(name.trim());
-        if let Ok(c) = load_dir(&dir) {
-            return Ok(Some(c));
-        }
-    }
     let mut last_err = None;
     for (_, d) in step_dirs(&root).into_iter().rev() {
         match load_dir(&d) {
             Ok(c) => return Ok(Some(c)),
-            Err(e) => last_err = Some(e),
+            Err(e) => {
+                tracing::warn!("skipping unreadable checkpoint {}: {e}", d.display());
+                last_err = Some(e);
+            }
         }
     }
     match last_err {

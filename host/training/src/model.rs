@@ -415,8 +415,8 @@ impl Llama {
         Ok(self.project_logits(&rows)?.apply_op1(TargetLogprob { targets: tok })?)
     }
 
-    /// Stores an f32 copy of the weights of a projection after merging (used
-    /// by tests to compare merged and adapter forward passes).
+    /// A copy of the model with the weight of one projection replaced (for
+    /// comparing merged weights with base + adapter forward passes).
     pub fn with_replaced_weight(&self, layer: usize, proj: Proj, w: Tensor) -> Result<Llama> {
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {

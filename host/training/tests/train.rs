@@ -184,9 +184,9 @@ fn dpo_resume_after_a_crash_is_bit_identical() {
 #[test]
 fn resume_refuses_other_settings_and_survives_torn_checkpoints() {
     let f = fixture();
-    let cfg = config(&f, &f.sft, "r");
+    let cfg = TrainConfig { checkpoint_every: 2, ..config(&f, &f.sft, "r") };
     let _ = train_sft(&cfg, |e| match e {
-        TrainEvent::Step(r) if r.step == 4 => Control::Abort,
+        TrainEvent::Step(r) if r.step == 5 => Control::Abort,
         _ => Control::Continue,
     });
     let other = TrainConfig { resume: true, seed: 99, ..cfg.clone() };
@@ -194,14 +194,18 @@ fn resume_refuses_other_settings_and_survives_torn_checkpoints() {
         Err(TrainError::Checkpoint { message, .. }) => assert!(message.contains("other settings"), "{message}"),
         r => panic!("expected a checkpoint error, got {r:?}"),
     }
-    // A torn save (temporary directory) and a `latest` naming a missing
-    // directory are ignored: the run resumes from step 3.
+    // A torn save (temporary directory), a `latest` naming a missing
+    // directory and a damaged newest checkpoint (step 4) are all survived:
+    // the run resumes from step 2.
     let ck = cfg.output_dir.join("checkpoints");
     std::fs::create_dir_all(ck.join(".tmp-step-00000006-1-2")).expect("mkdir");
     std::fs::write(ck.join(".tmp-step-00000006-1-2/state.json"), b"{garbage").expect("write");
     std::fs::write(ck.join("latest"), b"step-00000006\n").expect("write");
+    let adapter = ck.join("step-00000004").join(ADAPTER_FILE);
+    let bytes = std::fs::read(&adapter).expect("read");
+    std::fs::write(&adapter, &bytes[..bytes.len() / 2]).expect("truncate");
     let r = train_sft(&TrainConfig { resume: true, ..cfg.clone() }, quiet).expect("resume");
-    assert_eq!(r.resumed_from, Some(3));
+    assert_eq!(r.resumed_from, Some(2));
     assert!(!ck.join(".tmp-step-00000006-1-2").exists(), "temporary directories are cleaned up");
     let full = train_sft(&config(&f, &f.sft, "r-full"), quiet).expect("full");
     assert_eq!(adapter_bytes(&r), adapter_bytes(&full));
