@@ -361,3 +361,48 @@ fn plugin_list_shows_roles_and_refusals() {
     let out = techne(&["plugin", "list", "."], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
+
+/// A service model that is down falls back to the next model in its chain,
+/// so the run keeps going (LlamaDuo's "service continuity"); without the
+/// allow-listed host the configuration is refused.
+#[test]
+fn a_service_model_that_is_down_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        r#"
+inputs = ["What is the capital of France?", "Name a colour."]
+
+[network]
+allow-hosts = ["127.0.0.1"]
+
+[models.service]
+backend = "openai"
+base-url = "http://127.0.0.1:{port}/v1"
+model = "gpt-somewhere"
+max-retries = 1
+retry-base-ms = 10
+connect-timeout-ms = 500
+fallbacks = ["local"]
+
+[models.local]
+backend = "scripted"
+rules = [{{ contains = "capital of France", reply = "Paris" }}]
+fallback = {{ fixed = "Blue" }}
+
+[pipeline]
+answer-model = "service"
+"#
+    );
+    write(dir.path(), "run.toml", &config);
+    let out = techne(&["run", "run.toml", "--no-cache"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let results = std::fs::read_to_string(dir.path().join("runs/run/results.jsonl")).unwrap();
+    assert!(results.contains("\"answer\":\"Paris\"") && results.contains("\"answer\":\"Blue\""), "{results}");
+
+    write(dir.path(), "run.toml", &config.replace("allow-hosts = [\"127.0.0.1\"]", "allow-hosts = []"));
+    let out = techne(&["config", "check", "run.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("allow-hosts"), "{}", text(&out.stderr));
+}

@@ -112,7 +112,7 @@ pub fn build_models(config: &RunConfig) -> Result<ModelSet, RunError> {
             .map_err(|e| RunError::Model { model: name.clone(), message: e.to_string() })?;
         models.insert(name.clone(), backend);
     }
-    Ok(models)
+    Ok(crate::backends::openai::with_fallbacks(config, models))
 }
 
 /// Engine options from a configuration.
