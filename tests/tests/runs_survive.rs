@@ -270,3 +270,28 @@ fn a_spent_budget_stops_cleanly_and_the_run_resumes() {
     assert_eq!(results(&f.path("b")).len(), 10);
     assert_eq!(f.requests().len(), 20, "no item was requested twice");
 }
+
+#[test]
+fn a_cost_budget_stops_the_run_and_needs_prices() {
+    let f = Fixture::new(8, 0, 1);
+    // The scripted model counts words as tokens; price generated tokens at
+    // 1 per token (1e6 per million) and stop at 12.
+    f.write_config(0, 1, "max-cost = 12.0\n[run.prices]\nscripted = { prompt = 0.0, completion = 1000000.0 }\n");
+    let out = f.run(&["run", "run.toml", "--output-dir", "c", "--no-cache"]);
+    assert_eq!(out.status.code(), Some(8), "{}", stdout(&out));
+    assert!(stdout(&out).contains("cost budget is spent"), "{}", stdout(&out));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("c/summary.json")).unwrap()).unwrap();
+    let cost = summary["usage"]["cost"].as_f64().unwrap();
+    assert!(cost >= 12.0, "{cost}");
+    let finished = journal_ids(&f.path("c")).len();
+    assert!(finished > 0 && finished < 8, "{finished}");
+    let out = f.run(&["run", "--resume", "c", "--no-cache", "--max-cost", "1000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(results(&f.path("c")).len(), 8);
+
+    f.write_config(0, 1, "max-cost = 1.0\n");
+    let out = f.run(&["run", "run.toml", "--output-dir", "d"]);
+    assert_eq!(out.status.code(), Some(3), "a cost budget without prices is a configuration error");
+    assert!(stdout(&out).contains("[run.prices]"), "{}", stdout(&out));
+}

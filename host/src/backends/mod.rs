@@ -193,6 +193,7 @@ pub struct ModelSet {
     models: BTreeMap<String, Arc<dyn ModelBackend>>,
     cache: Option<Arc<CallCache>>,
     meter: Arc<UsageMeter>,
+    prices: BTreeMap<String, meter::Price>,
 }
 
 impl ModelSet {
@@ -209,6 +210,11 @@ impl ModelSet {
     /// Use `cache` for every call.
     pub fn set_cache(&mut self, cache: Option<Arc<CallCache>>) {
         self.cache = cache;
+    }
+
+    /// Price the tokens of model `name` (for the cost estimate and budget).
+    pub fn set_price(&mut self, name: impl Into<String>, price: meter::Price) {
+        self.prices.insert(name.into(), price);
     }
 
     /// The cache in use, if any.
@@ -243,21 +249,20 @@ impl ModelSet {
         request: GenerationRequest,
     ) -> Result<Generation, BackendError> {
         let backend = self.backend(name)?;
+        let price = self.prices.get(name).copied();
+        let call = async {
+            self.meter.count_request();
+            let generation = backend.generate(request.clone()).await?;
+            if let Some(price) = price {
+                self.meter.count_cost(price.cost(generation.prompt_tokens, generation.completion_tokens));
+            }
+            Ok(generation)
+        };
         let generation = match &self.cache {
             Some(cache) => {
-                let key = CallCache::key("generate", &backend.identity(), caller, &request);
-                let meter = &self.meter;
-                cache
-                    .get_or_call(key, async {
-                        meter.count_request();
-                        backend.generate(request).await
-                    })
-                    .await?
+                cache.get_or_call(CallCache::key("generate", &backend.identity(), caller, &request), call).await?
             }
-            None => {
-                self.meter.count_request();
-                backend.generate(request).await?
-            }
+            None => call.await?,
         };
         self.meter.count_tokens(generation.prompt_tokens, generation.completion_tokens);
         Ok(generation)

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Start no new item once this many tokens were used (overrides `max-tokens`).
     #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// Start no new item once the estimated spend reaches this (overrides `max-cost`; needs `[run.prices]`).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
     /// Settings that override the file and the environment.
     #[command(flatten)]
     pub overrides: OverrideArgs,
@@ -477,6 +480,7 @@ async fn run_command(
     let budget = crate::backends::meter::Budget {
         max_requests: args.max_requests.or(config.run.max_requests),
         max_tokens: args.max_tokens.or(config.run.max_tokens),
+        max_cost: args.max_cost.or(config.run.max_cost),
     };
     let cache = if args.no_cache {
         crate::runs::CacheChoice::Off
@@ -522,7 +526,7 @@ async fn run_command(
         }
         Some(crate::runs::StopReason::Budget(reason)) => {
             println!(
-                "stopped: {reason}; continue with `techne run --resume {}` (raise it with --max-requests / --max-tokens)",
+                "stopped: {reason}; continue with `techne run --resume {}` (raise it with --max-requests / --max-tokens / --max-cost)",
                 dir.display()
             );
             Ok(exit_codes::BUDGET)

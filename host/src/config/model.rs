@@ -67,6 +67,11 @@ pub struct RunSection {
     pub max_requests: Option<u64>,
     /// Start no new item once this many tokens (prompt + generated) were used.
     pub max_tokens: Option<u64>,
+    /// Start no new item once the estimated spend reaches this (needs `[run.prices]`).
+    pub max_cost: Option<f64>,
+    /// Prices per million tokens by model name, for the cost estimate.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, crate::backends::meter::Price>,
 }
 
 impl Default for RunSection {
@@ -79,6 +84,8 @@ impl Default for RunSection {
             limit: None,
             max_requests: None,
             max_tokens: None,
+            max_cost: None,
+            prices: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -400,6 +407,24 @@ pub const MAX_PLUGIN_MEMORY_MIB: u64 = 4096;
 pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
     if config.run.concurrency == 0 {
         return Err(("run.concurrency".into(), "must be at least 1".into()));
+    }
+    for (model, price) in &config.run.prices {
+        if !config.models.contains_key(model) {
+            return Err((
+                format!("run.prices.{model}"),
+                format!("model '{model}' is not defined: add a [models.{model}] table"),
+            ));
+        }
+        if !(price.prompt >= 0.0 && price.completion >= 0.0) {
+            return Err((format!("run.prices.{model}"), "prices must be non-negative numbers".into()));
+        }
+    }
+    if config.run.max_cost.is_some() && config.run.prices.is_empty() {
+        return Err((
+            "run.max-cost".into(),
+            "a cost budget needs prices: add [run.prices] MODEL = { prompt = …, completion = … } (per million tokens)"
+                .into(),
+        ));
     }
     for (i, host) in config.network.allow_hosts.iter().enumerate() {
         crate::backends::openai::check_allow_host(host).map_err(|m| (format!("network.allow-hosts[{i}]"), m))?;

@@ -112,6 +112,9 @@ pub fn build_models(config: &RunConfig) -> Result<ModelSet, RunError> {
             .map_err(|e| RunError::Model { model: name.clone(), message: e.to_string() })?;
         models.insert(name.clone(), backend);
     }
+    for (name, price) in &config.run.prices {
+        models.set_price(name.clone(), *price);
+    }
     Ok(crate::backends::openai::with_fallbacks(config, models))
 }
 

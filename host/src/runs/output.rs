@@ -381,6 +381,7 @@ impl RunSummary {
             "| tokens | {} prompt, {} generated |\n",
             self.usage.prompt_tokens, self.usage.completion_tokens
         ));
+        md.push_str(&format!("| estimated cost | {:.4} |\n", self.usage.cost));
         md.push_str(&format!("| wall time | {:.2} s |\n", self.elapsed_s));
         md.push_str(&self.comparison_table());
         if !self.failures_by_kind.is_empty() {
@@ -457,9 +458,10 @@ impl Progress {
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
             let failed = if result.failure.is_some() { " (last item failed)" } else { "" };
             bar.set_message(format!(
-                "{} requests  {:.0} tokens/s{failed}",
+                "{} requests  {:.0} tokens/s  spent {:.4}{failed}",
                 usage.requests,
-                (usage.prompt_tokens + usage.completion_tokens) as f64 / secs
+                (usage.prompt_tokens + usage.completion_tokens) as f64 / secs,
+                usage.cost
             ));
         }
     }

@@ -237,8 +237,9 @@ td,th{{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;font-size:.9rem
     }
     html.push_str("<h2>Latency distribution</h2>");
     html.push_str(&latency_chart(summary, results));
-    html.push_str("<h2>Tokens</h2>");
+    html.push_str("<h2>Tokens and cost</h2>");
     html.push_str(&token_chart(summary));
+    let _ = write!(html, "<p>estimated cost of the calls that reached a model: {:.4}</p>", summary.usage.cost);
     if !summary.failures_by_kind.is_empty() {
         html.push_str("<h2>Failures</h2><table><tr><th>kind</th><th>items</th></tr>");
         for (kind, n) in &summary.failures_by_kind {
