@@ -21,6 +21,8 @@
 //! y = h + down_proj(silu(gate_proj(m)) · up_proj(m))                   m = rms_norm(h)·ffn_norm
 //! ```
 
+use std::sync::Arc;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Shape, Storage, Tensor};
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,7 @@ use techne_inference::onnx_export::{LlamaConfig, rotary_caches};
 
 use crate::error::{Result, TrainError};
 use crate::lora::LoraAdapters;
-use crate::ops::{CausalSoftmax, RmsNorm, Rope, TargetLogprob};
+use crate::ops::{CausalSoftmax, DropMask, LoraLinear, RmsNorm, Rope, TargetLogprob};
 use crate::rng::Rng;
 
 /// The seven linear projections of a llama decoder layer.
@@ -320,23 +322,17 @@ impl Llama {
     }
 
     fn linear(&self, layer: usize, p: Proj, x: &Tensor, opts: &mut ForwardOptions<'_>) -> Result<Tensor> {
-        let y = self.layers[layer].proj[p.index()].forward(x)?;
+        let base = &self.layers[layer].proj[p.index()];
         match opts.lora.and_then(|l| l.pair(layer, p).map(|pair| (l, pair))) {
             Some((l, pair)) => {
-                let xin = match (opts.dropout_rng.as_deref_mut(), l.config.dropout) {
-                    (Some(rng), p) if p > 0.0 => {
-                        let keep = 1.0 - p;
-                        let scale = (1.0 / keep) as f32;
-                        let mask: Vec<f32> =
-                            (0..x.elem_count()).map(|_| if f64::from(rng.next_f32()) < keep { scale } else { 0.0 }).collect();
-                        (x * Tensor::from_vec(mask, x.shape(), &self.device)?)?
-                    }
-                    _ => x.clone(),
+                let mask = match opts.dropout_rng.as_deref_mut() {
+                    Some(rng) if l.config.dropout > 0.0 => Some(Arc::new(DropMask::sample(rng, x.elem_count(), l.config.dropout))),
+                    _ => None,
                 };
-                let delta = xin.matmul(&pair.a.as_tensor().t()?)?.matmul(&pair.b.as_tensor().t()?)?;
-                Ok((y + delta.affine(l.scale(), 0.0)?)?)
+                let op = LoraLinear { base: base.clone(), scale: l.scale(), mask };
+                Ok(x.contiguous()?.apply_op3(pair.a.as_tensor(), pair.b.as_tensor(), op)?)
             }
-            None => Ok(y),
+            None => Ok(base.forward(x)?),
         }
     }
 

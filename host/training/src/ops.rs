@@ -287,3 +287,135 @@ impl CustomOp1 for TargetLogprob {
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
+
+/// A dropout mask stored as bits (1 = keep), with the `1/(1−p)` scale of
+/// the kept values.
+#[derive(Debug, Clone)]
+pub struct DropMask {
+    bits: Vec<u64>,
+    len: usize,
+    scale: f32,
+}
+
+impl DropMask {
+    /// Draws a mask of `len` elements keeping each with probability
+    /// `1 − p` (one `next_f32` per element, in order).
+    pub fn sample(rng: &mut crate::rng::Rng, len: usize, p: f64) -> Self {
+        let keep = 1.0 - p;
+        let mut bits = vec![0u64; len.div_ceil(64)];
+        for i in 0..len {
+            if f64::from(rng.next_f32()) < keep {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Self { bits, len, scale: (1.0 / keep) as f32 }
+    }
+
+    /// `x ⊙ mask / (1 − p)`.
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        x.iter().enumerate().map(|(i, &v)| if self.bits[i / 64] >> (i % 64) & 1 == 1 { v * self.scale } else { 0.0 }).collect()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mask is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A frozen projection with a LoRA adapter, as one op on
+/// `(x [.., in], A [r, in], B [out, r])`:
+/// `y = x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ`. Only the dropout *bits* are kept for
+/// the backward pass (the masked input is recomputed), and no gradient is
+/// formed for `W` or for the mask — with candle's generic ops each adapted
+/// projection would keep the mask, the masked input and their gradients.
+#[derive(Debug, Clone)]
+pub struct LoraLinear {
+    /// The frozen weight.
+    pub base: crate::model::FrozenLinear,
+    /// `α / r`.
+    pub scale: f64,
+    /// The dropout mask of this call (`None`: no dropout).
+    pub mask: Option<std::sync::Arc<DropMask>>,
+}
+
+impl LoraLinear {
+    fn masked(&self, x: &[f32]) -> candle_core::Result<Vec<f32>> {
+        match &self.mask {
+            Some(m) if m.len() == x.len() => Ok(m.apply(x)),
+            Some(m) => candle_core::bail!("lora-linear: mask of {} for {} inputs", m.len(), x.len()),
+            None => Ok(x.to_vec()),
+        }
+    }
+}
+
+fn tensor_from(s: &CpuStorage, l: &Layout, op: &str) -> candle_core::Result<Tensor> {
+    let data = contiguous_f32(s, l, op)?;
+    Tensor::from_slice(data, l.shape(), &candle_core::Device::Cpu)
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (base, shape) = self.base.cpu_fwd(sx, lx)?;
+        let x = contiguous_f32(sx, lx, "lora-linear")?;
+        let k = last_dim(lx)?;
+        let m = x.len() / k;
+        let xin = Tensor::from_vec(self.masked(x)?, (m, k), &candle_core::Device::Cpu)?;
+        let a = tensor_from(sa, la, "lora-linear")?;
+        let b = tensor_from(sb, lb, "lora-linear")?;
+        let delta = xin.matmul(&a.t()?)?.matmul(&b.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        let CpuStorage::F32(mut y) = base else {
+            candle_core::bail!("lora-linear: expected f32");
+        };
+        if y.len() != delta.len() {
+            candle_core::bail!("lora-linear: base output {} vs adapter output {}", y.len(), delta.len());
+        }
+        let s = self.scale as f32;
+        for (o, d) in y.iter_mut().zip(delta) {
+            *o += s * d;
+        }
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (a, b) = (a.detach(), b.detach());
+        let k = x.dims().last().copied().unwrap_or(1);
+        let n = b.dim(0)?;
+        let m = x.elem_count() / k;
+        let g = grad.detach().contiguous()?.reshape((m, n))?;
+        let xin = with_f32(x, "lora-linear", |xs| self.masked(xs))?;
+        let xin = Tensor::from_vec(xin, (m, k), x.device())?;
+        let gb = g.matmul(&b)?; // [m, r]
+        let grad_a = (gb.t()?.matmul(&xin)? * self.scale)?;
+        let r = xin.matmul(&a.t()?)?; // [m, r]
+        let grad_b = (g.t()?.matmul(&r)? * self.scale)?;
+        let gx_lora = (gb.matmul(&a)? * self.scale)?.flatten_all()?.to_vec1::<f32>()?;
+        let gx_lora = self.masked(&gx_lora)?;
+        let gx_base = self.base.bwd(x, x, grad)?.ok_or_else(|| candle_core::Error::Msg("lora-linear: no base gradient".into()))?;
+        let gx = (gx_base + Tensor::from_vec(gx_lora, x.shape(), x.device())?)?;
+        Ok((Some(gx), Some(grad_a), Some(grad_b)))
+    }
+}

@@ -106,3 +106,43 @@ fn target_logprob_matches_gathered_log_softmax() {
     let x = Tensor::zeros((5, 10), candle_core::DType::F32, &Device::Cpu).expect("x");
     assert!(x.apply_op1(bad).is_err());
 }
+
+#[test]
+fn lora_linear_matches_composed_with_dropout() {
+    use std::sync::Arc;
+    use techne_training::model::FrozenLinear;
+    use techne_training::ops::{DropMask, LoraLinear};
+    let d = Device::Cpu;
+    let (b, s, k, n, r) = (2, 3, 8, 5, 3);
+    let w = Tensor::from_vec(rand(n * k, 1, 1.0), (n, k), &d).expect("w");
+    let mask = DropMask::sample(&mut Rng::new(3), b * s * k, 0.3);
+    let mvals = Tensor::from_vec(mask.apply(&vec![1.0; b * s * k]), (b, s, k), &d).expect("mask");
+    assert!(mask.apply(&vec![1.0; b * s * k]).iter().any(|&v| v == 0.0), "some inputs are dropped");
+    let vars = |seed: u64| {
+        (
+            Var::from_vec(rand(b * s * k, seed, 1.0), (b, s, k), &d).expect("x"),
+            Var::from_vec(rand(r * k, seed + 1, 1.0), (r, k), &d).expect("a"),
+            Var::from_vec(rand(n * r, seed + 2, 1.0), (n, r), &d).expect("b"),
+        )
+    };
+    let (xa, aa, ba) = vars(10);
+    let (xb, ab, bb) = vars(10);
+    let op = LoraLinear { base: FrozenLinear::new(w.clone()).expect("base"), scale: 0.7, mask: Some(Arc::new(mask)) };
+    let ya = xa.as_tensor().apply_op3(aa.as_tensor(), ba.as_tensor(), op).expect("op");
+    let xin = (xb.as_tensor() * &mvals).expect("mask");
+    let delta = xin
+        .broadcast_matmul(&ab.as_tensor().t().expect("t"))
+        .expect("mm")
+        .broadcast_matmul(&bb.as_tensor().t().expect("t"))
+        .expect("mm");
+    let yb = (xb.as_tensor().broadcast_matmul(&w.t().expect("t")).expect("mm") + (delta * 0.7).expect("s")).expect("add");
+    assert!(max_diff(&ya, &yb) < 1e-5, "forward differs by {}", max_diff(&ya, &yb));
+    let c = Tensor::from_vec(rand(b * s * n, 20, 1.0), (b, s, n), &d).expect("c");
+    let ga = (ya * &c).expect("m").sum_all().expect("s").backward().expect("bwd");
+    let gb = (yb * &c).expect("m").sum_all().expect("s").backward().expect("bwd");
+    for (va, vb, what) in [(&xa, &xb, "x"), (&aa, &ab, "A"), (&ba, &bb, "B")] {
+        let (p, q) = (ga.get(va.as_tensor()).expect("grad"), gb.get(vb.as_tensor()).expect("grad"));
+        assert!(max_diff(p, q) < 1e-5, "gradient of {what} differs by {}", max_diff(p, q));
+    }
+    assert!(ga.get(&w).is_none(), "the frozen weight gets no gradient");
+}
