@@ -35,10 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let dir = tempfile::tempdir()?;
-    let words = [
-        "the", "model", "learns", "from", "data", "while", "gradients", "flow", "through", "frozen", "weights", "and", "small",
-        "adapters", "capture", "what", "matters", "for", "each", "task", "quickly", "on", "two", "cores",
-    ];
+    let words: Vec<&str> =
+        "the model learns from data while gradients flow through frozen weights and small adapters capture what matters \
+         for each task quickly on two cores"
+            .split_whitespace()
+            .collect();
     let mut rng = Rng::new(1);
     let mut text = String::new();
     for _ in 0..4 * (steps + 1) {
@@ -68,7 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = train_sft(&cfg, |e| {
         match e {
             TrainEvent::Prepared { trainable_params, .. } => {
-                println!("model and data loaded in {:.1}s; {trainable_params} trainable parameters", t0.elapsed().as_secs_f64())
+                println!(
+                    "model and data loaded in {:.1}s; {trainable_params} trainable parameters",
+                    t0.elapsed().as_secs_f64()
+                )
             }
             TrainEvent::Step(r) => {
                 let cpu = cpu_seconds();

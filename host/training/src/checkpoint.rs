@@ -219,9 +219,13 @@ pub fn exists(output_dir: &Path) -> bool {
 fn load_dir(dir: &Path) -> Result<Checkpoint> {
     let s = dir.join(STATE);
     let bytes = std::fs::read(&s).map_err(io_err(&s))?;
-    let state: TrainerState = serde_json::from_slice(&bytes).map_err(|e| ck_err(&s, format!("unreadable state ({e})")))?;
+    let state: TrainerState =
+        serde_json::from_slice(&bytes).map_err(|e| ck_err(&s, format!("unreadable state ({e})")))?;
     if state.format_version != CHECKPOINT_VERSION {
-        return Err(ck_err(&s, format!("format version {} (this build reads {CHECKPOINT_VERSION})", state.format_version)));
+        return Err(ck_err(
+            &s,
+            format!("format version {} (this build reads {CHECKPOINT_VERSION})", state.format_version),
+        ));
     }
     let load = |name: &str| -> Result<HashMap<String, Tensor>> {
         let p = dir.join(name);
@@ -271,10 +275,9 @@ impl Checkpoint {
         let mut v = Vec::with_capacity(vars.len());
         for (n, var) in &vars {
             for (prefix, dst) in [("m", &mut m), ("v", &mut v)] {
-                let t = self
-                    .optimizer
-                    .get(&format!("{prefix}.{n}"))
-                    .ok_or_else(|| ck_err(&p, format!("`{prefix}.{n}` is missing: the checkpoint was written for other LoRA settings")))?;
+                let t = self.optimizer.get(&format!("{prefix}.{n}")).ok_or_else(|| {
+                    ck_err(&p, format!("`{prefix}.{n}` is missing: the checkpoint was written for other LoRA settings"))
+                })?;
                 if t.elem_count() != var.elem_count() {
                     return Err(ck_err(&p, format!("`{prefix}.{n}` has the wrong size")));
                 }

@@ -135,7 +135,9 @@ impl TextCodec {
 
     fn template(&self) -> Result<&ChatTemplate> {
         self.template.as_ref().ok_or_else(|| {
-            TrainError::Config("the model has no chat template (tokenizer.chat_template): train with template = raw".into())
+            TrainError::Config(
+                "the model has no chat template (tokenizer.chat_template): train with template = raw".into(),
+            )
         })
     }
 
@@ -159,7 +161,11 @@ impl TextCodec {
     /// `i` with `train(i)` (an assistant message), the text the template adds
     /// for the generation prompt is untrained, the rest of the message is
     /// trained.
-    pub fn chat_segments(&self, messages: &[ChatMessage], train: impl Fn(usize) -> bool) -> Result<Vec<(String, bool)>> {
+    pub fn chat_segments(
+        &self,
+        messages: &[ChatMessage],
+        train: impl Fn(usize) -> bool,
+    ) -> Result<Vec<(String, bool)>> {
         let t = self.template()?;
         let mut segs = Vec::new();
         let mut done = String::new();
@@ -169,7 +175,8 @@ impl TextCodec {
             }
             let prefix = t.render(&messages[..i], true)?;
             let full = t.render(&messages[..=i], false)?;
-            let (Some(head), Some(body)) = (prefix.strip_prefix(done.as_str()), full.strip_prefix(prefix.as_str())) else {
+            let (Some(head), Some(body)) = (prefix.strip_prefix(done.as_str()), full.strip_prefix(prefix.as_str()))
+            else {
                 return Err(TrainError::Config(
                     "the chat template does not render conversations as prefixes of each other, so assistant turns cannot be isolated: train with template = raw".into(),
                 ));
@@ -255,7 +262,9 @@ impl TextCodec {
         let (Some(c), Some(r)) = (obj.get("chosen"), obj.get("rejected")) else {
             return Err("expected `prompt`, `chosen` and `rejected` (TRL preference format)".into());
         };
-        if let (Some(Value::String(p)), Value::String(c), Value::String(r), TemplateMode::Raw) = (obj.get("prompt"), c, r, mode) {
+        if let (Some(Value::String(p)), Value::String(c), Value::String(r), TemplateMode::Raw) =
+            (obj.get("prompt"), c, r, mode)
+        {
             let prompt = self.encode_prompt(p).map_err(|e| e.to_string())?;
             let enc = |s: &str| -> std::result::Result<Vec<u32>, String> {
                 let mut ids = self.encode(s, false).map_err(|e| e.to_string())?;
@@ -268,12 +277,17 @@ impl TextCodec {
             return Err("with template = raw, `prompt`, `chosen` and `rejected` must be strings".into());
         }
         let (prompt, chosen, rejected) = match obj.get("prompt") {
-            Some(p) => (as_messages(p, "prompt", "user")?, as_messages(c, "chosen", "assistant")?, as_messages(r, "rejected", "assistant")?),
+            Some(p) => (
+                as_messages(p, "prompt", "user")?,
+                as_messages(c, "chosen", "assistant")?,
+                as_messages(r, "rejected", "assistant")?,
+            ),
             None => {
                 let c = parse_messages(c, "chosen")?;
                 let r = parse_messages(r, "rejected")?;
                 let common = c.iter().zip(&r).take_while(|(a, b)| a == b).count();
-                let common = (0..=common).rev().find(|&k| c.get(k).is_some_and(|m| m.role == "assistant")).unwrap_or(common);
+                let common =
+                    (0..=common).rev().find(|&k| c.get(k).is_some_and(|m| m.role == "assistant")).unwrap_or(common);
                 (c[..common].to_vec(), c[common..].to_vec(), r[common..].to_vec())
             }
         };
@@ -304,7 +318,8 @@ fn parse_messages(v: &Value, field: &str) -> std::result::Result<Vec<ChatMessage
     let arr = v.as_array().ok_or_else(|| format!("`{field}` must be a list of {{\"role\", \"content\"}} messages"))?;
     let mut out = Vec::with_capacity(arr.len());
     for (i, m) in arr.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).ok_or_else(|| format!("`{field}[{i}]` has no string `role`"))?;
+        let role =
+            m.get("role").and_then(Value::as_str).ok_or_else(|| format!("`{field}[{i}]` has no string `role`"))?;
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) => {
@@ -313,7 +328,11 @@ fn parse_messages(v: &Value, field: &str) -> std::result::Result<Vec<ChatMessage
                 for p in parts {
                     match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                         (Some("text"), Some(t)) => s.push_str(t),
-                        _ => return Err(format!("`{field}[{i}].content` has a non-text part; only text can be trained on")),
+                        _ => {
+                            return Err(format!(
+                                "`{field}[{i}].content` has a non-text part; only text can be trained on"
+                            ));
+                        }
                     }
                 }
                 s
@@ -344,7 +363,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn read_lines(path: &Path) -> Result<(Vec<(usize, Value)>, String)> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let sha = sha256_hex(&bytes);
-    let text = std::str::from_utf8(&bytes).map_err(|e| data_err(path, 0, format!("the file is not UTF-8 ({e}); save it as UTF-8 JSONL")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| data_err(path, 0, format!("the file is not UTF-8 ({e}); save it as UTF-8 JSONL")))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -384,7 +404,9 @@ pub fn load_sft(path: &Path, codec: &TextCodec, mode: TemplateMode, max_len: usi
         return Err(data_err(
             path,
             0,
-            format!("no example has a trained token within max_seq_len = {max_len}; raise max_seq_len or add assistant turns"),
+            format!(
+                "no example has a trained token within max_seq_len = {max_len}; raise max_seq_len or add assistant turns"
+            ),
         ));
     }
     Ok(Dataset { examples, path: path.to_path_buf(), sha256, skipped, truncated })
@@ -393,7 +415,12 @@ pub fn load_sft(path: &Path, codec: &TextCodec, mode: TemplateMode, max_len: usi
 /// Reads and tokenizes a preference file. When prompt plus the longer
 /// completion exceed `max_len`, the prompt loses tokens from its start (at
 /// least one is kept), then the completions are cut at the end.
-pub fn load_preferences(path: &Path, codec: &TextCodec, mode: TemplateMode, max_len: usize) -> Result<Dataset<PreferenceExample>> {
+pub fn load_preferences(
+    path: &Path,
+    codec: &TextCodec,
+    mode: TemplateMode,
+    max_len: usize,
+) -> Result<Dataset<PreferenceExample>> {
     let (lines, sha256) = read_lines(path)?;
     let mut examples = Vec::with_capacity(lines.len());
     let (mut skipped, mut truncated) = (0, 0);
@@ -415,7 +442,11 @@ pub fn load_preferences(path: &Path, codec: &TextCodec, mode: TemplateMode, max_
         examples.push(ex);
     }
     if examples.is_empty() {
-        return Err(data_err(path, 0, format!("no usable preference pair within max_seq_len = {max_len}; raise max_seq_len")));
+        return Err(data_err(
+            path,
+            0,
+            format!("no usable preference pair within max_seq_len = {max_len}; raise max_seq_len"),
+        ));
     }
     Ok(Dataset { examples, path: path.to_path_buf(), sha256, skipped, truncated })
 }

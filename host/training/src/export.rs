@@ -72,7 +72,7 @@ impl WeightFormat {
 
     /// Encodes row-major values (rows of `row_len`) in this format.
     pub fn encode(self, data: &[f32], row_len: usize) -> Result<Vec<u8>> {
-        if !matches!(self, Self::F32 | Self::F16) && row_len % 32 != 0 {
+        if !matches!(self, Self::F32 | Self::F16) && !row_len.is_multiple_of(32) {
             return Err(TrainError::Config(format!(
                 "rows of {row_len} values cannot be stored as {self:?} (blocks of 32): use f16 or f32"
             )));
@@ -263,7 +263,13 @@ pub struct MergedRecord {
 
 /// Imports a merged GGUF into `registry` as `name` (the same importer as
 /// `techne models import`) and writes `lineage.json` next to the entry.
-pub fn register_merged(registry: &Registry, name: &str, merged_gguf: &Path, lineage: &Lineage, max_context: Option<usize>) -> Result<ModelEntry> {
+pub fn register_merged(
+    registry: &Registry,
+    name: &str,
+    merged_gguf: &Path,
+    lineage: &Lineage,
+    max_context: Option<usize>,
+) -> Result<ModelEntry> {
     let options = ExportOptions { max_context, ..ExportOptions::default() };
     let entry = registry.import_as(merged_gguf, name, &options)?;
     let bytes = serde_json::to_vec_pretty(lineage).map_err(|e| TrainError::Config(e.to_string()))?;

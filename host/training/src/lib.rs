@@ -52,4 +52,7 @@ pub use export::{Lineage, ResolvedModel, WeightFormat, resolve_model};
 pub use lora::{LoraAdapters, LoraConfig};
 pub use model::{Llama, Proj};
 pub use optim::{OptimConfig, Schedule};
-pub use trainer::{Control, DpoStats, RegisteredModel, StepRecord, TrainConfig, TrainEvent, TrainKind, TrainReport, train_dpo, train_sft};
+pub use trainer::{
+    Control, DpoStats, RegisteredModel, StepRecord, TrainConfig, TrainEvent, TrainKind, TrainReport, train_dpo,
+    train_sft,
+};

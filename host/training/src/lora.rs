@@ -210,7 +210,11 @@ impl LoraAdapters {
         }
         for ((name, var), vals) in vars.iter().zip(values) {
             if vals.len() != var.elem_count() {
-                return Err(TrainError::Model(format!("{name}: {} values given, {} expected", vals.len(), var.elem_count())));
+                return Err(TrainError::Model(format!(
+                    "{name}: {} values given, {} expected",
+                    vals.len(),
+                    var.elem_count()
+                )));
             }
             var.set(&Tensor::from_slice(vals, var.shape(), var.device())?)?;
         }
@@ -249,7 +253,12 @@ impl LoraAdapters {
             if t.dims() != var.dims() || t.dtype() != DType::F32 {
                 return Err(TrainError::Checkpoint {
                     path: source.to_path_buf(),
-                    message: format!("tensor `{name}` has shape {:?} {:?}, expected {:?} f32", t.dims(), t.dtype(), var.dims()),
+                    message: format!(
+                        "tensor `{name}` has shape {:?} {:?}, expected {:?} f32",
+                        t.dims(),
+                        t.dtype(),
+                        var.dims()
+                    ),
                 });
             }
             values.push(t.flatten_all()?.to_vec1::<f32>()?);
@@ -278,8 +287,10 @@ impl LoraAdapters {
     pub fn load(dir: &Path, model: &LlamaConfig) -> Result<Self> {
         let cpath = dir.join(ADAPTER_CONFIG_FILE);
         let bytes = std::fs::read(&cpath).map_err(crate::error::io_err(&cpath))?;
-        let cfg: AdapterFileConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| TrainError::Checkpoint { path: cpath.clone(), message: format!("not an adapter config: {e}") })?;
+        let cfg: AdapterFileConfig = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint {
+            path: cpath.clone(),
+            message: format!("not an adapter config: {e}"),
+        })?;
         if cfg.n_layers != model.n_layers || cfg.hidden != model.hidden {
             return Err(TrainError::Checkpoint {
                 path: cpath,
@@ -291,8 +302,10 @@ impl LoraAdapters {
         }
         let adapters = Self::new(&cfg.lora, model, &mut Rng::new(0))?;
         let path = dir.join(ADAPTER_FILE);
-        let map = candle_core::safetensors::load(&path, &Device::Cpu)
-            .map_err(|e| TrainError::Checkpoint { path: path.clone(), message: format!("unreadable adapter weights: {e}") })?;
+        let map = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            message: format!("unreadable adapter weights: {e}"),
+        })?;
         adapters.load_tensor_map(&map, &path)?;
         Ok(adapters)
     }

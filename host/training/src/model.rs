@@ -56,7 +56,8 @@ pub enum Proj {
 
 impl Proj {
     /// All projections, in layer order.
-    pub const ALL: [Proj; 7] = [Proj::QProj, Proj::KProj, Proj::VProj, Proj::OProj, Proj::GateProj, Proj::UpProj, Proj::DownProj];
+    pub const ALL: [Proj; 7] =
+        [Proj::QProj, Proj::KProj, Proj::VProj, Proj::OProj, Proj::GateProj, Proj::UpProj, Proj::DownProj];
 
     /// The HuggingFace/PEFT module name (`q_proj`, …).
     pub fn name(self) -> &'static str {
@@ -326,7 +327,9 @@ impl Llama {
         match opts.lora.and_then(|l| l.pair(layer, p).map(|pair| (l, pair))) {
             Some((l, pair)) => {
                 let mask = match opts.dropout_rng.as_deref_mut() {
-                    Some(rng) if l.config.dropout > 0.0 => Some(Arc::new(DropMask::sample(rng, x.elem_count(), l.config.dropout))),
+                    Some(rng) if l.config.dropout > 0.0 => {
+                        Some(Arc::new(DropMask::sample(rng, x.elem_count(), l.config.dropout)))
+                    }
                     _ => None,
                 };
                 let op = LoraLinear { base: base.clone(), scale: l.scale(), mask };
@@ -339,7 +342,13 @@ impl Llama {
     /// The final hidden states (after the output norm), `[B·S, hidden]`, for
     /// `ids` (`B` right-padded rows of `S` token ids, row-major). Padding
     /// must come after the real tokens: attention is causal only.
-    pub fn forward_hidden(&self, ids: &[u32], batch: usize, seq: usize, opts: &mut ForwardOptions<'_>) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        opts: &mut ForwardOptions<'_>,
+    ) -> Result<Tensor> {
         let c = &self.cfg;
         if ids.len() != batch * seq || seq == 0 {
             return Err(TrainError::Model(format!("{} token ids do not form {batch} rows of {seq}", ids.len())));

@@ -90,8 +90,9 @@ impl CustomOp1 for RmsNorm {
         let out = with_f32(arg, "rms-norm", |x| {
             with_f32(grad, "rms-norm", |g| {
                 let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(n * ROW_CHUNK).zip(x.par_chunks(n * ROW_CHUNK).zip(g.par_chunks(n * ROW_CHUNK))).for_each(
-                    |(dc, (xc, gc))| {
+                dx.par_chunks_mut(n * ROW_CHUNK)
+                    .zip(x.par_chunks(n * ROW_CHUNK).zip(g.par_chunks(n * ROW_CHUNK)))
+                    .for_each(|(dc, (xc, gc))| {
                         for ((dr, xr), gr) in dc.chunks_mut(n).zip(xc.chunks(n)).zip(gc.chunks(n)) {
                             let r = self.inv_rms(xr);
                             // dx_j = r·w_j·g_j − x_j·r³/n·Σ_i w_i·g_i·x_i
@@ -101,8 +102,7 @@ impl CustomOp1 for RmsNorm {
                                 *d = r * w * g - x * c;
                             }
                         }
-                    },
-                );
+                    });
                 Ok(dx)
             })
         })?;
@@ -131,7 +131,10 @@ impl Rope {
         let (s, h, d) = (*s, *h, *d);
         let half = self.rope_dim / 2;
         if self.rope_dim > d || self.cos.len() < s * half {
-            candle_core::bail!("rope: tables for {} positions × {half} do not fit {dims:?}", self.cos.len() / half.max(1));
+            candle_core::bail!(
+                "rope: tables for {} positions × {half} do not fit {dims:?}",
+                self.cos.len() / half.max(1)
+            );
         }
         let sign = if inverse { -1.0f32 } else { 1.0 };
         let mut y = x.to_vec();
@@ -216,8 +219,10 @@ impl CustomOp1 for CausalSoftmax {
         let dx = with_f32(res, "causal-softmax", |y| {
             with_f32(grad, "causal-softmax", |g| {
                 let mut dx = vec![0f32; y.len()];
-                dx.par_chunks_mut(n * ROW_CHUNK).zip(y.par_chunks(n * ROW_CHUNK).zip(g.par_chunks(n * ROW_CHUNK))).enumerate().for_each(
-                    |(ci, (dc, (yc, gc)))| {
+                dx.par_chunks_mut(n * ROW_CHUNK)
+                    .zip(y.par_chunks(n * ROW_CHUNK).zip(g.par_chunks(n * ROW_CHUNK)))
+                    .enumerate()
+                    .for_each(|(ci, (dc, (yc, gc)))| {
                         for (ri, ((dr, yr), gr)) in dc.chunks_mut(n).zip(yc.chunks(n)).zip(gc.chunks(n)).enumerate() {
                             let pos = (ci * ROW_CHUNK + ri) % n;
                             // dx = scale·y·(g − Σ g·y)
@@ -226,8 +231,7 @@ impl CustomOp1 for CausalSoftmax {
                                 *d = self.scale * y * (g - dot);
                             }
                         }
-                    },
-                );
+                    });
                 Ok(dx)
             })
         })?;
@@ -313,7 +317,10 @@ impl DropMask {
 
     /// `x ⊙ mask / (1 − p)`.
     pub fn apply(&self, x: &[f32]) -> Vec<f32> {
-        x.iter().enumerate().map(|(i, &v)| if self.bits[i / 64] >> (i % 64) & 1 == 1 { v * self.scale } else { 0.0 }).collect()
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| if self.bits[i / 64] >> (i % 64) & 1 == 1 { v * self.scale } else { 0.0 })
+            .collect()
     }
 
     /// The number of elements.
@@ -414,7 +421,10 @@ impl candle_core::CustomOp3 for LoraLinear {
         let grad_b = (g.t()?.matmul(&r)? * self.scale)?;
         let gx_lora = (gb.matmul(&a)? * self.scale)?.flatten_all()?.to_vec1::<f32>()?;
         let gx_lora = self.masked(&gx_lora)?;
-        let gx_base = self.base.bwd(x, x, grad)?.ok_or_else(|| candle_core::Error::Msg("lora-linear: no base gradient".into()))?;
+        let gx_base = self
+            .base
+            .bwd(x, x, grad)?
+            .ok_or_else(|| candle_core::Error::Msg("lora-linear: no base gradient".into()))?;
         let gx = (gx_base + Tensor::from_vec(gx_lora, x.shape(), x.device())?)?;
         Ok((Some(gx), Some(grad_a), Some(grad_b)))
     }

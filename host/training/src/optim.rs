@@ -106,7 +106,8 @@ impl OptimConfig {
     /// The learning rate of optimizer step `step` (0-based, as in
     /// transformers: the first step of a warmup runs at learning rate 0).
     pub fn lr_at(&self, step: usize, total_steps: usize) -> f64 {
-        self.learning_rate * lr_factor(self.schedule, step, self.warmup_for(total_steps), total_steps, self.min_lr_ratio)
+        self.learning_rate
+            * lr_factor(self.schedule, step, self.warmup_for(total_steps), total_steps, self.min_lr_ratio)
     }
 }
 
@@ -156,7 +157,11 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh state for tensors of the given element counts.
     pub fn new(sizes: &[usize]) -> Self {
-        Self { step: 0, m: sizes.iter().map(|&n| vec![0.0; n]).collect(), v: sizes.iter().map(|&n| vec![0.0; n]).collect() }
+        Self {
+            step: 0,
+            m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+        }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`, exactly the

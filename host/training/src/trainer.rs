@@ -324,7 +324,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// `−log σ(β·((π_c − π_r) − (ref_c − ref_r)))` per pair, computed stably as
 /// `softplus(−z)`. Inputs are `[n]` tensors of summed completion log-probabilities.
-pub fn dpo_loss(policy_chosen: &Tensor, policy_rejected: &Tensor, ref_chosen: &Tensor, ref_rejected: &Tensor, beta: f64) -> Result<Tensor> {
+pub fn dpo_loss(
+    policy_chosen: &Tensor,
+    policy_rejected: &Tensor,
+    ref_chosen: &Tensor,
+    ref_rejected: &Tensor,
+    beta: f64,
+) -> Result<Tensor> {
     let z = ((policy_chosen - policy_rejected)? - (ref_chosen - ref_rejected)?)?.affine(beta, 0.0)?;
     let x = z.neg()?;
     // softplus(x) = max(x, 0) + log(1 + exp(−|x|))
@@ -363,7 +369,12 @@ fn grid(seqs: &[(Vec<u32>, Vec<bool>)], pad: u32) -> Grid {
 
 /// Summed completion log-probabilities of every row of a DPO micro-batch
 /// (`[2n]`: the n chosen rows, then the n rejected rows).
-fn pair_logps(model: &Llama, pairs: &[&PreferenceExample], opts: &mut ForwardOptions<'_>, pad: u32) -> Result<(Tensor, usize, usize)> {
+fn pair_logps(
+    model: &Llama,
+    pairs: &[&PreferenceExample],
+    opts: &mut ForwardOptions<'_>,
+    pad: u32,
+) -> Result<(Tensor, usize, usize)> {
     let mut seqs = Vec::with_capacity(pairs.len() * 2);
     for which in 0..2 {
         for p in pairs {
@@ -441,7 +452,13 @@ fn sft_micro_loss(
 
 /// The SFT loss (mean NLL per trained token) of examples under the model with
 /// optional adapters, without dropout or gradients (for evaluation and tests).
-pub fn sft_eval_loss(model: &Llama, adapters: Option<&LoraAdapters>, examples: &[SftExample], batch: usize, pad: u32) -> Result<f64> {
+pub fn sft_eval_loss(
+    model: &Llama,
+    adapters: Option<&LoraAdapters>,
+    examples: &[SftExample],
+    batch: usize,
+    pad: u32,
+) -> Result<f64> {
     let total: usize = examples.iter().map(SftExample::n_targets).sum();
     let mut loss = 0f64;
     for chunk in examples.chunks(batch.max(1)) {
@@ -475,7 +492,11 @@ enum Data {
     Dpo(Dataset<PreferenceExample>),
 }
 
-fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<'_>) -> Control) -> Result<TrainReport> {
+fn run(
+    cfg: &TrainConfig,
+    kind: TrainKind,
+    mut progress: impl FnMut(&TrainEvent<'_>) -> Control,
+) -> Result<TrainReport> {
     cfg.validate()?;
     tune_allocator();
     let out = &cfg.output_dir;
@@ -553,7 +574,8 @@ fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<
         if expect != ck.state.order {
             return Err(TrainError::Checkpoint {
                 path: ck.dir.clone(),
-                message: "its data order differs from this build's: resume with the techne version that wrote it".into(),
+                message: "its data order differs from this build's: resume with the techne version that wrote it"
+                    .into(),
             });
         }
         rng = ck.state.rng.clone();
@@ -677,7 +699,10 @@ fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<
         }
         let grad_norm = clip_grad_norm(&mut grads, cfg.optim.max_grad_norm);
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step: step + 1, value: if loss_sum.is_finite() { grad_norm } else { loss_sum } });
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                value: if loss_sum.is_finite() { grad_norm } else { loss_sum },
+            });
         }
         let lr = cfg.optim.lr_at(step, total_steps);
         let mut params = adapters.to_flat()?;
@@ -748,7 +773,8 @@ fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<
     if !stopped_early && let Some(name) = &cfg.out_name {
         progress(&TrainEvent::Exporting);
         let merged_path = out.join(export::MERGED_GGUF);
-        let merged_sha = export::write_merged_gguf(&gguf, &model, &adapters, cfg.merged_format, &merged_path, Some(name))?;
+        let merged_sha =
+            export::write_merged_gguf(&gguf, &model, &adapters, cfg.merged_format, &merged_path, Some(name))?;
         let (adapter_sha256, _) = sha256_file(&out.join(crate::lora::ADAPTER_FILE))?;
         let mut hyper = settings.clone();
         hyper["merged_format"] = serde_json::to_value(cfg.merged_format).unwrap_or_default();
@@ -762,14 +788,27 @@ fn run(cfg: &TrainConfig, kind: TrainKind, mut progress: impl FnMut(&TrainEvent<
                 sha256: base_sha256.clone(),
                 general_name: gguf.get("general.name").and_then(|v| v.as_str()).map(str::to_string),
             },
-            dataset: DatasetRecord { path: cfg.data.display().to_string(), sha256: data_sha256.clone(), examples: n_examples, skipped, truncated },
+            dataset: DatasetRecord {
+                path: cfg.data.display().to_string(),
+                sha256: data_sha256.clone(),
+                examples: n_examples,
+                skipped,
+                truncated,
+            },
             hyperparameters: hyper,
             steps: report.steps.len(),
             final_loss: report.final_loss,
-            merged: MergedRecord { gguf: merged_path.display().to_string(), sha256: merged_sha, format: cfg.merged_format },
+            merged: MergedRecord {
+                gguf: merged_path.display().to_string(),
+                sha256: merged_sha,
+                format: cfg.merged_format,
+            },
             adapter_sha256,
             trainer: format!("techne-training {}", env!("CARGO_PKG_VERSION")),
-            created_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
         let registry = match &cfg.registry_dir {
             Some(d) => Registry::open(d)?,

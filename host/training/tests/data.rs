@@ -24,7 +24,10 @@ fn split(c: &TextCodec, ex: &SftExample) -> (String, String) {
 fn loss_is_on_assistant_tokens_only() {
     let c = codec();
     let ex = c
-        .sft_example(&json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}), TemplateMode::Chat)
+        .sft_example(
+            &json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}),
+            TemplateMode::Chat,
+        )
         .expect("example");
     let (prompt, answer) = split(&c, &ex);
     assert_eq!(prompt, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
@@ -62,7 +65,10 @@ fn prompt_completion_strings_equal_the_messages_form() {
     let c = codec();
     let a = c.sft_example(&json!({"prompt": "ping", "completion": "pong"}), TemplateMode::Chat).expect("pc");
     let b = c
-        .sft_example(&json!({"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}), TemplateMode::Chat)
+        .sft_example(
+            &json!({"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}),
+            TemplateMode::Chat,
+        )
         .expect("messages");
     assert_eq!(a, b);
     let conv = c
@@ -101,7 +107,11 @@ fn bad_records_name_the_line_and_the_fix() {
     let c = codec();
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\nnot json\n", 2, "not valid JSON"),
+        (
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\nnot json\n",
+            2,
+            "not valid JSON",
+        ),
         ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}\n", 1, "no assistant message"),
         ("{\"question\": \"x\"}\n", 1, "expected `messages`"),
         ("\n\n{\"messages\": [{\"role\": \"user\"}]}\n", 3, "no string `content`"),
@@ -147,7 +157,9 @@ fn truncation_and_skipping() {
 #[test]
 fn preference_formats() {
     let c = codec();
-    let a = c.preference_example(&json!({"prompt": "hi", "chosen": "hello", "rejected": "go away"}), TemplateMode::Chat).expect("strings");
+    let a = c
+        .preference_example(&json!({"prompt": "hi", "chosen": "hello", "rejected": "go away"}), TemplateMode::Chat)
+        .expect("strings");
     let dec = |ids: &[u32]| c.tokenizer().decode(ids, false).expect("decode");
     assert_eq!(dec(&a.prompt), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     assert_eq!(dec(&a.chosen), "hello<|im_end|>\n");
@@ -173,7 +185,9 @@ fn preference_formats() {
         )
         .expect("implicit prompt");
     assert_eq!(a, implicit);
-    let raw = c.preference_example(&json!({"prompt": "Q:", "chosen": " yes", "rejected": " no"}), TemplateMode::Raw).expect("raw");
+    let raw = c
+        .preference_example(&json!({"prompt": "Q:", "chosen": " yes", "rejected": " no"}), TemplateMode::Raw)
+        .expect("raw");
     assert_eq!(dec(&raw.chosen), " yes<|im_end|>");
     assert!(c.preference_example(&json!({"prompt": "x", "chosen": "y"}), TemplateMode::Chat).is_err());
 }

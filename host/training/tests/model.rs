@@ -22,7 +22,8 @@ fn random_adapters(model: &Llama, targets: Vec<Proj>, seed: u64) -> LoraAdapters
     let cfg = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets };
     let ad = LoraAdapters::new(&cfg, model.config(), &mut Rng::new(seed)).expect("adapters");
     let mut r = Rng::new(seed + 100);
-    let vals: Vec<Vec<f32>> = ad.to_flat().expect("flat").iter().map(|v| v.iter().map(|_| r.uniform(0.2)).collect()).collect();
+    let vals: Vec<Vec<f32>> =
+        ad.to_flat().expect("flat").iter().map(|v| v.iter().map(|_| r.uniform(0.2)).collect()).collect();
     ad.set_flat(&vals).expect("set");
     ad
 }
@@ -65,7 +66,8 @@ fn forward_matches_onnx_engine() {
 fn merged_weights_give_the_same_logits_as_base_plus_adapter() {
     let (_dir, _p, model) = tiny(5);
     let ad = random_adapters(&model, Proj::ALL.to_vec(), 9);
-    let mut merged = model.with_replaced_weight(0, Proj::QProj, model.weight(0, Proj::QProj).cloned().expect("w")).expect("copy");
+    let mut merged =
+        model.with_replaced_weight(0, Proj::QProj, model.weight(0, Proj::QProj).cloned().expect("w")).expect("copy");
     for &(l, p) in ad.adapted() {
         let w = ad.merged_weight(model.weight(l, p).expect("w"), l, p).expect("merge");
         merged = merged.with_replaced_weight(l, p, w).expect("replace");
@@ -102,12 +104,14 @@ fn frozen_linear_backward_matches_matmul() {
     let mut r = Rng::new(2);
     let w = Tensor::from_vec((0..6 * 5).map(|_| r.uniform(1.0)).collect::<Vec<f32>>(), (6, 5), &dev).expect("w");
     let x0: Vec<f32> = (0..3 * 4 * 5).map(|_| r.uniform(1.0)).collect();
-    let coef = Tensor::from_vec((0..3 * 4 * 6).map(|_| r.uniform(1.0)).collect::<Vec<f32>>(), (3, 4, 6), &dev).expect("c");
+    let coef =
+        Tensor::from_vec((0..3 * 4 * 6).map(|_| r.uniform(1.0)).collect::<Vec<f32>>(), (3, 4, 6), &dev).expect("c");
     let xa = Var::from_vec(x0.clone(), (3, 4, 5), &dev).expect("x");
     let xb = Var::from_vec(x0, (3, 4, 5), &dev).expect("x");
     let ya = FrozenLinear::new(w.clone()).expect("op").forward(xa.as_tensor()).expect("fwd");
     let yb = xb.as_tensor().broadcast_matmul(&w.t().expect("t")).expect("mm");
-    let da = (ya.clone() - yb.clone()).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
+    let da =
+        (ya.clone() - yb.clone()).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
     assert!(da < 1e-5, "forward differs by {da}");
     let la = (ya * &coef).expect("m").sum_all().expect("s");
     let lb = (yb * &coef).expect("m").sum_all().expect("s");

@@ -12,7 +12,16 @@ fn rand(n: usize, seed: u64, a: f32) -> Vec<f32> {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).expect("sub").abs().expect("abs").flatten_all().expect("f").max(0).expect("max").to_scalar::<f32>().expect("s")
+    (a - b)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("f")
+        .max(0)
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("s")
 }
 
 /// Forward and input-gradient of `f` and `g` (a random linear functional of the output).
@@ -37,7 +46,13 @@ fn rms_norm_matches_composed() {
     let w = rand(24, 9, 1.0);
     let wt = Tensor::from_slice(&w, 24, &Device::Cpu).expect("w");
     let op = RmsNorm { weight: w, eps: 1e-5 };
-    compare(&[3, 5, 24], 1, |x| x.apply_op1(op.clone()).expect("op"), |x| rms_norm(x, &wt, 1e-5).expect("composed"), 1e-5);
+    compare(
+        &[3, 5, 24],
+        1,
+        |x| x.apply_op1(op.clone()).expect("op"),
+        |x| rms_norm(x, &wt, 1e-5).expect("composed"),
+        1e-5,
+    );
 }
 
 #[test]
@@ -117,7 +132,7 @@ fn lora_linear_matches_composed_with_dropout() {
     let w = Tensor::from_vec(rand(n * k, 1, 1.0), (n, k), &d).expect("w");
     let mask = DropMask::sample(&mut Rng::new(3), b * s * k, 0.3);
     let mvals = Tensor::from_vec(mask.apply(&vec![1.0; b * s * k]), (b, s, k), &d).expect("mask");
-    assert!(mask.apply(&vec![1.0; b * s * k]).iter().any(|&v| v == 0.0), "some inputs are dropped");
+    assert!(mask.apply(&vec![1.0; b * s * k]).contains(&0.0), "some inputs are dropped");
     let vars = |seed: u64| {
         (
             Var::from_vec(rand(b * s * k, seed, 1.0), (b, s, k), &d).expect("x"),
@@ -135,7 +150,8 @@ fn lora_linear_matches_composed_with_dropout() {
         .expect("mm")
         .broadcast_matmul(&bb.as_tensor().t().expect("t"))
         .expect("mm");
-    let yb = (xb.as_tensor().broadcast_matmul(&w.t().expect("t")).expect("mm") + (delta * 0.7).expect("s")).expect("add");
+    let yb =
+        (xb.as_tensor().broadcast_matmul(&w.t().expect("t")).expect("mm") + (delta * 0.7).expect("s")).expect("add");
     assert!(max_diff(&ya, &yb) < 1e-5, "forward differs by {}", max_diff(&ya, &yb));
     let c = Tensor::from_vec(rand(b * s * n, 20, 1.0), (b, s, n), &d).expect("c");
     let ga = (ya * &c).expect("m").sum_all().expect("s").backward().expect("bwd");

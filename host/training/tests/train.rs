@@ -15,7 +15,8 @@ use techne_training::lora::ADAPTER_FILE;
 use techne_training::model::{ForwardOptions, Llama, log_softmax_last};
 use techne_training::trainer::dpo_loss;
 use techne_training::{
-    Control, LoraAdapters, LoraConfig, OptimConfig, Proj, TrainConfig, TrainError, TrainEvent, TrainReport, WeightFormat, train_dpo, train_sft,
+    Control, LoraAdapters, LoraConfig, OptimConfig, Proj, TrainConfig, TrainError, TrainEvent, TrainReport,
+    WeightFormat, train_dpo, train_sft,
 };
 
 struct Fixture {
@@ -75,23 +76,30 @@ fn dpo_loss_matches_hand_computation() {
     let rr = t(&[-1.5, -2.0, -5.0, 0.0]);
     let l = dpo_loss(&pc, &pr, &rc, &rr, 0.1).expect("loss").to_vec1::<f32>().expect("vec");
     let expect = [
-        (1.0 + (-0.1f64).exp()).ln(), // z = 0.1
-        (1.0 + (0.2f64).exp()).ln(),  // z = −0.2
-        std::f64::consts::LN_2,       // z = 0
+        (1.0 + (-0.1f64).exp()).ln(),   // z = 0.1
+        (1.0 + (0.2f64).exp()).ln(),    // z = −0.2
+        std::f64::consts::LN_2,         // z = 0
         (1.0 + (-200.0f64).exp()).ln(), // z = 200: no overflow
     ];
     for (a, e) in l.iter().zip(expect) {
         assert!((f64::from(*a) - e).abs() < 1e-6, "{a} vs {e}");
     }
     // A hugely negative margin gives a finite loss of −z.
-    let l = dpo_loss(&t(&[-2000.0]), &t(&[0.0]), &t(&[0.0]), &t(&[0.0]), 0.1).expect("loss").to_vec1::<f32>().expect("vec");
+    let l =
+        dpo_loss(&t(&[-2000.0]), &t(&[0.0]), &t(&[0.0]), &t(&[0.0]), 0.1).expect("loss").to_vec1::<f32>().expect("vec");
     assert!((l[0] - 200.0).abs() < 1e-3, "{}", l[0]);
 }
 
 #[test]
 fn first_sft_loss_is_the_mean_nll_of_the_answer_tokens() {
     let f = fixture();
-    let cfg = TrainConfig { batch_size: 8, grad_accum: 1, max_steps: Some(1), checkpoint_every: 0, ..config(&f, &f.sft, "one") };
+    let cfg = TrainConfig {
+        batch_size: 8,
+        grad_accum: 1,
+        max_steps: Some(1),
+        checkpoint_every: 0,
+        ..config(&f, &f.sft, "one")
+    };
     let report = train_sft(&cfg, quiet).expect("train");
     // By hand: the base model (B = 0, so dropout does not matter), one
     // sequence at a time, log-softmax over the full logits.
@@ -157,7 +165,11 @@ fn crash_and_resume(f: &Fixture, kind: &str) {
     assert_eq!(resumed_at, Some(3));
     assert_eq!(resumed.resumed_from, Some(3));
     assert_eq!(losses(&resumed), losses(&full));
-    assert_eq!(adapter_bytes(&resumed), adapter_bytes(&full), "{kind}: resumed weights differ from the uninterrupted run");
+    assert_eq!(
+        adapter_bytes(&resumed),
+        adapter_bytes(&full),
+        "{kind}: resumed weights differ from the uninterrupted run"
+    );
     // A graceful stop writes a checkpoint at that step; resuming still ends identical.
     let cfg = config(f, data, &format!("{kind}-stop"));
     let stopped = train(&cfg, &mut |e| match e {
@@ -228,12 +240,19 @@ fn gradient_accumulation_matches_a_large_batch() {
         checkpoint_every: 0,
         ..config(&f, &f.sft, "x")
     };
-    let big = train_sft(&TrainConfig { batch_size: 4, grad_accum: 1, output_dir: f.dir.path().join("big"), ..base.clone() }, quiet).expect("big");
-    let acc = train_sft(&TrainConfig { batch_size: 1, grad_accum: 4, output_dir: f.dir.path().join("acc"), ..base }, quiet).expect("acc");
+    let big = train_sft(
+        &TrainConfig { batch_size: 4, grad_accum: 1, output_dir: f.dir.path().join("big"), ..base.clone() },
+        quiet,
+    )
+    .expect("big");
+    let acc =
+        train_sft(&TrainConfig { batch_size: 1, grad_accum: 4, output_dir: f.dir.path().join("acc"), ..base }, quiet)
+            .expect("acc");
     for (a, b) in losses(&big).iter().zip(losses(&acc)) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
-    let load = |r: &TrainReport| candle_core::safetensors::load(r.output_dir.join(ADAPTER_FILE), &Device::Cpu).expect("load");
+    let load =
+        |r: &TrainReport| candle_core::safetensors::load(r.output_dir.join(ADAPTER_FILE), &Device::Cpu).expect("load");
     let (x, y) = (load(&big), load(&acc));
     for (k, t) in &x {
         let d = (t - &y[k]).expect("sub").abs().expect("abs").max_all().expect("max").to_scalar::<f32>().expect("s");
@@ -272,13 +291,24 @@ fn dpo_starts_at_ln2_and_learns_the_preferences() {
     assert!(s.margin > 0.0 && s.accuracy >= 0.5, "{s:?}");
 }
 
-fn engine_logprobs_agree(rt: &techne_inference::Runtime, entry: &techne_inference::ModelEntry, model: &Llama, ad: &LoraAdapters, tol: f32) {
+fn engine_logprobs_agree(
+    rt: &techne_inference::Runtime,
+    entry: &techne_inference::ModelEntry,
+    model: &Llama,
+    ad: &LoraAdapters,
+    tol: f32,
+) {
     let engine = LocalModel::load(rt, entry, 1).expect("engine");
     let ids: Vec<u32> = vec![1, 80, 90, 100, 110, 120, 130, 140];
     let logits = model.logits(&ids, 1, ids.len(), &mut ForwardOptions::with_lora(ad)).expect("fwd");
     let lp = log_softmax_last(&logits).expect("lsm").to_vec2::<f32>().expect("vec");
     let score = engine.score_ids(&ids[..1], &ids[1..]).expect("score");
-    let worst = score.tokens.iter().enumerate().map(|(i, t)| (lp[i][t.token_id as usize] - t.logprob).abs()).fold(0f32, f32::max);
+    let worst = score
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (lp[i][t.token_id as usize] - t.logprob).abs())
+        .fold(0f32, f32::max);
     assert!(worst < tol, "exported model differs from base + adapters by {worst}");
 }
 
@@ -317,14 +347,25 @@ fn export_merges_registers_and_records_lineage() {
         if adapted {
             assert_eq!(m.ty, GgmlType::F32, "{}", t.name);
         } else {
-            assert_eq!((m.ty, merged.tensor_data(m).expect("data")), (t.ty, base.tensor_data(t).expect("data")), "{}", t.name);
+            assert_eq!(
+                (m.ty, merged.tensor_data(m).expect("data")),
+                (t.ty, base.tensor_data(t).expect("data")),
+                "{}",
+                t.name
+            );
         }
     }
     // The merged weights equal W + (α/r)·B·A.
     let model = Llama::from_gguf(&base).expect("model");
     let mcfg = model.config().clone();
     let ad = LoraAdapters::load(&r.output_dir, &mcfg).expect("adapter");
-    let w = ad.merged_weight(model.weight(1, Proj::VProj).expect("w"), 1, Proj::VProj).expect("merge").flatten_all().expect("f").to_vec1::<f32>().expect("v");
+    let w = ad
+        .merged_weight(model.weight(1, Proj::VProj).expect("w"), 1, Proj::VProj)
+        .expect("merge")
+        .flatten_all()
+        .expect("f")
+        .to_vec1::<f32>()
+        .expect("v");
     let got = merged.dequantize(merged.tensor("blk.1.attn_v.weight").expect("t")).expect("deq");
     assert_eq!(w, got);
     let merged_model = Llama::from_gguf(&merged).expect("merged model");
@@ -337,13 +378,17 @@ fn export_merges_registers_and_records_lineage() {
         engine_logprobs_agree(&rt, &entry, &model, &ad, 1e-3);
     }
     // Requantised exports import too (4-bit: only a loose agreement).
-    for (fmt, tol) in [(WeightFormat::F16, 5e-3), (WeightFormat::Q8_0, 5e-2), (WeightFormat::Q4_0, 1.0), (WeightFormat::Q4_1, 1.0)] {
+    for (fmt, tol) in
+        [(WeightFormat::F16, 5e-3), (WeightFormat::Q8_0, 5e-2), (WeightFormat::Q4_0, 1.0), (WeightFormat::Q4_1, 1.0)]
+    {
         let p = f.dir.path().join(format!("{fmt:?}.gguf"));
         techne_training::export::write_merged_gguf(&base, &model, &ad, fmt, &p, None).expect("write");
         let g = GgufFile::open(&p).expect("open");
         assert_eq!(g.tensor("blk.0.attn_q.weight").expect("t").ty, fmt.ggml_type());
         let lin = techne_training::Lineage { model: Some(format!("tiny-{fmt:?}").to_lowercase()), ..lineage.clone() };
-        let e = techne_training::export::register_merged(&reg, &format!("tiny-{fmt:?}").to_lowercase(), &p, &lin, Some(64)).expect("register");
+        let e =
+            techne_training::export::register_merged(&reg, &format!("tiny-{fmt:?}").to_lowercase(), &p, &lin, Some(64))
+                .expect("register");
         assert_eq!(e.manifest.max_context, 64);
         if let Some(rt) = common::runtime() {
             engine_logprobs_agree(&rt, &e, &model, &ad, tol);
@@ -357,7 +402,11 @@ fn quantisers_round_trip_within_their_step() {
     let x: Vec<f32> = (0..256).map(|_| r.uniform(2.0)).collect();
     // Worst-case errors: half a step, except Q4_0's clamped code 15 on the
     // side opposite the extreme value (a full step).
-    for (fmt, ty, bound) in [(WeightFormat::Q8_0, GgmlType::Q8_0, 0.5 * 2.0 / 127.0), (WeightFormat::Q4_0, GgmlType::Q4_0, 2.0 / 8.0), (WeightFormat::Q4_1, GgmlType::Q4_1, 0.5 * 4.0 / 15.0)] {
+    for (fmt, ty, bound) in [
+        (WeightFormat::Q8_0, GgmlType::Q8_0, 0.5 * 2.0 / 127.0),
+        (WeightFormat::Q4_0, GgmlType::Q4_0, 2.0 / 8.0),
+        (WeightFormat::Q4_1, GgmlType::Q4_1, 0.5 * 4.0 / 15.0),
+    ] {
         let bytes = fmt.encode(&x, 64).expect("encode");
         assert_eq!(bytes.len(), ty.bytes_for(256).expect("size"));
         let y = techne_inference::quant::dequantize(ty, &bytes, 256).expect("dequantize");

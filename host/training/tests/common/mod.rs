@@ -35,7 +35,8 @@ pub fn vocab() -> Vec<String> {
             n += 1;
         }
     }
-    let mut pairs: Vec<(u32, char)> = bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
+    let mut pairs: Vec<(u32, char)> =
+        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
     pairs.sort();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
@@ -81,7 +82,12 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
         .kv("tokenizer.chat_template", MetaValue::String(CHATML.into()));
     let mut rand = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| rng.uniform(a)).collect() };
     let emb = rand(v * HIDDEN, 1.0);
-    w.tensor("token_embd.weight", &[HIDDEN as u64, v as u64], GgmlType::Q8_0, techne_training::export::quantize_q8_0(&emb));
+    w.tensor(
+        "token_embd.weight",
+        &[HIDDEN as u64, v as u64],
+        GgmlType::Q8_0,
+        techne_training::export::quantize_q8_0(&emb),
+    );
     let norm: Vec<f32> = (0..HIDDEN).map(|i| 1.0 + 0.1 * ((i * 7 % 13) as f32 / 13.0 - 0.5)).collect();
     w.tensor_f32("output_norm.weight", &[HIDDEN as u64], &norm);
     let (h, q, kv, ff) = (HIDDEN as u64, (HEADS * HEAD_DIM) as u64, (KV_HEADS * HEAD_DIM) as u64, FF as u64);
@@ -124,7 +130,10 @@ pub fn sft_jsonl() -> String {
         ("opposite of up", "down"),
     ];
     for (q, a) in qa {
-        s.push_str(&serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string());
+        s.push_str(
+            &serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                .to_string(),
+        );
         s.push('\n');
     }
     s.push_str(
