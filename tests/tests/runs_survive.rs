@@ -148,11 +148,15 @@ fn a_warm_cache_makes_no_model_calls_and_cache_only_replays() {
 
 #[test]
 fn a_run_killed_at_random_points_resumes_to_the_uninterrupted_results() {
-    let f = Fixture::new(24, 15, 4);
+    let f = Fixture::new(24, 40, 4);
+    // A first run compiles the plugin into the component cache; the timed,
+    // clean run after it starts as fast as the killed runs will.
+    let out = f.run(&["run", "run.toml", "--output-dir", "warm-up", "--no-cache"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let clean_start = Instant::now();
     let out = f.run(&["run", "run.toml", "--output-dir", "clean", "--no-cache"]);
     // Kill points spread over the run's own duration on this machine.
-    let window_ms = (clean_start.elapsed().as_millis() as u64 * 8 / 10).max(50);
+    let window_ms = (clean_start.elapsed().as_millis() as u64 * 7 / 10).max(50);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let expected = results(&f.path("clean"));
     assert_eq!(expected.len(), 24);
@@ -209,6 +213,7 @@ fn a_run_killed_at_random_points_resumes_to_the_uninterrupted_results() {
             );
         }
     }
+    eprintln!("{interrupted_runs} of 10 kills interrupted the run");
     assert!(interrupted_runs >= 5, "only {interrupted_runs} of 10 kills interrupted the run; the test proves little");
 }
 
@@ -217,7 +222,11 @@ fn sigint_finishes_items_in_flight_and_exits_130_then_resumes() {
     let f = Fixture::new(40, 40, 2);
     let child =
         f.command(&["run", "run.toml", "--output-dir", "int", "--no-cache"]).stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // Interrupt once the run is under way: a few items journaled.
+    let started = Instant::now();
+    while journal_ids(&f.path("int")).len() < 2 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
