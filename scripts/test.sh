@@ -16,7 +16,7 @@ else
   echo "test: warning: could not build llama-server; its tests will report themselves skipped" >&2
 fi
 echo "test: host, inference and integration tests"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 echo "test: plugin unit tests (native)"
 host_target="$(rustc -vV | sed -n 's/^host: //p')"
