@@ -342,7 +342,14 @@ impl Registry {
                 std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
                 let _ = std::fs::remove_dir_all(&trash);
             } else {
-                std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+                if let Err(e) = std::fs::rename(&tmp, &dest) {
+                    // Another process imported the same name meanwhile: keep theirs.
+                    if dest.join("manifest.json").is_file() {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                    } else {
+                        return Err(io_err(&dest)(e));
+                    }
+                }
             }
             Ok(ModelEntry { name: name.to_string(), dir: dest, manifest })
         })();

@@ -91,7 +91,14 @@ impl LocalBackend {
                 let name = techne_inference::registry::name_from_path(path);
                 registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
             }
-            LocalModelSource::Default => registry.ensure_default().map_err(|e| model_error(&e)),
+            LocalModelSource::Default => {
+                // One import at a time in this process: concurrent first uses
+                // of the default model (e.g. parallel runs) would otherwise
+                // race to create the same registry entry.
+                static IMPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                let _guard = IMPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                registry.ensure_default().map_err(|e| model_error(&e))
+            }
         }?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
