@@ -106,11 +106,8 @@ impl Embedder {
 
     fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let enc = self
-            .tokenizer
-            .inner()
-            .encode_batch(inputs, true)
-            .map_err(|e| TokenizerError::Tokenizers(e.to_string()))?;
+        let enc =
+            self.tokenizer.inner().encode_batch(inputs, true).map_err(|e| TokenizerError::Tokenizers(e.to_string()))?;
         let b = enc.len();
         let s = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         if b == 0 {

@@ -365,7 +365,9 @@ impl LocalModel {
         let m = &entry.manifest;
         let tokenizer = Tokenizer::from_file(entry.dir.join(&m.tokenizer_file))?;
         let template = match &m.chat_template {
-            Some(src) => Some(ChatTemplate::new(src, m.special_tokens.bos.as_deref(), m.special_tokens.eos.as_deref())?),
+            Some(src) => {
+                Some(ChatTemplate::new(src, m.special_tokens.bos.as_deref(), m.special_tokens.eos.as_deref())?)
+            }
             None => None,
         };
         Self::from_parts(
@@ -570,7 +572,14 @@ impl LocalModel {
     /// Runs `seq` new tokens per row on a shared cache; returns the logits of
     /// each row's last position (`[batch][vocab]`), or of every new position
     /// (`[batch][seq][vocab]`) when `all_positions` is set.
-    fn step(&self, session: &mut Session, ids: Vec<i64>, seq: usize, kv: &mut SharedKv, all_positions: bool) -> Result<Vec<f32>> {
+    fn step(
+        &self,
+        session: &mut Session,
+        ids: Vec<i64>,
+        seq: usize,
+        kv: &mut SharedKv,
+        all_positions: bool,
+    ) -> Result<Vec<f32>> {
         let total = kv.len + seq;
         if total > kv.capacity {
             return Err(EngineError::ContextOverflow { needed: total, max: kv.capacity });
@@ -684,7 +693,10 @@ impl LocalModel {
         let n = params.n;
         let v = self.config.vocab;
         let seed = params.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
             t ^ u64::from(std::process::id()).rotate_left(32)
         });
         struct State {
@@ -755,7 +767,9 @@ impl LocalModel {
                     }
                 }
                 if !need_text {
-                    if st.finish.is_none() && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx) {
+                    if st.finish.is_none()
+                        && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx)
+                    {
                         st.finish = Some(FinishReason::Length);
                     }
                     any_active |= st.finish.is_none();
@@ -769,7 +783,9 @@ impl LocalModel {
                     st.text = Some(text.clone());
                     st.finish = Some(FinishReason::Stop);
                 }
-                if st.finish.is_none() && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx) {
+                if st.finish.is_none()
+                    && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx)
+                {
                     st.finish = Some(FinishReason::Length);
                 }
                 // Only final text is flushed whole; otherwise hold back an
@@ -839,7 +855,11 @@ impl LocalModel {
         }
         Ok(Generation {
             choices,
-            usage: Usage { prompt_tokens: prompt.len(), completion_tokens, total_tokens: prompt.len() + completion_tokens },
+            usage: Usage {
+                prompt_tokens: prompt.len(),
+                completion_tokens,
+                total_tokens: prompt.len() + completion_tokens,
+            },
         })
     }
 }
@@ -854,8 +874,14 @@ mod tests {
         let p = GenerationParams::greedy(1);
         assert_eq!(sample(&logits, &[], &p, &mut Rng(1)), 1);
         let p = GenerationParams { temperature: 1.0, ..Default::default() };
-        let a: Vec<u32> = { let mut r = Rng(42); (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect() };
-        let b: Vec<u32> = { let mut r = Rng(42); (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect() };
+        let a: Vec<u32> = {
+            let mut r = Rng(42);
+            (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut r = Rng(42);
+            (0..20).map(|_| sample(&logits, &[], &p, &mut r)).collect()
+        };
         assert_eq!(a, b);
         let p = GenerationParams { temperature: 1.0, top_k: 1, ..Default::default() };
         assert!((0..20).all(|s| sample(&logits, &[], &p, &mut Rng(s)) == 1));

@@ -40,7 +40,9 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     UnsupportedVersion(u32),
     /// The file ends before a structure that it declares.
-    #[error("GGUF file is truncated: needed {needed} bytes at offset {offset} while reading {what}, but the file has {len} bytes")]
+    #[error(
+        "GGUF file is truncated: needed {needed} bytes at offset {offset} while reading {what}, but the file has {len} bytes"
+    )]
     Truncated {
         /// What was being read.
         what: String,
@@ -418,8 +420,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| GgufError::Corrupt(format!("{what} is not valid UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::Corrupt(format!("{what} is not valid UTF-8")))
     }
 }
 
@@ -446,9 +447,8 @@ fn read_value(c: &mut Cursor<'_>, ty: MetaType, key: &str, depth: u32) -> Result
                 return Err(GgufError::Corrupt(format!("arrays nested too deeply in key `{key}`")));
             }
             let raw = c.u32(key)?;
-            let elem = MetaType::from_u32(raw).ok_or_else(|| {
-                GgufError::Corrupt(format!("unknown array element type {raw} for key `{key}`"))
-            })?;
+            let elem = MetaType::from_u32(raw)
+                .ok_or_else(|| GgufError::Corrupt(format!("unknown array element type {raw} for key `{key}`")))?;
             let count = c.u64(key)?;
             // Every element takes at least `min_size` bytes: reject counts the
             // file cannot possibly hold before allocating anything.
@@ -552,10 +552,8 @@ impl GgufFile {
                 dims.push(d);
             }
             let raw_ty = c.u32(&name)?;
-            let ty = GgmlType::from_u32(raw_ty).ok_or_else(|| GgufError::UnsupportedType {
-                name: name.clone(),
-                ty: format!("#{raw_ty}"),
-            })?;
+            let ty = GgmlType::from_u32(raw_ty)
+                .ok_or_else(|| GgufError::UnsupportedType { name: name.clone(), ty: format!("#{raw_ty}") })?;
             let offset = c.u64(&name)?;
             if offset % alignment != 0 {
                 return Err(GgufError::Corrupt(format!(
@@ -615,9 +613,11 @@ impl GgufFile {
     /// A required integer value of any width, as `u64` (negative values are an error).
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        v.as_i64()
-            .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "non-negative integer", found: v.type_name() })
+        v.as_i64().and_then(|i| u64::try_from(i).ok()).ok_or_else(|| GgufError::WrongType {
+            key: key.into(),
+            expected: "non-negative integer",
+            found: v.type_name(),
+        })
     }
 
     /// A required numeric value as `f64`.
@@ -630,10 +630,11 @@ impl GgufFile {
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "bool", found: v.type_name() }),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| GgufError::WrongType {
+                key: key.into(),
+                expected: "bool",
+                found: v.type_name(),
+            }),
         }
     }
 
@@ -679,10 +680,8 @@ impl GgufFile {
     /// Dequantises a whole tensor to `f32`, in ggml element order.
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         let data = self.tensor_data(info)?;
-        quant::dequantize(info.ty, data, info.n_elements() as usize).map_err(|e| GgufError::UnsupportedType {
-            name: info.name.clone(),
-            ty: e.to_string(),
-        })
+        quant::dequantize(info.ty, data, info.n_elements() as usize)
+            .map_err(|e| GgufError::UnsupportedType { name: info.name.clone(), ty: e.to_string() })
     }
 }
 

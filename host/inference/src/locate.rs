@@ -24,7 +24,8 @@ pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn python_dirs() -> Vec<PathBuf> {
     let python = std::env::var("TECHNE_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let script = "import site, sys\nfor p in site.getsitepackages() + [site.getusersitepackages()] + sys.path: print(p)";
+    let script =
+        "import site, sys\nfor p in site.getsitepackages() + [site.getusersitepackages()] + sys.path: print(p)";
     match Command::new(python).arg("-c").arg(script).output() {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -94,7 +95,13 @@ pub fn onnxruntime_dylib() -> Option<PathBuf> {
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name().map(|n| n.to_string_lossy().starts_with("libonnxruntime.so")).unwrap_or(false)
-                    || p.file_name().map(|n| n == "onnxruntime.dll" || n.to_string_lossy().starts_with("libonnxruntime.") && n.to_string_lossy().ends_with(".dylib")).unwrap_or(false)
+                    || p.file_name()
+                        .map(|n| {
+                            n == "onnxruntime.dll"
+                                || n.to_string_lossy().starts_with("libonnxruntime.")
+                                    && n.to_string_lossy().ends_with(".dylib")
+                        })
+                        .unwrap_or(false)
             })
             .collect();
         libs.sort();

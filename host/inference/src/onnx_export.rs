@@ -96,7 +96,6 @@ pub struct ExportOptions {
     pub accuracy_level: i64,
 }
 
-
 /// Hyperparameters of a llama-architecture model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
@@ -139,7 +138,10 @@ impl LlamaConfig {
         }
         let k = |s: &str| format!("{arch}.{s}");
         let as_usize = |v: u64, what: &str| {
-            usize::try_from(v).ok().filter(|&v| v > 0 && v < (1 << 24)).ok_or_else(|| ExportError::Config(format!("{what} = {v}")))
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0 && v < (1 << 24))
+                .ok_or_else(|| ExportError::Config(format!("{what} = {v}")))
         };
         let n_layers = as_usize(g.get_u64(&k("block_count"))?, "block_count")?;
         let hidden = as_usize(g.get_u64(&k("embedding_length"))?, "embedding_length")?;
@@ -263,17 +265,14 @@ impl ExportedModel {
             let p = p.to_path_buf();
             move |source| ExportError::Io { path: p, source }
         };
-        let total: u64 = self
-            .model
-            .graph
-            .as_ref()
-            .map(|g| g.initializer.iter().map(|t| t.raw_data.len() as u64).sum())
-            .unwrap_or(0);
+        let total: u64 =
+            self.model.graph.as_ref().map(|g| g.initializer.iter().map(|t| t.raw_data.len() as u64).sum()).unwrap_or(0);
         if total <= threshold {
             std::fs::write(path, self.model.encode_to_vec()).map_err(io(path))?;
             return Ok(vec![path.to_path_buf()]);
         }
-        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model.onnx".into());
+        let file_name =
+            path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model.onnx".into());
         let data_name = format!("{file_name}.data");
         let data_path = path.with_file_name(&data_name);
         let mut model = self.model.clone();
@@ -372,7 +371,11 @@ impl QWeight {
 enum Weight {
     Quant(QWeight),
     /// Row-major `[n][k]`.
-    Float { n: usize, k: usize, data: Vec<f32> },
+    Float {
+        n: usize,
+        k: usize,
+        data: Vec<f32>,
+    },
 }
 
 impl Weight {
@@ -449,7 +452,16 @@ fn fuse(ws: Vec<Weight>) -> Weight {
     let bits = qs.iter().map(|q| q.bits).max().unwrap_or(4);
     let group = qs.iter().map(|q| q.group).min().unwrap_or(32);
     let mins = qs.iter().any(|q| q.mins.is_some());
-    let mut out = QWeight { n, k, bits, group, codes: Vec::new(), scales: Vec::new(), zps: Vec::new(), mins: mins.then(Vec::new) };
+    let mut out = QWeight {
+        n,
+        k,
+        bits,
+        group,
+        codes: Vec::new(),
+        scales: Vec::new(),
+        zps: Vec::new(),
+        mins: mins.then(Vec::new),
+    };
     for q in qs {
         let q = q.reshape(bits, group, mins);
         out.codes.extend(q.codes);
@@ -545,7 +557,12 @@ impl Builder {
                     bits: 4,
                     ..q.clone()
                 };
-                let lo = QWeight { codes: q.codes.iter().map(|c| c & 0xF).collect(), zps: vec![0; q.zps.len()], bits: 4, ..q };
+                let lo = QWeight {
+                    codes: q.codes.iter().map(|c| c & 0xF).collect(),
+                    zps: vec![0; q.zps.len()],
+                    bits: 4,
+                    ..q
+                };
                 let a = self.linear(&format!("{prefix}.hi"), x, Weight::Quant(hi));
                 let b = self.linear(&format!("{prefix}.lo"), x, Weight::Quant(lo));
                 self.op("Add", "", &[&a, &b], vec![])
@@ -609,7 +626,8 @@ impl Builder {
                                 mt[j * q.n + r] = mins[r * nb + j];
                             }
                         }
-                        let m = self.init(pb::tensor_f32(&format!("{prefix}.block_mins"), &[nb as i64, q.n as i64], &mt));
+                        let m =
+                            self.init(pb::tensor_f32(&format!("{prefix}.block_mins"), &[nb as i64, q.n as i64], &mt));
                         let corr = self.op("MatMul", "", &[&sums, &m], vec![]);
                         self.op("Add", "", &[&y, &corr], vec![])
                     }
@@ -667,7 +685,13 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     }
     let (h, hd, nh, nkv, ff) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.ff);
     let io = ModelIo::for_layers(cfg.n_layers);
-    let mut b = Builder { nodes: Vec::new(), inits: Vec::new(), counter: 0, accuracy_level: opts.accuracy_level, block_sums: HashMap::new() };
+    let mut b = Builder {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        counter: 0,
+        accuracy_level: opts.accuracy_level,
+        block_sums: HashMap::new(),
+    };
 
     // Embedding.
     let embd = g.require_tensor("token_embd.weight")?;
@@ -707,7 +731,13 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
             Some(prev) => {
                 let out = b.name("attn_norm_out");
                 let sum = b.name("residual");
-                b.node("SkipSimplifiedLayerNormalization", MS, &[&prev, &residual, &wn], &[&out, "", "", &sum], vec![eps.clone()]);
+                b.node(
+                    "SkipSimplifiedLayerNormalization",
+                    MS,
+                    &[&prev, &residual, &wn],
+                    &[&out, "", "", &sum],
+                    vec![eps.clone()],
+                );
                 residual = sum;
                 out
             }
@@ -759,7 +789,13 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     let xf = match pending {
         Some(prev) => {
             let out = b.name("final_norm_out");
-            b.node("SkipSimplifiedLayerNormalization", MS, &[&prev, &residual, &wn], &[&out, "", "", ""], vec![eps.clone()]);
+            b.node(
+                "SkipSimplifiedLayerNormalization",
+                MS,
+                &[&prev, &residual, &wn],
+                &[&out, "", "", ""],
+                vec![eps.clone()],
+            );
             out
         }
         None => b.op("SimplifiedLayerNormalization", "", &[&residual, &wn], vec![eps.clone(), attr_i("axis", -1)]),
@@ -769,7 +805,8 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     let logits = b.linear("lm_head", &xf, head);
     b.node("Identity", "", &[&logits], &["logits"], vec![]);
 
-    let kv_dims = |len: &str| -> Vec<Dim> { vec!["batch_size".into(), (nkv as i64).into(), len.into(), (hd as i64).into()] };
+    let kv_dims =
+        |len: &str| -> Vec<Dim> { vec!["batch_size".into(), (nkv as i64).into(), len.into(), (hd as i64).into()] };
     let mut inputs = vec![
         value_info("input_ids", data_type::INT64, &["batch_size".into(), "sequence_length".into()]),
         value_info("attention_mask", data_type::INT64, &["batch_size".into(), "total_sequence_length".into()]),
@@ -781,8 +818,16 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     )];
     for i in 0..cfg.n_layers {
         for kind in ["key", "value"] {
-            inputs.push(value_info(&format!("past_key_values.{i}.{kind}"), data_type::FLOAT, &kv_dims("past_sequence_length")));
-            outputs.push(value_info(&format!("present.{i}.{kind}"), data_type::FLOAT, &kv_dims("total_sequence_length")));
+            inputs.push(value_info(
+                &format!("past_key_values.{i}.{kind}"),
+                data_type::FLOAT,
+                &kv_dims("past_sequence_length"),
+            ));
+            outputs.push(value_info(
+                &format!("present.{i}.{kind}"),
+                data_type::FLOAT,
+                &kv_dims("total_sequence_length"),
+            ));
         }
     }
     let config_json = serde_json::to_string(&cfg).unwrap_or_default();

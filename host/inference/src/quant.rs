@@ -415,7 +415,11 @@ pub fn to_affine(ty: GgmlType, data: &[u8], n: usize) -> Result<AffineBlocks, Qu
     for (i, block) in data.chunks_exact(ty.type_size()).enumerate() {
         let c = &mut codes[i * bs..(i + 1) * bs];
         let s = &mut scales[i * groups_per_block..(i + 1) * groups_per_block];
-        let m = if format.has_min { &mut mins[i * groups_per_block..(i + 1) * groups_per_block] } else { &mut scratch_mins[..] };
+        let m = if format.has_min {
+            &mut mins[i * groups_per_block..(i + 1) * groups_per_block]
+        } else {
+            &mut scratch_mins[..]
+        };
         decode_block(ty, block, c, s, m);
     }
     Ok(AffineBlocks { format, codes, scales, mins })

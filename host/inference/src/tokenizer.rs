@@ -54,7 +54,8 @@ pub enum TokenizerError {
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn byte_level(use_regex: bool) -> Value {
     json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
@@ -120,9 +121,7 @@ fn opt_id(g: &GgufFile, key: &str, n: usize) -> Result<Option<u32>> {
     match g.get(key) {
         None => Ok(None),
         Some(v) => {
-            let id = v
-                .as_i64()
-                .ok_or_else(|| TokenizerError::InvalidVocab(format!("{key} is not an integer")))?;
+            let id = v.as_i64().ok_or_else(|| TokenizerError::InvalidVocab(format!("{key} is not an integer")))?;
             if id < 0 {
                 return Ok(None);
             }
@@ -155,11 +154,7 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
         None => vec![1; n],
     };
     if types.len() != n {
-        return Err(TokenizerError::InvalidVocab(format!(
-            "{} token types for {} tokens",
-            types.len(),
-            n
-        )));
+        return Err(TokenizerError::InvalidVocab(format!("{} token types for {} tokens", types.len(), n)));
     }
     let merges = g.get_str_array("tokenizer.ggml.merges")?;
     let mut vocab = serde_json::Map::with_capacity(n);
@@ -376,8 +371,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        env.add_template_owned("chat", source.to_string()).map_err(|e| TokenizerError::Template(e.to_string()))?;
         Ok(Self {
             env,
             source: source.to_string(),

@@ -161,10 +161,8 @@ fn dequantisation_matches_reference_fixture() {
         let nbytes = rd(&mut pos);
         let raw = &fixture[pos..pos + nbytes];
         pos += nbytes;
-        let expected: Vec<f32> = fixture[pos..pos + 4 * n]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let expected: Vec<f32> =
+            fixture[pos..pos + 4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         pos += 4 * n;
         let got = quant::dequantize(ty, raw, n).expect("dequantize");
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {

@@ -118,9 +118,17 @@ fn scoring_matches_generation_logprobs() {
     // Text scoring: the right answer is more likely than a wrong one.
     let scores = f
         .model
-        .score_chat(&france(), &["The capital of France is Paris.".to_string(), "The capital of France is Berlin.".to_string()])
+        .score_chat(
+            &france(),
+            &["The capital of France is Paris.".to_string(), "The capital of France is Berlin.".to_string()],
+        )
         .expect("score_chat");
-    assert!(scores[0].total_logprob > scores[1].total_logprob, "{} vs {}", scores[0].total_logprob, scores[1].total_logprob);
+    assert!(
+        scores[0].total_logprob > scores[1].total_logprob,
+        "{} vs {}",
+        scores[0].total_logprob,
+        scores[1].total_logprob
+    );
     let raw = f.model.score("The capital of France is", &[" Paris".into(), " London".into()]).expect("score");
     assert!(raw[0].total_logprob > raw[1].total_logprob);
     // Sharing the prompt's prefill gives the same numbers as scoring alone.

@@ -76,7 +76,8 @@ fn vocab() -> Vec<String> {
             n += 1;
         }
     }
-    let mut pairs: Vec<(u32, char)> = bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
+    let mut pairs: Vec<(u32, char)> =
+        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
     pairs.sort();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
@@ -118,7 +119,10 @@ fn tiny_model(tied: bool, seed: u64) -> Tiny {
         )
         .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
         .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
-        .kv("tokenizer.chat_template", MetaValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()));
+        .kv(
+            "tokenizer.chat_template",
+            MetaValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()),
+        );
     let mut tensor = |w: &mut GgufWriter, name: &str, dims: &[u64], ty: GgmlType| {
         let n = dims.iter().product::<u64>() as usize;
         w.tensor(name, dims, ty, random_tensor(ty, n, &mut rng));
@@ -171,7 +175,8 @@ fn reference_logits(g: &GgufFile, ids: &[u32]) -> Vec<Vec<f64>> {
     };
     let embd = deq("token_embd.weight");
     let head_w = if g.tensor("output.weight").is_some() { deq("output.weight") } else { embd.clone() };
-    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&t| embd[t as usize * HIDDEN..(t as usize + 1) * HIDDEN].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> =
+        ids.iter().map(|&t| embd[t as usize * HIDDEN..(t as usize + 1) * HIDDEN].to_vec()).collect();
     for i in 0..LAYERS.len() {
         let an = deq(&format!("blk.{i}.attn_norm.weight"));
         let (wq, wk, wv, wo) = (
@@ -275,7 +280,9 @@ fn check_against_reference(tied: bool, seed: u64) {
     eprintln!("tied={tied}: max |Δ logprob| scoring vs reference = {max_err:e}");
     assert!(max_err < 1e-4, "scoring differs from the reference by {max_err}");
     // Generation: greedy tokens follow the reference argmax chain (KV cache path).
-    let out = model.generate_ids(&ids[..3], &GenerationParams { logprobs: true, ..GenerationParams::greedy(5) }).expect("generate");
+    let out = model
+        .generate_ids(&ids[..3], &GenerationParams { logprobs: true, ..GenerationParams::greedy(5) })
+        .expect("generate");
     let gen_ids = &out.choices[0].token_ids;
     let mut seq = ids[..3].to_vec();
     for (step, &tok) in gen_ids.iter().enumerate() {
@@ -341,7 +348,11 @@ fn registry_import_list_check_remove() {
     let rebuilt = reg.import(&path).expect("rebuild");
     assert!(reg.check(&rebuilt.name).expect("check").ok());
     // No temporary directories are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(reg.root()).expect("read").flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(reg.root())
+        .expect("read")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty());
     reg.remove("tiny-model-q4_k").expect("remove");
     assert!(matches!(reg.get("tiny-model-q4_k"), Err(RegistryError::NotFound(_))));

@@ -22,7 +22,8 @@ fn tiny_gguf() -> GgufFile {
             n += 1;
         }
     }
-    let mut pairs: Vec<(u32, char)> = bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
+    let mut pairs: Vec<(u32, char)> =
+        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
     pairs.sort();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
@@ -118,16 +119,26 @@ fn smollm2_tokenizer_matches_llama_cpp() {
     let conv = tokenizer_json_from_gguf(&g).expect("convert");
     let tok = Tokenizer::from_json(&conv.json).expect("load");
     assert_eq!(tok.vocab_size(), 49152);
-    let t = ChatTemplate::new(conv.chat_template.as_deref().expect("template"), conv.special.bos.as_deref(), conv.special.eos.as_deref())
-        .expect("compile");
+    let t = ChatTemplate::new(
+        conv.chat_template.as_deref().expect("template"),
+        conv.special.bos.as_deref(),
+        conv.special.eos.as_deref(),
+    )
+    .expect("compile");
     let prompt = t
-        .render(&[ChatMessage::system("You are a helpful assistant."), ChatMessage::user("What is the capital of France?")], true)
+        .render(
+            &[ChatMessage::system("You are a helpful assistant."), ChatMessage::user("What is the capital of France?")],
+            true,
+        )
         .expect("render");
     let ids = tok.encode(&prompt, true).expect("encode");
     // Token ids produced by llama.cpp (llama-cpp-python 0.3.x) for the same string.
     assert_eq!(
         ids,
-        vec![1, 9690, 198, 2683, 359, 253, 5356, 11173, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
+        vec![
+            1, 9690, 198, 2683, 359, 253, 5356, 11173, 30, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47,
+            2, 198, 1, 520, 9531, 198
+        ]
     );
     assert_eq!(tok.decode(&ids, false).expect("decode"), prompt);
     let digits = tok.encode("In 2024, 12345 apples.", false).expect("encode");
