@@ -241,6 +241,34 @@ impl ModelSet {
         self.models.get(name).ok_or_else(|| BackendError::InvalidRequest(format!("no model named '{name}'")))
     }
 
+    /// Run `call(request)` unless the cache answers; a call that reaches the
+    /// backend is counted. The cache key is made of `kind`, the backend's
+    /// identity, `caller` and the request.
+    async fn through_cache<R, T, F, Fut>(
+        &self,
+        kind: &str,
+        backend: &Arc<dyn ModelBackend>,
+        caller: &str,
+        request: R,
+        call: F,
+    ) -> Result<T, BackendError>
+    where
+        R: serde::Serialize,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(R) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let key = self.cache.as_ref().map(|_| CallCache::key(kind, &backend.identity(), caller, &request));
+        let counted = async {
+            self.meter.count_request();
+            call(request).await
+        };
+        match (&self.cache, key) {
+            (Some(cache), Some(key)) => cache.get_or_call(key, counted).await,
+            _ => counted.await,
+        }
+    }
+
     /// Generate with model `name` on behalf of `caller` (a plugin's sha256, or `pipeline`).
     pub async fn generate(
         &self,
@@ -250,20 +278,15 @@ impl ModelSet {
     ) -> Result<Generation, BackendError> {
         let backend = self.backend(name)?;
         let price = self.prices.get(name).copied();
-        let call = async {
-            self.meter.count_request();
-            let generation = backend.generate(request.clone()).await?;
-            if let Some(price) = price {
-                self.meter.count_cost(price.cost(generation.prompt_tokens, generation.completion_tokens));
-            }
-            Ok(generation)
-        };
-        let generation = match &self.cache {
-            Some(cache) => {
-                cache.get_or_call(CallCache::key("generate", &backend.identity(), caller, &request), call).await?
-            }
-            None => call.await?,
-        };
+        let generation = self
+            .through_cache("generate", backend, caller, request, |request| async move {
+                let generation = backend.generate(request).await?;
+                if let Some(price) = price {
+                    self.meter.count_cost(price.cost(generation.prompt_tokens, generation.completion_tokens));
+                }
+                Ok(generation)
+            })
+            .await?;
         self.meter.count_tokens(generation.prompt_tokens, generation.completion_tokens);
         Ok(generation)
     }
@@ -276,41 +299,13 @@ impl ModelSet {
         request: ScoringRequest,
     ) -> Result<Vec<ContinuationScore>, BackendError> {
         let backend = self.backend(name)?;
-        match &self.cache {
-            Some(cache) => {
-                let key = CallCache::key("score", &backend.identity(), caller, &request);
-                cache
-                    .get_or_call(key, async {
-                        self.meter.count_request();
-                        backend.score(request).await
-                    })
-                    .await
-            }
-            None => {
-                self.meter.count_request();
-                backend.score(request).await
-            }
-        }
+        self.through_cache("score", backend, caller, request, |request| backend.score(request)).await
     }
 
     /// Embed texts with model `name` on behalf of `caller`.
     pub async fn embed(&self, name: &str, caller: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
         let backend = self.backend(name)?;
-        match &self.cache {
-            Some(cache) => {
-                let key = CallCache::key("embed", &backend.identity(), caller, &texts);
-                cache
-                    .get_or_call(key, async {
-                        self.meter.count_request();
-                        backend.embed(texts).await
-                    })
-                    .await
-            }
-            None => {
-                self.meter.count_request();
-                backend.embed(texts).await
-            }
-        }
+        self.through_cache("embed", backend, caller, texts, |texts| backend.embed(texts)).await
     }
 }
 

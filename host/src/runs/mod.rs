@@ -103,6 +103,12 @@ pub enum RunError {
     },
 }
 
+/// Map an I/O error on `path` in the run directory to [`RunError::Output`].
+pub(crate) fn output_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RunError + use<> {
+    let path = path.to_path_buf();
+    move |source| RunError::Output { path, source }
+}
+
 /// Build the backends of every configured model.
 pub fn build_models(config: &RunConfig) -> Result<ModelSet, RunError> {
     let mut models = ModelSet::new();
@@ -292,10 +298,7 @@ pub async fn run_with(
 ) -> Result<RunSummary, RunError> {
     let started = std::time::Instant::now();
     let dir = config.run.output_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join("run"));
-    let io = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| RunError::Output { path, source }
-    };
+    let io = output_error;
     let manifest_path = dir.join("run.json");
     let journal_path = dir.join("journal.jsonl");
     let plugins = load_plugins(engine, config, &models).await?;

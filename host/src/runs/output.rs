@@ -405,10 +405,7 @@ impl RunSummary {
 
 /// Write `results.jsonl`, `summary.json`, `report.md` and `report.html` into the run directory.
 pub(crate) fn write_run_directory(dir: &Path, results: &[ItemResult], summary: &RunSummary) -> Result<(), RunError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RunError::Output { path, source }
-    };
+    let io = super::output_error;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut lines = String::new();
     for result in results {
