@@ -2,6 +2,7 @@
 //! subcommand parses its arguments, calls the library and maps errors to the
 //! documented [`exit_codes`].
 
+pub mod data;
 pub mod exit_codes;
 pub mod models;
 
@@ -59,6 +60,9 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Generate with a local model (default: the embedded SmolLM2-135M-Instruct).
     Generate(models::GenerateArgs),
+    /// Public datasets: list the catalog, download canonical files.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 /// `techne run`.
@@ -404,6 +408,7 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
+        Command::Data(command) => data::data(command).await,
         Command::Bench(BenchCommand::Inference { threads, repetitions, concurrency, llama_bench }) => {
             let llama_bench = llama_bench.or_else(|| {
                 let default = PathBuf::from("target/llama.cpp/build/bin/llama-bench");

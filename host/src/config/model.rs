@@ -341,6 +341,12 @@ pub enum DatasetFormat {
     Pubmedqa,
     /// K-QA JSONL (`Question`, `Free_form_answer`).
     KQa,
+    /// TruthfulQA multiple choice, MC1 targets: the canonical `mc_task.json`
+    /// (`[{question, mc1_targets: {choice: 0|1}}]`) or Hugging Face
+    /// `truthful_qa` rows (`mc1_targets: {choices, labels}`, JSON or JSONL).
+    /// Choices become lettered options in a fixed per-question order; the
+    /// reference is the correct letter (score with `choice`).
+    TruthfulqaMc,
 }
 
 /// `[evaluation]`: scoring answers against the dataset's references.
@@ -348,10 +354,12 @@ pub enum DatasetFormat {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EvaluationConfig {
     /// The primary metric: comparisons and paired tests use it.
-    pub metric: crate::eval::Metric,
+    pub metric: crate::eval::RunMetric,
     /// More metrics to report.
     #[serde(default)]
-    pub extra_metrics: Vec<crate::eval::Metric>,
+    pub extra_metrics: Vec<crate::eval::RunMetric>,
+    /// `[evaluation.judge]`: the judge of the `llm-judge` metric.
+    pub judge: Option<crate::eval::JudgeConfig>,
     /// The technique the others are compared with (default: the first).
     pub baseline: Option<String>,
     /// Bootstrap resamples for intervals and tests.
@@ -376,7 +384,8 @@ impl RunConfig {
     }
 }
 
-/// `[pipeline]`: question → rewriter → policy → solver or answer model.
+/// `[pipeline]`: question → rewriter → policy → solver, answer model or
+/// writer → judge.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PipelineConfig {
@@ -393,6 +402,17 @@ pub struct PipelineConfig {
     /// Token budget of the answer.
     #[serde(default = "default_answer_tokens")]
     pub answer_max_tokens: u32,
+    /// An evolution-strategy plugin (Self-Evolution) that takes the item's
+    /// input as a knowledge fragment and writes a QA pair from it with the
+    /// answer model; the pair's answer is the item's answer, its question
+    /// and IFD go into the trace.
+    pub writer: Option<String>,
+    /// A migration-strategy plugin (LlamaDuo) whose `judge` scores the
+    /// answer against the reference with `judge-model`: scores
+    /// `judge-similarity` and `judge-precision`, on [0, 1].
+    pub judge: Option<String>,
+    /// The model the `judge` plugin judges with (LlamaDuo's service model).
+    pub judge_model: Option<String>,
 }
 
 fn default_answer_tokens() -> u32 {
@@ -514,6 +534,27 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         if evaluation.resamples == 0 {
             return Err(("evaluation.resamples".into(), "must be at least 1".into()));
         }
+        let uses_judge = std::iter::once(&evaluation.metric)
+            .chain(&evaluation.extra_metrics)
+            .any(|m| *m == crate::eval::RunMetric::LlmJudge);
+        match &evaluation.judge {
+            None if uses_judge => {
+                return Err((
+                    "evaluation.judge".into(),
+                    "the `llm-judge` metric needs a judge: add [evaluation.judge] with `model = \"NAME\"`".into(),
+                ));
+            }
+            Some(judge) => {
+                if !config.models.contains_key(&judge.model) {
+                    return Err((
+                        "evaluation.judge.model".into(),
+                        format!("model '{}' is not defined: add a [models.{}] table", judge.model, judge.model),
+                    ));
+                }
+                judge.check().map_err(|(key, message)| (format!("evaluation.judge.{key}"), message))?;
+            }
+            None => {}
+        }
     }
     match (&config.dataset, config.inputs.is_empty()) {
         (None, true) => {
@@ -526,9 +567,13 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
 
 /// Check one pipeline's references; `prefix` is its key path.
 fn validate_pipeline(config: &RunConfig, prefix: &str, pipeline: &PipelineConfig) -> Result<(), (String, String)> {
-    for (stage, plugin) in
-        [("rewriter", &pipeline.rewriter), ("policy", &pipeline.policy), ("solver", &pipeline.solver)]
-    {
+    for (stage, plugin) in [
+        ("rewriter", &pipeline.rewriter),
+        ("policy", &pipeline.policy),
+        ("solver", &pipeline.solver),
+        ("writer", &pipeline.writer),
+        ("judge", &pipeline.judge),
+    ] {
         if let Some(plugin) = plugin {
             if !config.plugins.contains_key(plugin) {
                 return Err((
@@ -560,6 +605,33 @@ fn validate_pipeline(config: &RunConfig, prefix: &str, pipeline: &PipelineConfig
         (None, Some(model)) if !config.models.contains_key(model) => {
             return Err((
                 format!("{prefix}.answer-model"),
+                format!("model '{model}' is not defined: add a [models.{model}] table"),
+            ));
+        }
+        _ => {}
+    }
+    if pipeline.writer.is_some() && (pipeline.policy.is_some() || pipeline.solver.is_some()) {
+        return Err((
+            format!("{prefix}.writer"),
+            "a writer answers by writing a QA pair with the answer model: remove `policy` or `solver`".into(),
+        ));
+    }
+    match (&pipeline.judge, &pipeline.judge_model) {
+        (Some(_), None) => {
+            return Err((
+                format!("{prefix}.judge-model"),
+                "the judge plugin needs the model it judges with: set `judge-model = \"NAME\"`".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                format!("{prefix}.judge-model"),
+                "`judge-model` is for a judge plugin: set `judge = \"PLUGIN\"` or remove it".into(),
+            ));
+        }
+        (Some(_), Some(model)) if !config.models.contains_key(model) => {
+            return Err((
+                format!("{prefix}.judge-model"),
                 format!("model '{model}' is not defined: add a [models.{model}] table"),
             ));
         }

@@ -201,7 +201,7 @@ pub fn assemble_techniques(
 }
 
 /// The metrics a run scores with: the evaluation's primary and extra metrics.
-pub fn run_metrics(config: &RunConfig) -> Vec<crate::eval::Metric> {
+pub fn run_metrics(config: &RunConfig) -> Vec<crate::eval::RunMetric> {
     let mut metrics = Vec::new();
     if let Some(evaluation) = &config.evaluation {
         metrics.push(evaluation.metric);
@@ -377,14 +377,14 @@ pub async fn run_with(
             progress.item_done(result);
         })
     };
-    let metrics = Arc::new(run_metrics(config));
+    let scoring = Arc::new(pipeline::Scoring::new(config, &models));
     let new_results = pipeline::run_units(
         pending,
         config.run.seed,
         config.run.concurrency,
         control.clone(),
         models.meter().clone(),
-        metrics,
+        scoring,
         finished,
     )
     .await;

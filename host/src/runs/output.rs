@@ -64,6 +64,9 @@ pub struct ItemResult {
     /// Scores against the reference, by metric (a failed item scores 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scores: BTreeMap<String, f64>,
+    /// The LLM judge's raw scores and failed repeats (`llm-judge` metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::eval::JudgeOutcome>,
     /// Wall time of the item, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -81,6 +84,7 @@ impl ItemResult {
             trace: Vec::new(),
             failure: None,
             scores: BTreeMap::new(),
+            judge: None,
             elapsed_ms: 0,
         }
     }
@@ -100,6 +104,23 @@ impl ItemResult {
             };
             self.scores.insert(metric.name().to_string(), value);
         }
+    }
+
+    /// Judge the answer against the reference with `judge` (the `llm-judge`
+    /// score): a failed item scores 0; an answer no repeat could judge gets
+    /// no score, and the reasons stay in `judge`.
+    pub async fn score_with_judge(&mut self, judge: &crate::eval::Judge, seed: u64) {
+        let Some(reference) = &self.reference else { return };
+        let name = crate::eval::judge::METRIC_NAME.to_string();
+        let (None, Some(answer)) = (&self.failure, &self.answer) else {
+            self.scores.insert(name, 0.0);
+            return;
+        };
+        let outcome = judge.judge(&self.input, reference, answer, seed).await;
+        if let Some(mean) = outcome.mean(judge.config().scale) {
+            self.scores.insert(name, mean);
+        }
+        self.judge = Some(outcome);
     }
 
     pub(crate) fn finished(mut self, started: Instant) -> Self {
@@ -166,6 +187,12 @@ fn technique_summaries(config: &RunConfig, results: &[ItemResult]) -> Vec<Techni
     let resamples =
         config.evaluation.as_ref().map(|e| e.resamples).unwrap_or(crate::eval::statistics::DEFAULT_RESAMPLES);
     let names: Vec<String> = config.technique_list().into_iter().map(|(n, _)| n).collect();
+    // The configured metrics, then scores that pipeline stages recorded (a
+    // judge plugin's `judge-similarity`, for example).
+    let mut metric_names: Vec<String> = metrics.iter().map(|m| m.name().to_string()).collect();
+    let stage_scores: std::collections::BTreeSet<&String> =
+        results.iter().flat_map(|r| r.scores.keys()).filter(|k| !metric_names.contains(k)).collect();
+    metric_names.extend(stage_scores.into_iter().cloned());
     let baseline = config.evaluation.as_ref().and_then(|e| e.baseline.clone()).or_else(|| names.first().cloned());
     let scores_of = |technique: &str, metric: &str| -> BTreeMap<String, f64> {
         results
@@ -178,13 +205,12 @@ fn technique_summaries(config: &RunConfig, results: &[ItemResult]) -> Vec<Techni
         .iter()
         .map(|name| {
             let mine: Vec<&ItemResult> = results.iter().filter(|r| &r.technique == name).collect();
-            let scores = metrics
+            let scores = metric_names
                 .iter()
                 .filter_map(|m| {
-                    let values: Vec<f64> = scores_of(name, m.name()).into_values().collect();
-                    (!values.is_empty()).then(|| {
-                        (m.name().to_string(), crate::eval::bootstrap_mean(&values, resamples, config.run.seed))
-                    })
+                    let values: Vec<f64> = scores_of(name, m).into_values().collect();
+                    (!values.is_empty())
+                        .then(|| (m.clone(), crate::eval::bootstrap_mean(&values, resamples, config.run.seed)))
                 })
                 .collect();
             let versus_baseline = match (&baseline, metrics.first()) {

@@ -1,6 +1,8 @@
-//! One work item through the pipeline: rewriter → policy → solver, or the
-//! answer model. Every stage failure is recorded on the item; the rest of
-//! the run goes on.
+//! One work item through the pipeline: rewriter → policy → solver, the
+//! answer model or a writer (Self-Evolution's QA-pair writing), then an
+//! optional judge plugin (LlamaDuo's judge); then the run's metrics score
+//! it. Every stage failure is recorded on the item; the rest of the run
+//! goes on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +10,14 @@ use std::time::Instant;
 
 use crate::backends::{ChatMessage, GenerationRequest, ModelSet, Prompt, Role as ChatRole, Sampling};
 use crate::config::PipelineConfig;
-use crate::sandbox::{Plugin, Role, WorkItem, item_seed};
+use crate::sandbox::{Plugin, Role, TraceStep, WorkItem, item_seed};
 
 use super::RunError;
 use super::control::{StopReason, StopSignal};
 use super::dataset::Item;
 use super::output::{ItemFailure, ItemResult};
 use crate::backends::meter::{Budget, UsageMeter};
-use crate::eval::Metric;
+use crate::eval::{Judge, Metric, RunMetric};
 
 /// One unit of work: a technique applied to an item, with its place in the output.
 #[derive(Clone)]
@@ -28,10 +30,47 @@ pub struct WorkUnit {
     pub item: Item,
 }
 
+/// How a run scores each finished item: the reference metrics, and the LLM
+/// judge when `llm-judge` is among the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Scoring {
+    /// Reference metrics (pure functions of answer and reference).
+    pub metrics: Vec<Metric>,
+    /// The judge of the `llm-judge` metric.
+    pub judge: Option<Judge>,
+}
+
+impl Scoring {
+    /// The scoring a configuration asks for, judging with `models`.
+    pub fn new(config: &crate::config::RunConfig, models: &ModelSet) -> Self {
+        let run_metrics = super::run_metrics(config);
+        let metrics = run_metrics
+            .iter()
+            .filter_map(|m| match m {
+                RunMetric::Reference(m) => Some(*m),
+                RunMetric::LlmJudge => None,
+            })
+            .collect();
+        let judge = match config.evaluation.as_ref().and_then(|e| e.judge.clone()) {
+            Some(judge) if run_metrics.contains(&RunMetric::LlmJudge) => Some(Judge::new(judge, models.clone())),
+            _ => None,
+        };
+        Self { metrics, judge }
+    }
+
+    /// Score one finished item; the judge's seeds derive from `seed`.
+    pub async fn score(&self, result: &mut ItemResult, seed: u64) {
+        result.score(&self.metrics);
+        if let Some(judge) = &self.judge {
+            result.score_with_judge(judge, seed).await;
+        }
+    }
+}
+
 /// Run `units`, at most `concurrency` at once. Before a unit starts, the stop
 /// signal and the budget are checked; a unit that does not start is left
 /// out of the results (a resumed run picks it up). Each finished unit is
-/// scored with `metrics` and passed to `finished` (the journal) as soon as
+/// scored with `scoring` and passed to `finished` (the journal) as soon as
 /// it ends. Results come back in `order`.
 pub async fn run_units(
     units: Vec<WorkUnit>,
@@ -39,7 +78,7 @@ pub async fn run_units(
     concurrency: usize,
     control: RunControl,
     meter: Arc<UsageMeter>,
-    metrics: Arc<Vec<Metric>>,
+    scoring: Arc<Scoring>,
     finished: Arc<dyn Fn(&ItemResult) + Send + Sync>,
 ) -> Vec<(usize, ItemResult)> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -49,7 +88,7 @@ pub async fn run_units(
         let control = control.clone();
         let finished = finished.clone();
         let meter = meter.clone();
-        let metrics = metrics.clone();
+        let scoring = scoring.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             if let Some(reason) = meter.exhausted(&control.budget) {
@@ -58,8 +97,9 @@ pub async fn run_units(
             if control.stop.is_stopped() {
                 return None;
             }
+            let judge_seed = item_seed(run_seed ^ JUDGE_SEED_SALT, &unit.item.id);
             let mut result = unit.pipeline.run_item(unit.item, run_seed).await;
-            result.score(&metrics);
+            scoring.score(&mut result, judge_seed).await;
             finished(&result);
             Some((unit.order, result))
         });
@@ -75,6 +115,10 @@ pub async fn run_units(
     results.sort_by_key(|(order, _)| *order);
     results
 }
+
+/// Mixed into the run seed for the judge's requests, so they do not share
+/// seeds with the answer model's.
+const JUDGE_SEED_SALT: u64 = 0x6a75_6467_6500_0000;
 
 /// What may stop a run early: the stop signal (SIGINT/SIGTERM) and the budget.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +136,8 @@ pub struct Pipeline {
     policy: Option<Arc<Plugin>>,
     solver: Option<Arc<Plugin>>,
     answer_model: Option<String>,
+    writer: Option<Arc<Plugin>>,
+    judge: Option<(Arc<Plugin>, String)>,
     models: ModelSet,
     system_prompt: Option<String>,
     answer_max_tokens: u32,
@@ -127,6 +173,8 @@ impl Pipeline {
             policy: stage("policy", &p.policy, Role::PromptPolicy)?,
             solver: stage("solver", &p.solver, Role::Solver)?,
             answer_model: p.answer_model.clone().filter(|m| models.get(m).is_some()),
+            writer: stage("writer", &p.writer, Role::EvolutionStrategy)?,
+            judge: stage("judge", &p.judge, Role::MigrationStrategy)?.zip(p.judge_model.clone()),
             models: models.clone(),
             system_prompt: p.system_prompt.clone(),
             answer_max_tokens: p.answer_max_tokens,
@@ -150,8 +198,13 @@ impl Pipeline {
         if let Some(p) = &self.solver {
             stages.push(format!("solver({})", p.name()));
         }
-        if let Some(name) = &self.answer_model {
-            stages.push(format!("answer-model({name})"));
+        match (&self.writer, &self.answer_model) {
+            (Some(p), Some(name)) => stages.push(format!("writer({}, {name})", p.name())),
+            (None, Some(name)) => stages.push(format!("answer-model({name})")),
+            _ => {}
+        }
+        if let Some((p, model)) = &self.judge {
+            stages.push(format!("judge({}, {model})", p.name()));
         }
         stages.join(" → ")
     }
@@ -161,7 +214,57 @@ impl Pipeline {
         let started = Instant::now();
         let seed = item_seed(run_seed, &item.id);
         let work = WorkItem { id: item.id.clone(), seed };
-        let mut result = ItemResult::new(&self.name, &item);
+        let result = self.answer(&item, &work, started).await;
+        match &self.judge {
+            Some((judge, model)) if result.failure.is_none() => self.judge(result, judge, model, &work, started).await,
+            _ => result,
+        }
+    }
+
+    /// The judge plugin's similarity and precision (1–100) of the answer,
+    /// recorded as `judge-similarity` and `judge-precision` on [0, 1]. An
+    /// item without a reference is not judged.
+    async fn judge(
+        &self,
+        mut result: ItemResult,
+        judge: &Plugin,
+        model: &str,
+        work: &WorkItem,
+        started: Instant,
+    ) -> ItemResult {
+        let (Some(reference), Some(answer)) = (result.reference.clone(), result.answer.clone()) else {
+            return result;
+        };
+        let example = crate::sandbox::Example { prompt: result.input.clone(), response: reference };
+        let judged = match judge.instantiate(work).await {
+            Ok(mut instance) => instance.judge(&example, &answer, model).await,
+            Err(e) => Err(e),
+        };
+        match judged {
+            Ok(judgement) => {
+                for (name, score) in
+                    [("judge-similarity", judgement.similarity), ("judge-precision", judgement.precision)]
+                {
+                    result.scores.insert(name.to_string(), (score - 1.0) / 99.0);
+                }
+                result.trace.push(TraceStep {
+                    label: "judge".into(),
+                    text: format!(
+                        "similarity {:.1}, precision {:.1} (1-100)",
+                        judgement.similarity, judgement.precision
+                    ),
+                });
+                result.finished(started)
+            }
+            Err(e) => result.failed(ItemFailure::plugin("judge", judge.name(), &e), started),
+        }
+    }
+
+    /// The answer stages: rewriter, then solver, writer or policy → answer model.
+    async fn answer(&self, item: &Item, work: &WorkItem, started: Instant) -> ItemResult {
+        let seed = work.seed;
+        let work = work.clone();
+        let mut result = ItemResult::new(&self.name, item);
         let mut question = item.input.clone();
         if let Some(rewriter) = &self.rewriter {
             match rewriter.rewrite(&work, &question).await {
@@ -198,6 +301,24 @@ impl Pipeline {
                 started,
             );
         };
+        if let Some(writer) = &self.writer {
+            let written = match writer.instantiate(&work).await {
+                Ok(mut instance) => instance.write_pair(&prompt, 0, model).await,
+                Err(e) => Err(e),
+            };
+            return match written {
+                Ok(scored) => {
+                    result.prompt = Some(scored.pair.question.clone());
+                    result.trace = vec![
+                        TraceStep { label: "question".into(), text: scored.pair.question },
+                        TraceStep { label: "ifd".into(), text: format!("{:.4}", scored.ifd) },
+                    ];
+                    result.answer = Some(scored.pair.answer);
+                    result.finished(started)
+                }
+                Err(e) => result.failed(ItemFailure::plugin("writer", writer.name(), &e), started),
+            };
+        }
         let mut messages = Vec::new();
         if let Some(system) = &self.system_prompt {
             messages.push(ChatMessage::new(ChatRole::System, system.clone()));
