@@ -1,14 +1,20 @@
 //! Text generation and scoring on an exported model with ONNX Runtime.
 //!
 //! [`LocalModel`] owns an ONNX Runtime session (behind a mutex, so the model
-//! is `Send + Sync` and one call runs at a time), the tokenizer and the chat
-//! template. Generation allocates the key/value cache once per call (room for
-//! the prompt and `max_tokens`), binds the same tensors as `past_key_values.*`
-//! inputs and `present.*` outputs (IoBinding), so GroupQueryAttention appends
-//! each new position in place instead of copying the whole cache every token.
-//! `n` samples share the prompt's prefill: its cache is replicated into a
-//! batch of `n` rows. Scoring prefills the prompt once and runs each
-//! continuation as one chunk on top of the prompt's cache.
+//! is `Send + Sync` and one forward pass runs at a time), the tokenizer and
+//! the chat template. The key/value cache lives in a [`KvArena`] of rows; a
+//! step binds a view of consecutive rows as both the `past_key_values.*`
+//! inputs and the `present.*` outputs (IoBinding), so GroupQueryAttention
+//! appends each row's new position in place instead of copying the cache
+//! every token, and rows of different lengths can share a step (a
+//! right-padded attention mask gives each row its own length).
+//!
+//! Generation itself (sampling, stop sequences, streaming, `n` choices that
+//! share the prompt's prefill) is implemented once, by the batch decoder in
+//! [`crate::scheduler`]: a call on [`LocalModel`] decodes its request alone,
+//! and a [`crate::scheduler::Scheduler`] batches concurrent requests. Scoring
+//! prefills the prompt once and runs each continuation as one chunk on top of
+//! the prompt's cache.
 //!
 //! Reported log-probabilities are those of the model's raw distribution
 //! (log-softmax of the logits, before temperature, top-k/top-p and the
@@ -18,8 +24,10 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Mutex;
 
-use ort::session::Session;
-use ort::value::Tensor;
+use ort::AsPointer;
+use ort::memory::MemoryInfo;
+use ort::session::{IoBinding, Session};
+use ort::value::{Shape, Tensor, TensorRefMut, Value, ValueTypeMarker};
 use serde::{Deserialize, Serialize};
 
 use crate::onnx_export::{LlamaConfig, ModelIo};
@@ -56,6 +64,12 @@ pub enum EngineError {
     /// The model's output is not what the exporter produces.
     #[error("unexpected model output: {0}")]
     BadOutput(String),
+    /// A batched decode step failed; every request in the batch fails with it.
+    #[error("the batched decode step failed: {0} (the request can be retried)")]
+    BatchFailed(String),
+    /// The scheduler's worker thread is gone.
+    #[error("the batching scheduler has stopped (its worker thread ended); create a new one")]
+    SchedulerStopped,
 }
 
 /// A result with an [`EngineError`].
@@ -111,7 +125,7 @@ impl GenerationParams {
         Self { max_tokens, temperature: 0.0, ..Self::default() }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(EngineError::InvalidParams(m.to_string()));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad("temperature must be a finite number >= 0");
@@ -165,7 +179,7 @@ pub struct StreamEvent<'a> {
 }
 
 /// The length of the longest suffix of `text` that is a proper prefix of a stop sequence.
-fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
+pub(crate) fn stop_prefix_len(text: &str, stops: &[String]) -> usize {
     let mut best = 0;
     for stop in stops {
         for (i, _) in stop.char_indices().skip(1) {
@@ -249,7 +263,7 @@ pub struct ContinuationScore {
 
 /// A small deterministic generator (SplitMix64).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
@@ -264,7 +278,7 @@ impl Rng {
     }
 }
 
-fn log_softmax_at(logits: &[f32]) -> (f32, f64) {
+pub(crate) fn log_softmax_at(logits: &[f32]) -> (f32, f64) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     (max, sum.ln())
@@ -280,7 +294,7 @@ fn argmax(v: &[f32]) -> usize {
     best
 }
 
-fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng: &mut Rng) -> u32 {
+pub(crate) fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng: &mut Rng) -> u32 {
     let mut l: Cow<[f32]> = Cow::Borrowed(logits);
     if p.repetition_penalty != 1.0 {
         let lm = l.to_mut();
@@ -330,22 +344,118 @@ fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng: &mut Rng) 
     idx[probs.len() - 1] as u32
 }
 
-/// A pre-allocated key/value cache of `capacity` positions per row, bound as
-/// both `past_key_values.*` input and `present.*` output so that
-/// GroupQueryAttention appends in place (no per-token copy of the cache).
-struct SharedKv {
-    values: Vec<Tensor<f32>>,
-    batch: usize,
+/// Key/value cache memory for up to `rows` sequences of `capacity` positions:
+/// one buffer per `past_key_values.*` input, laid out `[rows, kv_heads,
+/// capacity, head_dim]` like the graph's tensors. A step binds a view over a
+/// run of consecutive rows as both the `past_key_values.*` input and the
+/// `present.*` output, so GroupQueryAttention writes each row's new positions
+/// in place (at that row's own length) instead of copying the cache.
+pub(crate) struct KvArena {
+    buffers: Vec<Vec<f32>>,
+    rows: usize,
     capacity: usize,
-    len: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl KvArena {
+    /// Zeroed memory for `rows` rows of `capacity` positions.
+    pub(crate) fn new(config: &LlamaConfig, rows: usize, capacity: usize) -> Self {
+        let (heads, head_dim) = (config.n_kv_heads, config.head_dim);
+        let size = rows * heads * capacity * head_dim;
+        let buffers = (0..2 * config.n_layers).map(|_| vec![0.0f32; size]).collect();
+        Self { buffers, rows, capacity, heads, head_dim }
+    }
+
+    /// Bytes of cache per position of one row, for `config`.
+    pub(crate) fn bytes_per_position(config: &LlamaConfig) -> usize {
+        2 * config.n_layers * config.n_kv_heads * config.head_dim * std::mem::size_of::<f32>()
+    }
+
+    /// How many rows fit.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Positions per row.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn row_size(&self) -> usize {
+        self.heads * self.capacity * self.head_dim
+    }
+
+    /// Copies the first `len` positions of row `from` into row `to`.
+    pub(crate) fn copy_row(&mut self, from: usize, to: usize, len: usize) {
+        if from == to || len == 0 {
+            return;
+        }
+        let (row, head, span) = (self.row_size(), self.capacity * self.head_dim, len * self.head_dim);
+        for buffer in &mut self.buffers {
+            for h in 0..self.heads {
+                let src = from * row + h * head;
+                buffer.copy_within(src..src + span, to * row + h * head);
+            }
+        }
+    }
+
+    /// A larger arena holding the first `lens[r]` positions of rows `0..lens.len()` of this one.
+    pub(crate) fn grown(&self, rows: usize, capacity: usize, lens: &[usize]) -> Self {
+        let (rows, capacity) = (rows.max(self.rows), capacity.max(self.capacity));
+        let size = rows * self.heads * capacity * self.head_dim;
+        let (old_row, old_head) = (self.row_size(), self.capacity * self.head_dim);
+        let (new_row, new_head) = (self.heads * capacity * self.head_dim, capacity * self.head_dim);
+        let buffers = self
+            .buffers
+            .iter()
+            .map(|old| {
+                let mut new = vec![0.0f32; size];
+                for (r, &len) in lens.iter().enumerate() {
+                    for h in 0..self.heads {
+                        let (src, dst, span) =
+                            (r * old_row + h * old_head, r * new_row + h * new_head, len * self.head_dim);
+                        new[dst..dst + span].copy_from_slice(&old[src..src + span]);
+                    }
+                }
+                new
+            })
+            .collect();
+        Self { buffers, rows, capacity, heads: self.heads, head_dim: self.head_dim }
+    }
+}
+
+/// Binds `value` as input `name` without the copy that `ort` makes of
+/// borrowed tensors, so that the same memory can also be bound as an output
+/// (GroupQueryAttention detects the shared past/present buffer by address).
+fn bind_input_in_place(
+    binding: &mut IoBinding,
+    name: &str,
+    value: &Value<impl ValueTypeMarker + ?Sized>,
+) -> Result<()> {
+    let name = std::ffi::CString::new(name).map_err(|e| EngineError::BadOutput(format!("input name: {e}")))?;
+    // SAFETY: the binding and the value are live ONNX Runtime objects; the
+    // caller keeps `value` (and the memory it views) alive until the run that
+    // uses this binding has finished.
+    let status = unsafe { (ort::api().BindInput)(binding.ptr_mut(), name.as_ptr(), value.ptr()) };
+    if status.0.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status is an error object that we own and release once.
+    let message = unsafe {
+        let text = std::ffi::CStr::from_ptr((ort::api().GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (ort::api().ReleaseStatus)(status.0);
+        text
+    };
+    Err(RuntimeError::Ort(format!("binding `{}`: {message}", name.to_string_lossy())).into())
 }
 
 /// A chat/completion model loaded into ONNX Runtime.
 pub struct LocalModel {
-    session: Mutex<Session>,
+    pub(crate) session: Mutex<Session>,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
-    special: SpecialTokens,
+    pub(crate) special: SpecialTokens,
     config: LlamaConfig,
     past_names: Vec<String>,
     present_names: Vec<String>,
@@ -447,11 +557,21 @@ impl LocalModel {
         Ok(t.render(messages, true)?)
     }
 
-    /// Generates assistant replies to a conversation.
-    pub fn chat(&self, messages: &[ChatMessage], params: &GenerationParams) -> Result<Generation> {
+    /// The prompt token ids of a conversation (the chat template with the assistant header).
+    pub fn chat_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let prompt = self.render_chat(messages)?;
         // The template writes any BOS itself, so no special tokens are added.
-        let ids = self.tokenizer.encode(&prompt, false)?;
+        Ok(self.tokenizer.encode(&prompt, false)?)
+    }
+
+    /// The prompt token ids of a raw text prompt (with the tokenizer's BOS, if any).
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.encode_prompt(prompt)
+    }
+
+    /// Generates assistant replies to a conversation.
+    pub fn chat(&self, messages: &[ChatMessage], params: &GenerationParams) -> Result<Generation> {
+        let ids = self.chat_ids(messages)?;
         self.generate_ids(&ids, params)
     }
 
@@ -492,7 +612,7 @@ impl LocalModel {
         self.tokenizer.decode(&[id], false).unwrap_or_default()
     }
 
-    fn logprob_entry(&self, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+    pub(crate) fn logprob_entry(&self, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
         let (max, lse) = log_softmax_at(logits);
         let lp = |i: usize| (f64::from(logits[i] - max) - lse) as f32;
         let mut top_logprobs = Vec::new();
@@ -520,6 +640,23 @@ impl LocalModel {
     /// Scores several continuations of one prompt: the prompt is prefilled
     /// once, then each continuation runs as one chunk on the prompt's cache.
     pub fn score_many_ids(&self, prompt: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<ContinuationScore>> {
+        self.score_many_ids_with_top(prompt, continuations, 0)
+    }
+
+    /// Scores `continuation` token ids after `prompt` token ids, teacher-forced,
+    /// with the model's `top` most likely tokens at every position (in each
+    /// token's `top_logprobs`; `top_logprobs[0]` is the model's own top-1).
+    pub fn score_ids_with_top(&self, prompt: &[u32], continuation: &[u32], top: usize) -> Result<ContinuationScore> {
+        let mut v = self.score_many_ids_with_top(prompt, std::slice::from_ref(&continuation.to_vec()), top)?;
+        v.pop().ok_or_else(|| EngineError::BadOutput("no score".into()))
+    }
+
+    fn score_many_ids_with_top(
+        &self,
+        prompt: &[u32],
+        continuations: &[Vec<u32>],
+        top: usize,
+    ) -> Result<Vec<ContinuationScore>> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -535,16 +672,15 @@ impl LocalModel {
             return Err(EngineError::ContextOverflow { needed: capacity, max: self.config.max_context });
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let mut kv = self.alloc_kv(&session, 1, capacity)?;
+        let mut kv = KvArena::new(&self.config, 1, capacity);
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-        let first = self.step(&mut session, ids, prompt.len(), &mut kv, false)?;
+        let first = self.run_rows(&mut session, &mut kv, 0, &[0], ids, prompt.len(), false)?;
         let mut out = Vec::with_capacity(continuations.len());
         for cont in continuations {
             let mut logits = first.clone();
             if cont.len() > 1 {
-                kv.len = prompt.len();
                 let fed: Vec<i64> = cont[..cont.len() - 1].iter().map(|&t| i64::from(t)).collect();
-                logits.extend(self.step(&mut session, fed, cont.len() - 1, &mut kv, true)?);
+                logits.extend(self.run_rows(&mut session, &mut kv, 0, &[prompt.len()], fed, cont.len() - 1, true)?);
             }
             let mut tokens = Vec::with_capacity(cont.len());
             let mut is_greedy = true;
@@ -552,7 +688,7 @@ impl LocalModel {
             for (j, &t) in cont.iter().enumerate() {
                 let row = &logits[j * v..(j + 1) * v];
                 is_greedy &= argmax(row) == t as usize;
-                let e = self.logprob_entry(row, t, 0);
+                let e = self.logprob_entry(row, t, top);
                 sum += f64::from(e.logprob);
                 tokens.push(e);
             }
@@ -561,41 +697,68 @@ impl LocalModel {
         Ok(out)
     }
 
-    fn alloc_kv(&self, session: &Session, batch: usize, capacity: usize) -> Result<SharedKv> {
-        let shape = vec![batch as i64, self.config.n_kv_heads as i64, capacity as i64, self.config.head_dim as i64];
-        let values = (0..self.past_names.len())
-            .map(|_| Tensor::<f32>::new(session.allocator(), shape.clone()).map_err(ort_err))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SharedKv { values, batch, capacity, len: 0 })
-    }
-
-    /// Runs `seq` new tokens per row on a shared cache; returns the logits of
-    /// each row's last position (`[batch][vocab]`), or of every new position
-    /// (`[batch][seq][vocab]`) when `all_positions` is set.
-    fn step(
+    /// Runs `seq` new tokens for each of the rows `first_row..first_row + lens.len()`
+    /// of `kv` (row `i` has `lens[i]` cached positions; `ids` holds `seq` ids
+    /// per row); each row's new keys and values land at its own length. Returns
+    /// the logits of each row's last position (`[rows][vocab]`), or of every new
+    /// position (`[rows][seq][vocab]`) when `all_positions` is set. Rows of
+    /// different lengths share a step through a right-padded attention mask:
+    /// the graph takes each row's length from the sum of its mask.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_rows(
         &self,
         session: &mut Session,
+        kv: &mut KvArena,
+        first_row: usize,
+        lens: &[usize],
         ids: Vec<i64>,
         seq: usize,
-        kv: &mut SharedKv,
         all_positions: bool,
     ) -> Result<Vec<f32>> {
-        let total = kv.len + seq;
-        if total > kv.capacity {
-            return Err(EngineError::ContextOverflow { needed: total, max: kv.capacity });
+        let batch = lens.len();
+        if batch == 0 || first_row + batch > kv.rows || ids.len() != batch * seq || (seq > 1 && batch > 1) {
+            return Err(EngineError::BadOutput(format!(
+                "invalid step: rows {first_row}+{batch} of {}, {} ids for {seq} per row",
+                kv.rows,
+                ids.len()
+            )));
         }
-        let batch = kv.batch;
-        let (b, s, t) = (batch as i64, seq as i64, total as i64);
+        let longest = lens.iter().copied().max().unwrap_or(0) + seq;
+        if longest > kv.capacity {
+            return Err(EngineError::ContextOverflow { needed: longest, max: kv.capacity });
+        }
+        let (b, s, t) = (batch as i64, seq as i64, longest as i64);
         let input_ids = Tensor::from_array((vec![b, s], ids)).map_err(ort_err)?;
-        let mask = Tensor::from_array((vec![b, t], vec![1i64; batch * total])).map_err(ort_err)?;
+        let mut mask = vec![0i64; batch * longest];
+        for (row, &len) in mask.chunks_mut(longest).zip(lens) {
+            row[..len + seq].fill(1);
+        }
+        let mask = Tensor::from_array((vec![b, t], mask)).map_err(ort_err)?;
+        let shape = [b, kv.heads as i64, kv.capacity as i64, kv.head_dim as i64];
+        let offset = first_row * kv.row_size();
+        let mut views = Vec::with_capacity(kv.buffers.len());
+        for buffer in &mut kv.buffers {
+            // SAFETY: `offset + batch * row_size <= buffer.len()` (checked
+            // above: first_row + batch <= rows), the memory is CPU memory, and
+            // the views (and the binding that holds them) are dropped before
+            // this function returns, while `kv` is still mutably borrowed.
+            let view = unsafe {
+                TensorRefMut::<f32>::from_raw(
+                    MemoryInfo::default(),
+                    buffer.as_mut_ptr().add(offset).cast(),
+                    Shape::new(shape),
+                )
+            }
+            .map_err(ort_err)?;
+            views.push(view);
+        }
         let mut binding = session.create_binding().map_err(ort_err)?;
         binding.bind_input("input_ids", &input_ids).map_err(ort_err)?;
         binding.bind_input("attention_mask", &mask).map_err(ort_err)?;
-        for (name, v) in self.past_names.iter().zip(&kv.values) {
-            binding.bind_input(name.as_str(), v).map_err(ort_err)?;
-        }
-        for (name, v) in self.present_names.iter().zip(kv.values.iter_mut()) {
-            binding.bind_output(name.as_str(), v).map_err(ort_err)?;
+        for ((past, present), view) in self.past_names.iter().zip(&self.present_names).zip(views) {
+            bind_input_in_place(&mut binding, past, &view)?;
+            // The binding keeps the view's ONNX value alive until it is dropped.
+            binding.bind_output(present.as_str(), view).map_err(ort_err)?;
         }
         {
             let mem = session.allocator().memory_info();
@@ -618,27 +781,12 @@ impl LocalModel {
             }
             out
         };
-        kv.len = total;
-        Ok(out)
-    }
-
-    /// Replicates a batch-1 cache into `n` rows.
-    fn expand(&self, session: &Session, kv: &SharedKv, n: usize) -> Result<SharedKv> {
-        let mut out = self.alloc_kv(session, n, kv.capacity)?;
-        for (src, dst) in kv.values.iter().zip(out.values.iter_mut()) {
-            let (_, data) = src.extract_tensor();
-            let (_, dst) = dst.extract_tensor_mut();
-            for row in dst.chunks_mut(data.len()) {
-                row.copy_from_slice(data);
-            }
-        }
-        out.len = kv.len;
         Ok(out)
     }
 
     /// Generates from prompt token ids.
     pub fn generate_ids(&self, prompt: &[u32], params: &GenerationParams) -> Result<Generation> {
-        self.generate_inner(prompt, params, None)
+        self.generate_alone(prompt, params, None)
     }
 
     /// [`LocalModel::chat`] with a callback for every token; the callback
@@ -649,8 +797,7 @@ impl LocalModel {
         params: &GenerationParams,
         on_token: &mut dyn FnMut(StreamEvent<'_>) -> bool,
     ) -> Result<Generation> {
-        let prompt = self.render_chat(messages)?;
-        let ids = self.tokenizer.encode(&prompt, false)?;
+        let ids = self.chat_ids(messages)?;
         self.generate_ids_stream(&ids, params, on_token)
     }
 
@@ -672,195 +819,7 @@ impl LocalModel {
         params: &GenerationParams,
         on_token: &mut dyn FnMut(StreamEvent<'_>) -> bool,
     ) -> Result<Generation> {
-        self.generate_inner(prompt, params, Some(on_token))
-    }
-
-    fn generate_inner(
-        &self,
-        prompt: &[u32],
-        params: &GenerationParams,
-        mut on_token: Option<&mut dyn FnMut(StreamEvent<'_>) -> bool>,
-    ) -> Result<Generation> {
-        params.validate()?;
-        let need_text = on_token.is_some() || !params.stop.is_empty();
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        let max_ctx = self.config.max_context;
-        if prompt.len() >= max_ctx {
-            return Err(EngineError::ContextOverflow { needed: prompt.len() + 1, max: max_ctx });
-        }
-        let n = params.n;
-        let v = self.config.vocab;
-        let seed = params.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            t ^ u64::from(std::process::id()).rotate_left(32)
-        });
-        struct State {
-            tokens: Vec<u32>,
-            logprobs: Vec<TokenLogprob>,
-            finish: Option<FinishReason>,
-            text: Option<String>,
-            emitted: usize,
-            rng: Rng,
-        }
-        let mut states: Vec<State> = (0..n)
-            .map(|i| State {
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                finish: None,
-                text: None,
-                emitted: 0,
-                rng: Rng(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)),
-            })
-            .collect();
-        if params.max_tokens == 0 {
-            for s in &mut states {
-                s.finish = Some(FinishReason::Length);
-            }
-        }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-        // Room for the prompt and every token but the last (which is never fed back).
-        let capacity = (prompt.len() + params.max_tokens.saturating_sub(1)).clamp(prompt.len(), max_ctx);
-        let (first, mut kv) = if params.max_tokens == 0 {
-            (Vec::new(), None)
-        } else {
-            let mut kv = self.alloc_kv(&session, 1, capacity)?;
-            let l = self.step(&mut session, ids, prompt.len(), &mut kv, false)?;
-            let kv = if n > 1 { self.expand(&session, &kv, n)? } else { kv };
-            (l, Some(kv))
-        };
-        let mut rows: Vec<f32> = Vec::with_capacity(n * v);
-        for _ in 0..n {
-            rows.extend_from_slice(&first);
-        }
-        let mut history: Vec<u32> = prompt.to_vec();
-        let pad = self.special.stop_ids.first().copied().unwrap_or(0);
-        let mut cancelled = false;
-        loop {
-            let mut any_active = false;
-            for (i, st) in states.iter_mut().enumerate() {
-                if st.finish.is_some() {
-                    continue;
-                }
-                if cancelled {
-                    st.finish = Some(FinishReason::Cancelled);
-                    continue;
-                }
-                let logits = &rows[i * v..(i + 1) * v];
-                history.truncate(prompt.len());
-                history.extend_from_slice(&st.tokens);
-                let tok = sample(logits, &history, params, &mut st.rng);
-                let mut token_lp = None;
-                if self.special.stop_ids.contains(&tok) {
-                    st.finish = Some(FinishReason::Stop);
-                } else {
-                    st.tokens.push(tok);
-                    let (max, lse) = log_softmax_at(logits);
-                    token_lp = Some((f64::from(logits[tok as usize] - max) - lse) as f32);
-                    if params.logprobs {
-                        st.logprobs.push(self.logprob_entry(logits, tok, params.top_logprobs));
-                    }
-                }
-                if !need_text {
-                    if st.finish.is_none()
-                        && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx)
-                    {
-                        st.finish = Some(FinishReason::Length);
-                    }
-                    any_active |= st.finish.is_none();
-                    continue;
-                }
-                let mut text = self.tokenizer.decode(&st.tokens, true)?;
-                if st.finish.is_none()
-                    && let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min()
-                {
-                    text.truncate(cut);
-                    st.text = Some(text.clone());
-                    st.finish = Some(FinishReason::Stop);
-                }
-                if st.finish.is_none()
-                    && (st.tokens.len() >= params.max_tokens || prompt.len() + st.tokens.len() >= max_ctx)
-                {
-                    st.finish = Some(FinishReason::Length);
-                }
-                // Only final text is flushed whole; otherwise hold back an
-                // incomplete character or a possible stop-sequence start.
-                let safe = if st.finish.is_some() {
-                    text.len()
-                } else if text.ends_with('\u{FFFD}') {
-                    st.emitted
-                } else {
-                    text.len() - stop_prefix_len(&text, &params.stop)
-                };
-                let safe = safe.max(st.emitted);
-                let delta = text.get(st.emitted..safe).unwrap_or("");
-                let keep_going = match on_token.as_mut() {
-                    Some(f) => f(StreamEvent {
-                        index: i,
-                        token_id: token_lp.map(|_| tok),
-                        text: delta,
-                        logprob: token_lp,
-                        finish_reason: st.finish,
-                    }),
-                    None => true,
-                };
-                st.emitted = safe;
-                if !keep_going {
-                    cancelled = true;
-                    if st.finish.is_none() {
-                        st.finish = Some(FinishReason::Cancelled);
-                    }
-                }
-                if st.finish.is_none() {
-                    any_active = true;
-                }
-            }
-            if cancelled {
-                for st in states.iter_mut().filter(|s| s.finish.is_none()) {
-                    st.finish = Some(FinishReason::Cancelled);
-                }
-                any_active = false;
-            }
-            if !any_active {
-                break;
-            }
-            let Some(cache) = kv.as_mut() else { break };
-            let next: Vec<i64> = states
-                .iter()
-                .map(|s| i64::from(if s.finish.is_none() { s.tokens.last().copied().unwrap_or(pad) } else { pad }))
-                .collect();
-            rows = self.step(&mut session, next, 1, cache, false)?;
-        }
-        drop(session);
-        let mut choices = Vec::with_capacity(n);
-        let mut completion_tokens = 0;
-        for (index, st) in states.into_iter().enumerate() {
-            completion_tokens += st.tokens.len();
-            let text = match st.text {
-                Some(t) => t,
-                None => self.tokenizer.decode(&st.tokens, true)?,
-            };
-            choices.push(Choice {
-                index,
-                text,
-                finish_reason: st.finish.unwrap_or(FinishReason::Length),
-                token_ids: st.tokens,
-                logprobs: params.logprobs.then_some(st.logprobs),
-            });
-        }
-        Ok(Generation {
-            choices,
-            usage: Usage {
-                prompt_tokens: prompt.len(),
-                completion_tokens,
-                total_tokens: prompt.len() + completion_tokens,
-            },
-        })
+        self.generate_alone(prompt, params, Some(on_token))
     }
 }
 

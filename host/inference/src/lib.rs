@@ -26,7 +26,9 @@ pub mod onnx_proto;
 pub mod quant;
 pub mod registry;
 pub mod runtime;
+pub mod scheduler;
 pub mod tokenizer;
+pub mod verify;
 
 pub use embeddings::{Embedder, EmbeddingError};
 pub use engine::{
@@ -35,4 +37,5 @@ pub use engine::{
 };
 pub use registry::{CheckReport, Manifest, ModelEntry, Registry, RegistryError};
 pub use runtime::{Runtime, RuntimeError};
+pub use scheduler::{Pending, Scheduler, SchedulerConfig, TokenEvent};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
