@@ -1,0 +1,233 @@
+//! `techne eval` with judges, through the CLI built with the scripted test
+//! double: the generic `llm-judge` metric (rubric prompt, repeats averaged,
+//! JSON or plain-number replies, failures recorded per item), its
+//! configuration errors, and the pipeline's writer (Self-Evolution's
+//! evolution-strategy plugin) and judge (LlamaDuo's migration-strategy
+//! plugin) stages with the real plugin components.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use techne_integration_tests::artifacts;
+
+const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
+
+fn techne(args: &[&str], dir: &Path) -> Output {
+    Command::new(CLI)
+        .args(args)
+        .current_dir(dir)
+        .env("TECHNE_CACHE_DIR", dir.join("cache"))
+        .env_remove("TECHNE_SEED")
+        .env_remove("TECHNE_OUTPUT_DIR")
+        .env_remove("TECHNE_CONCURRENCY")
+        .env_remove("TECHNE_LIMIT")
+        .output()
+        .expect("run the techne CLI")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn results(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .expect("results.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary.json")).unwrap()
+}
+
+const CAPITALS: &str = r#"{"id": "fr", "q": "Capital of France?", "a": "Paris"}
+{"id": "it", "q": "Capital of Italy?", "a": "Rome"}
+{"id": "es", "q": "Capital of Spain?", "a": "Madrid"}
+"#;
+
+/// The answer model answers from rules; the judge model grades from rules
+/// keyed on the answer the rubric shows it.
+const JUDGE_CONFIG: &str = r#"
+[run]
+name = "judged"
+seed = 3
+concurrency = 2
+output-dir = "out"
+
+[models.answerer]
+backend = "scripted"
+rules = [
+  { contains = "France", reply = "Paris" },
+  { contains = "Italy", reply = "Milan" },
+  { contains = "Spain", reply = "I do not know" },
+]
+
+[models.judge]
+backend = "scripted"
+rules = [
+  { contains = "Answer to grade:\nParis", reply = "```json\n{\"score\": 10, \"reason\": \"matches\"}\n```" },
+  { contains = "Answer to grade:\nMilan", reply = "Score: 2. Milan is not the capital." },
+  { contains = "Answer to grade:", reply = "I cannot grade this." },
+]
+
+[dataset]
+path = "capitals.jsonl"
+input-field = "q"
+reference-field = "a"
+id-field = "id"
+
+[techniques.baseline]
+answer-model = "answerer"
+
+[evaluation]
+metric = "llm-judge"
+extra-metrics = ["exact-match"]
+
+[evaluation.judge]
+model = "judge"
+repeats = 3
+"#;
+
+#[test]
+fn llm_judge_scores_average_repeats_and_record_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "capitals.jsonl", CAPITALS);
+    let config = write(dir.path(), "judged.toml", JUDGE_CONFIG);
+    let out = techne(&["eval", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    let run = dir.path().join("out");
+    let by_id: std::collections::BTreeMap<String, serde_json::Value> =
+        results(&run).into_iter().map(|r| (r["id"].as_str().unwrap().to_string(), r)).collect();
+    // 10 on a 1–10 rubric is 1.0; 2 is (2 − 1) / 9.
+    assert_eq!(by_id["fr"]["scores"]["llm-judge"], 1.0);
+    assert_eq!(by_id["fr"]["judge"]["scores"], serde_json::json!([10.0, 10.0, 10.0]));
+    let milan = by_id["it"]["scores"]["llm-judge"].as_f64().unwrap();
+    assert!((milan - 1.0 / 9.0).abs() < 1e-9, "{milan}");
+    assert_eq!(by_id["it"]["scores"]["exact-match"], 0.0);
+    // No readable score: no llm-judge score, and every repeat's reason kept.
+    assert!(by_id["es"]["scores"].get("llm-judge").is_none(), "{}", by_id["es"]);
+    let failures = by_id["es"]["judge"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert!(failures[0].as_str().unwrap().contains("I cannot grade this."), "{failures:?}");
+    // The summary's mean covers the two judged items.
+    let summary = summary(&run);
+    let judged = &summary["techniques"][0]["scores"]["llm-judge"];
+    assert!((judged["mean"].as_f64().unwrap() - (1.0 + 1.0 / 9.0) / 2.0).abs() < 1e-9, "{judged}");
+    assert!(text(&out.stdout).contains("llm-judge"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn llm_judge_without_a_judge_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "capitals.jsonl", CAPITALS);
+    let without = JUDGE_CONFIG.split("[evaluation.judge]").next().unwrap();
+    let config = write(dir.path(), "nojudge.toml", without);
+    let out = techne(&["config", "check", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("evaluation.judge") && err.contains("[evaluation.judge]"), "{err}");
+    let bad_repeats = JUDGE_CONFIG.replace("repeats = 3", "repeats = 0");
+    let config = write(dir.path(), "zero.toml", &bad_repeats);
+    let out = techne(&["config", "check", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("evaluation.judge.repeats"), "{}", text(&out.stderr));
+}
+
+/// The two stages with the real plugins: the writer writes a QA pair from
+/// the item (as a knowledge fragment), the judge plugin grades the
+/// baseline's answer.
+#[test]
+fn writer_and_judge_plugin_stages_run_in_an_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "facts.jsonl", "{\"id\": \"1\", \"q\": \"The capital of France is Paris.\", \"a\": \"Paris\"}\n");
+    let config = format!(
+        r#"
+[run]
+name = "stages"
+seed = 5
+concurrency = 1
+output-dir = "out"
+
+[models.local]
+backend = "scripted"
+rules = [
+  {{ contains = "Write one question that this knowledge answers", reply = "What is the capital of France?" }},
+  {{ contains = "Answer the question using the knowledge below", reply = "Paris" }},
+  {{ contains = "rigorous quality assessor", reply = "{{\"similarity_assessment\": {{\"score\": 91, \"reason\": \"same\"}}, \"precision_assessment\": {{\"score\": 100, \"reason\": \"right\"}}}}" }},
+  {{ contains = "The capital of France is Paris.", reply = "Paris is the capital." }},
+]
+
+[plugins.self-evolution]
+path = "{evolution}"
+allowed-models = ["local"]
+default-model = "local"
+[plugins.self-evolution.params]
+max-tokens = 32
+
+[plugins.llamaduo]
+path = "{llamaduo}"
+allowed-models = ["local"]
+default-model = "local"
+[plugins.llamaduo.params]
+judge-repeats = 2
+max-tokens = 64
+
+[dataset]
+path = "facts.jsonl"
+input-field = "q"
+reference-field = "a"
+id-field = "id"
+
+[techniques.baseline]
+answer-model = "local"
+
+[techniques.self-evolution]
+writer = "self-evolution"
+answer-model = "local"
+
+[techniques.llamaduo]
+answer-model = "local"
+judge = "llamaduo"
+judge-model = "local"
+
+[evaluation]
+metric = "contains"
+"#,
+        evolution = artifacts::SELF_EVOLUTION,
+        llamaduo = artifacts::LLAMADUO
+    );
+    let config = write(dir.path(), "stages.toml", &config);
+    let out = techne(&["eval", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    let run = dir.path().join("out");
+    let by_technique: std::collections::BTreeMap<String, serde_json::Value> =
+        results(&run).into_iter().map(|r| (r["technique"].as_str().unwrap().to_string(), r)).collect();
+    let written = &by_technique["self-evolution"];
+    assert_eq!(written["prompt"], "What is the capital of France?", "{written}");
+    assert_eq!(written["answer"], "Paris");
+    assert_eq!(written["scores"]["contains"], 1.0);
+    let ifd = written["trace"].as_array().unwrap().iter().find(|s| s["label"] == "ifd").expect("an ifd step");
+    assert!(ifd["text"].as_str().unwrap().parse::<f64>().unwrap().is_finite(), "{ifd}");
+    let judged = &by_technique["llamaduo"];
+    assert_eq!(judged["answer"], "Paris is the capital.");
+    assert!((judged["scores"]["judge-similarity"].as_f64().unwrap() - 90.0 / 99.0).abs() < 1e-9, "{judged}");
+    assert_eq!(judged["scores"]["judge-precision"], 1.0);
+    // The stage scores reach the summary and the printed table.
+    let summary = summary(&run);
+    let llamaduo = summary["techniques"].as_array().unwrap().iter().find(|t| t["name"] == "llamaduo").unwrap();
+    assert!(llamaduo["scores"].get("judge-similarity").is_some(), "{llamaduo}");
+    assert!(text(&out.stdout).contains("judge-precision"), "{}", text(&out.stdout));
+    // A judge plugin needs its model.
+    let broken = std::fs::read_to_string(&config).unwrap().replace("judge-model = \"local\"\n", "");
+    let broken = write(dir.path(), "broken.toml", &broken);
+    let out = techne(&["config", "check", broken.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("techniques.llamaduo.judge-model"), "{}", text(&out.stderr));
+}
