@@ -8,6 +8,7 @@
 //! - [`capabilities`]: the host side of each `techne:plugin` interface.
 //! - [`backends`]: the models behind the capabilities.
 //! - [`runs`]: datasets, pipelines and run output.
+//! - [`collect`]: training-data collection driven by plugins' training extensions.
 //! - [`data`]: the catalog of public datasets and `techne data fetch`.
 //! - [`scaffold`]: `techne plugin new`.
 //! - [`bench`]: `techne bench`.
@@ -18,6 +19,7 @@ pub mod backends;
 pub mod bench;
 pub mod capabilities;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -29,6 +29,14 @@ use super::error::{CallError, LoadError, PluginReportedError};
 use super::limits::{SandboxLimiter, SandboxLimits};
 use super::store::StoreData;
 
+mod trainer;
+
+pub use trainer::{
+    CriterionScore, JudgedQuestion, OfflineRecord, PolicyExample, PolicyPrompt, PreferencePair, PromptOutcome,
+    TrainerExtension,
+};
+use trainer::{TrainerGuest, TrainerIndices};
+
 /// The role a plugin plays, from the role interface it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -274,6 +282,7 @@ pub struct Plugin {
     pre: InstancePre<StoreData>,
     describe: guest::describe::GuestIndices,
     role_indices: RoleIndices,
+    trainer_indices: Option<TrainerIndices>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -414,6 +423,8 @@ impl SandboxEngine {
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let describe = guest::describe::GuestIndices::new(&pre).map_err(invalid)?;
         let role_indices = RoleIndices::new(role, &pre).map_err(invalid)?;
+        let (_, exports) = component_interface(&self.engine, &component);
+        let trainer_indices = TrainerIndices::new(role, &exports, &pre).map_err(invalid)?;
         let grant = Arc::new(PluginGrant {
             plugin: spec.name.clone(),
             allowed_models: spec.allowed_models.iter().cloned().collect(),
@@ -440,6 +451,7 @@ impl SandboxEngine {
             pre,
             describe,
             role_indices,
+            trainer_indices,
         };
         let metadata = plugin
             .read_metadata()
@@ -525,6 +537,10 @@ impl Plugin {
     pub fn state(&self) -> &Arc<PluginState> {
         &self.state
     }
+    /// The training extension it exports next to its role, if any.
+    pub fn trainer(&self) -> Option<TrainerExtension> {
+        self.trainer_indices.as_ref().map(TrainerIndices::extension)
+    }
     /// Resolved parameters (defaults overridden by the configuration).
     pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {
         self.params.iter().map(|p| (p.name.as_str(), p.value.as_str()))
@@ -593,13 +609,19 @@ impl Plugin {
             Ok(Ok(instance)) => instance,
         };
         let load = |store: &mut Store<StoreData>| -> wasmtime::Result<_> {
-            Ok((self.describe.load(&mut *store, &instance)?, self.role_indices.load(store, &instance)?))
+            let trainer = match &self.trainer_indices {
+                Some(indices) => Some(indices.load(&mut *store, &instance)?),
+                None => None,
+            };
+            Ok((self.describe.load(&mut *store, &instance)?, self.role_indices.load(store, &instance)?, trainer))
         };
-        let (describe, role) = load(&mut store).map_err(|e| CallError::Instantiation { message: format!("{e:#}") })?;
+        let (describe, role, trainer) =
+            load(&mut store).map_err(|e| CallError::Instantiation { message: format!("{e:#}") })?;
         Ok(PluginInstance {
             store,
             describe,
             role,
+            trainer,
             params: self.params.clone(),
             limits: self.limits.clone(),
             poisoned: false,
@@ -679,6 +701,7 @@ pub struct PluginInstance {
     store: Store<StoreData>,
     describe: guest::describe::Guest,
     role: RoleGuest,
+    trainer: Option<TrainerGuest>,
     params: Arc<Vec<ParameterValue>>,
     limits: SandboxLimits,
     poisoned: bool,

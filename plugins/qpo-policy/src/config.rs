@@ -77,6 +77,9 @@ pub fn parameters() -> Vec<Parameter> {
              the plugin's default-model.",
             "",
         ),
+        Parameter::float("collect-temperature", "Offline data: sampling temperature of the policy.", 1.0),
+        Parameter::float("collect-top-p", "Offline data: nucleus sampling mass of the policy.", 1.0),
+        Parameter::float("min-reward", "Offline data: records with a lower reward are not kept.", 0.0),
     ]
 }
 

@@ -41,6 +41,16 @@
 //! `num-prompts` candidates are returned, best first, each with the query
 //! embedded.
 //!
+//! **Offline data** (world `prompt-policy-trainer-plugin`, so the component
+//! also serves as a plain prompt policy): [`collection`] holds QPO's
+//! collection decisions. `propose-for-training` samples prompts at a given
+//! target reward (`collect-temperature`, `collect-top-p`);
+//! `curate-records` rewards the host's outcomes with the paper's formula
+//! (the prompt's accuracy taken over the whole collection step), keeps
+//! those with a reward of at least `min-reward` and drops duplicates;
+//! `training-example` formats a record as the policy's training example, the
+//! same input the policy gets at inference.
+//!
 //! Parameters (`[plugins.NAME.params]`):
 //!
 //! | name | kind | default | meaning |
@@ -57,6 +67,9 @@
 //! | `prompt-template` | text | `{prompt}\n\n{query}` | the complete prompt for the answering model |
 //! | `candidate-prompts` | text | six known reasoning prompts (JSON) | prompt-oirl: the candidates |
 //! | `reward-model` | text | empty | prompt-oirl: the scoring model; empty = the plugin's `default-model` |
+//! | `collect-temperature` | float | 1.0 | offline data: sampling temperature of the policy |
+//! | `collect-top-p` | float | 1.0 | offline data: nucleus mass of the policy |
+//! | `min-reward` | float | 0.0 | offline data: records below this reward are dropped |
 //!
 //! The policy's input format and sampling settings must match how the policy
 //! was trained (the training loop is a separate, later piece); the defaults
@@ -65,7 +78,9 @@
 #![warn(missing_docs)]
 
 use techne_plugin_sdk::prelude::*;
+use techne_plugin_sdk::prompt_policy_trainer::{OfflineRecord, PolicyExample, PolicyPrompt, PromptOutcome};
 
+pub mod collection;
 pub mod config;
 pub mod prompts;
 pub mod reward;
@@ -153,4 +168,53 @@ fn prompt_oirl(query: &str, config: &Config) -> Result<Vec<String>, PluginError>
         .collect())
 }
 
-export_prompt_policy!(QpoPolicy);
+impl PromptPolicyTrainer for QpoPolicy {
+    fn propose_for_training(
+        query: &str,
+        target_reward: f64,
+        count: u32,
+        params: &Params,
+    ) -> Result<Vec<PolicyPrompt>, PluginError> {
+        let config = Config::from_params(params)?;
+        if query.trim().is_empty() {
+            return Err(PluginError::invalid_input("the query is empty"));
+        }
+        if !(1..=128).contains(&count) || !target_reward.is_finite() {
+            return Err(PluginError::invalid_input(
+                "the host asked for a prompt count outside 1 to 128 or a non-finite target reward",
+            ));
+        }
+        let model = llm::resolve_model(&config.policy_model)?;
+        let input = prompts::policy_input(target_reward, &config.policy_template, query);
+        let sampling = Sampling::default()
+            .max_tokens(config.max_tokens)
+            .temperature(params.f32("collect-temperature")?)
+            .top_p(params.f32("collect-top-p")?)
+            .n(count);
+        let completion = if config.policy_chat {
+            llm::chat(&model, &[Message::user(input)], &sampling)?
+        } else {
+            llm::complete(&model, &input, &sampling)?
+        };
+        let generated = prompts::dedupe(completion.texts().filter_map(prompts::clean).collect());
+        Ok(generated
+            .into_iter()
+            .map(|prompt| PolicyPrompt { full_prompt: prompts::embed(&config.prompt_template, &prompt, query), prompt })
+            .collect())
+    }
+
+    fn curate_records(
+        outcomes: &[PromptOutcome],
+        existing: &[OfflineRecord],
+        params: &Params,
+    ) -> Result<Vec<OfflineRecord>, PluginError> {
+        Ok(collection::curate(outcomes, existing, params.f64("min-reward")?))
+    }
+
+    fn training_example(record: &OfflineRecord, params: &Params) -> Result<PolicyExample, PluginError> {
+        let config = Config::from_params(params)?;
+        Ok(collection::policy_example(record, &config.policy_template, config.policy_chat))
+    }
+}
+
+export_prompt_policy_trainer!(QpoPolicy);

@@ -16,6 +16,18 @@
 //! label and surrounding quotes. An empty reply falls back to the original
 //! question (with a warning in the run log).
 //!
+//! **Training data** (the paper's section 3; world
+//! `rewriter-trainer-plugin`, so the component also serves as a plain
+//! rewriter): [`RewriterTrainer::sample_rewrites`] samples
+//! `rewrites-per-question` distinct rewrites with the rewriting prompt
+//! (temperature 1, top-p 0.999 as in the paper, at most `max-attempts`
+//! sampling requests); after the host has answered the original and every
+//! rewrite and scored the answers on the dataset's criteria,
+//! [`RewriterTrainer::build_pairs`] applies the dominance rule and pairs the
+//! top `better-pairs` better rewrites with `worse-pairs` random worse ones
+//! ([`training`]). Each pair's prompt is the rewriting prompt with the
+//! original question, so DPO trains exactly the inference call above.
+//!
 //! Parameters (`[plugins.NAME.params]`):
 //!
 //! | name | kind | default | meaning |
@@ -25,10 +37,18 @@
 //! | `temperature` | float | 0 | 0 = greedy, as in the paper |
 //! | `top-p` | float | 1.0 | nucleus mass (irrelevant when greedy) |
 //! | `prompt` | text | the paper's prompt | instruction; the question is appended, or replaces `{question}` if present |
+//! | `rewrites-per-question` | integer | 100 | training: distinct rewrites sampled per question (K) |
+//! | `sample-temperature` | float | 1.0 | training: temperature of the sampled rewrites |
+//! | `sample-top-p` | float | 0.999 | training: nucleus mass of the sampled rewrites |
+//! | `max-attempts` | integer | 10 | training: sampling requests per question before giving up on K |
+//! | `better-pairs` | integer | 10 | training: better rewrites paired per question (N+) |
+//! | `worse-pairs` | integer | 20 | training: worse rewrites drawn for each better one (N−) |
 
 use techne_plugin_sdk::prelude::*;
+use techne_plugin_sdk::rewriter_trainer::{JudgedQuestion, PreferencePair};
 
 pub mod rewrite;
+pub mod training;
 
 /// The Question Rewriter plugin.
 pub struct QuestionRewriter;
@@ -54,6 +74,24 @@ impl Plugin for QuestionRewriter {
             "Instruction sent before the question (the question replaces `{question}` if present, else it is appended).",
             rewrite::PAPER_PROMPT,
         ))
+        .parameter(Parameter::integer(
+            "rewrites-per-question",
+            "Training data: distinct rewrites sampled per question (K; the paper uses 100).",
+            100,
+        ))
+        .parameter(Parameter::float("sample-temperature", "Training data: temperature of the sampled rewrites.", 1.0))
+        .parameter(Parameter::float("sample-top-p", "Training data: nucleus mass of the sampled rewrites.", 0.999))
+        .parameter(Parameter::integer(
+            "max-attempts",
+            "Training data: sampling requests per question before settling for fewer than K rewrites.",
+            10,
+        ))
+        .parameter(Parameter::integer("better-pairs", "Training data: better rewrites paired per question (N+).", 10))
+        .parameter(Parameter::integer(
+            "worse-pairs",
+            "Training data: worse rewrites drawn at random for each better one (N-).",
+            20,
+        ))
     }
 }
 
@@ -69,13 +107,63 @@ impl Rewriter for QuestionRewriter {
         match rewrite::clean(reply.text()) {
             Some(rewritten) => Ok(rewritten),
             None => {
-                log::warn(format!(
-                    "model `{model}` returned an empty rewrite; keeping the original question"
-                ));
+                log::warn(format!("model `{model}` returned an empty rewrite; keeping the original question"));
                 Ok(question.to_owned())
             }
         }
     }
 }
 
-export_rewriter!(QuestionRewriter);
+impl RewriterTrainer for QuestionRewriter {
+    fn sample_rewrites(question: &str, params: &Params) -> Result<Vec<String>, PluginError> {
+        let model = llm::resolve_model(&params.text("model")?)?;
+        let want = params.u32("rewrites-per-question")?;
+        let attempts = params.u32("max-attempts")?;
+        if want == 0 || attempts == 0 {
+            return Err(PluginError::invalid_input(
+                "parameters `rewrites-per-question` and `max-attempts` must be at least 1",
+            ));
+        }
+        let prompt = rewrite::build_prompt(&params.text("prompt")?, question);
+        let base_seed = randomness::item_seed();
+        let mut kept = Vec::new();
+        for attempt in 0..attempts {
+            let missing = want as usize - kept.len();
+            if missing == 0 {
+                break;
+            }
+            let sampling = Sampling::default()
+                .max_tokens(params.u32("max-tokens")?)
+                .temperature(params.f32("sample-temperature")?)
+                .top_p(params.f32("sample-top-p")?)
+                .n(missing as u32)
+                .seed(base_seed.wrapping_add(u64::from(attempt)));
+            let reply = llm::chat(&model, &[Message::user(prompt.clone())], &sampling)?;
+            let cleaned: Vec<String> = reply.texts().filter_map(rewrite::clean).collect();
+            training::add_unique(&mut kept, cleaned, question, want as usize);
+        }
+        if kept.len() < want as usize {
+            log::info(format!("{} of {want} distinct rewrites after {attempts} sampling requests", kept.len()));
+        }
+        Ok(kept)
+    }
+
+    fn build_pairs(
+        original: &JudgedQuestion,
+        rewrites: &[JudgedQuestion],
+        params: &Params,
+    ) -> Result<Vec<PreferencePair>, PluginError> {
+        let prompt = rewrite::build_prompt(&params.text("prompt")?, &original.question);
+        training::build_pairs(
+            &prompt,
+            original,
+            rewrites,
+            params.u32("better-pairs")? as usize,
+            params.u32("worse-pairs")? as usize,
+            randomness::item_seed(),
+        )
+        .map_err(PluginError::InvalidInput)
+    }
+}
+
+export_rewriter_trainer!(QuestionRewriter);

@@ -25,7 +25,8 @@ pub fn build_prompt(prompt: &str, question: &str) -> String {
 const LABELS: &[&str] = &["rewritten question", "revised question", "rewritten", "question"];
 
 /// Pairs of quotes that may surround the whole reply.
-const QUOTES: &[(char, char)] = &[('"', '"'), ('\'', '\''), ('`', '`'), ('\u{201c}', '\u{201d}'), ('\u{2018}', '\u{2019}')];
+const QUOTES: &[(char, char)] =
+    &[('"', '"'), ('\'', '\''), ('`', '`'), ('\u{201c}', '\u{201d}'), ('\u{2018}', '\u{2019}')];
 
 /// The rewritten question in `reply`: trimmed, without a leading
 /// `Rewritten question:`-style label and without quotes around it. `None`
@@ -122,12 +123,12 @@ mod tests {
 
     #[test]
     fn clean_keeps_inner_quotes_and_colons() {
-        assert_eq!(
-            clean("What does \"ephemeral\" mean?").as_deref(),
-            Some("What does \"ephemeral\" mean?")
-        );
+        assert_eq!(clean("What does \"ephemeral\" mean?").as_deref(), Some("What does \"ephemeral\" mean?"));
         assert_eq!(clean("Ratio 3:2 — what is it?").as_deref(), Some("Ratio 3:2 — what is it?"));
-        assert_eq!(clean("Questions about Rust: what is a borrow?").as_deref(), Some("Questions about Rust: what is a borrow?"));
+        assert_eq!(
+            clean("Questions about Rust: what is a borrow?").as_deref(),
+            Some("Questions about Rust: what is a borrow?")
+        );
     }
 
     #[test]

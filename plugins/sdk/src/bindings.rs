@@ -22,6 +22,8 @@ wit_bindgen::generate!({
             export techne:plugin/solver@0.1.0;
             export techne:plugin/evolution-strategy@0.1.0;
             export techne:plugin/migration-strategy@0.1.0;
+            export techne:plugin/rewriter-trainer@0.1.0;
+            export techne:plugin/prompt-policy-trainer@0.1.0;
         }
     "#,
     path: "wit",

@@ -9,7 +9,10 @@
 //! [`export_solver!`], [`export_evolution_strategy!`],
 //! [`export_migration_strategy!`]) wires the type up as the component's
 //! exports: `techne:plugin/describe@0.1.0` and the role's interface, nothing
-//! else.
+//! else. A rewriter or a prompt policy that also collects its own training
+//! data implements [`RewriterTrainer`] or [`PromptPolicyTrainer`] as well and
+//! is exported with [`export_rewriter_trainer!`] or
+//! [`export_prompt_policy_trainer!`] instead.
 //!
 //! Everything a plugin can reach outside its own memory goes through the
 //! host's capabilities, wrapped here: [`llm`] (chat and completion),
@@ -104,8 +107,10 @@ mod metadata;
 pub mod migration_strategy;
 mod params;
 pub mod prompt_policy;
+pub mod prompt_policy_trainer;
 pub mod randomness;
 pub mod rewriter;
+pub mod rewriter_trainer;
 pub mod scoring;
 pub mod solver;
 pub mod state;
@@ -116,7 +121,9 @@ pub use metadata::{Metadata, Parameter, ParameterKind};
 pub use migration_strategy::{Example, Judgement, MigrationStrategy};
 pub use params::{ParameterValue, Params};
 pub use prompt_policy::PromptPolicy;
+pub use prompt_policy_trainer::PromptPolicyTrainer;
 pub use rewriter::Rewriter;
+pub use rewriter_trainer::RewriterTrainer;
 pub use solver::{Solution, Solver, TraceStep};
 
 /// What every plugin says about itself, whatever its role.
@@ -132,9 +139,10 @@ pub mod prelude {
     pub use crate::llm::{self, Message, Sampling};
     pub use crate::{
         EvolutionStrategy, Example, HostError, Judgement, Metadata, MigrationStrategy, Parameter, Params, Plugin,
-        PluginError, PromptPolicy, QaPair, Rewriter, ScoredPair, Solution, Solver, TraceStep, embeddings,
-        export_evolution_strategy, export_migration_strategy, export_prompt_policy, export_rewriter, export_solver,
-        log, randomness, scoring, state,
+        PluginError, PromptPolicy, PromptPolicyTrainer, QaPair, Rewriter, RewriterTrainer, ScoredPair, Solution,
+        Solver, TraceStep, embeddings, export_evolution_strategy, export_migration_strategy, export_prompt_policy,
+        export_prompt_policy_trainer, export_rewriter, export_rewriter_trainer, export_solver, log, randomness,
+        scoring, state,
     };
 }
 
