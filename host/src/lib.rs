@@ -12,6 +12,7 @@
 //! - [`data`]: the catalog of public datasets and `techne data fetch`.
 //! - [`scaffold`]: `techne plugin new`.
 //! - [`bench`]: `techne bench`.
+//! - [`training`]: training runs (`techne train`, the loops): progress, control, reports, external trainers.
 
 mod bindings;
 
@@ -26,3 +27,4 @@ pub mod eval;
 pub mod runs;
 pub mod sandbox;
 pub mod scaffold;
+pub mod training;

@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use super::output::{ItemResult, RunSummary};
 
 /// Escape text for HTML.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const PALETTE: [&str; 6] = ["#3b6fb6", "#d9822b", "#3d9a50", "#b63b5a", "#7a5cb8", "#8a8a8a"];
+/// The series colours of every techne report.
+pub(crate) const PALETTE: [&str; 6] = ["#3b6fb6", "#d9822b", "#3d9a50", "#b63b5a", "#7a5cb8", "#8a8a8a"];
 
 /// Bars with error bars: one per technique, the primary metric's mean and interval.
 fn score_chart(summary: &RunSummary) -> Option<String> {
@@ -163,17 +164,20 @@ fn token_chart(summary: &RunSummary) -> String {
     )
 }
 
+/// The style sheet of every techne HTML report.
+pub(crate) const STYLE: &str = "
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:880px;color:#222}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem} table{border-collapse:collapse;margin:.5rem 0}
+td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;font-size:.9rem} th{background:#f4f4f4}
+.legend span{display:inline-block;margin-right:1rem} .legend i{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}
+";
+
 /// The whole report.
 pub fn render(summary: &RunSummary, results: &[ItemResult]) -> String {
     let mut html = String::new();
     let _ = write!(
         html,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>techne run {name}</title><style>
-body{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:880px;color:#222}}
-h1{{font-size:1.5rem}} h2{{font-size:1.15rem;margin-top:2rem}} table{{border-collapse:collapse;margin:.5rem 0}}
-td,th{{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;font-size:.9rem}} th{{background:#f4f4f4}}
-.legend span{{display:inline-block;margin-right:1rem}} .legend i{{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle}}
-</style></head><body><h1>techne run <code>{name}</code></h1>"#,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>techne run {name}</title><style>{STYLE}</style></head><body><h1>techne run <code>{name}</code></h1>"#,
         name = esc(&summary.name)
     );
     let _ = write!(
