@@ -36,5 +36,5 @@ pub use engine::{
 };
 pub use registry::{CheckReport, Manifest, ModelEntry, Registry, RegistryError};
 pub use runtime::{Runtime, RuntimeError};
-pub use scheduler::{Pending, Scheduler, SchedulerConfig, TokenEvent};
+pub use scheduler::{Pending, Scheduler, SchedulerConfig, SchedulerStats, TokenEvent};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};

@@ -23,7 +23,7 @@
 //! freed whenever the batch drains.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, MutexGuard};
 
@@ -584,12 +584,31 @@ impl Drop for Pending {
     }
 }
 
+/// Counters of a [`Scheduler`]'s work so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedulerStats {
+    /// Batched decode steps run.
+    pub steps: u64,
+    /// Rows decoded over all steps (divided by `steps`: the mean batch).
+    pub row_steps: u64,
+    /// The most rows decoded in one step.
+    pub largest_batch: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatCounters {
+    steps: AtomicU64,
+    row_steps: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
 /// Continuous batching for a [`LocalModel`]: requests submitted from any
 /// thread are decoded together by one worker thread (see the module docs).
 /// Dropping the scheduler lets the worker finish what it holds and exit.
 pub struct Scheduler {
     model: Arc<LocalModel>,
     jobs: mpsc::Sender<Job>,
+    stats: Arc<StatCounters>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -606,11 +625,22 @@ impl Scheduler {
         }
         let (jobs, queue) = mpsc::channel::<Job>();
         let worker_model = model.clone();
+        let stats = Arc::new(StatCounters::default());
+        let worker_stats = stats.clone();
         std::thread::Builder::new()
             .name(format!("techne-batch-{}", model.name()))
-            .spawn(move || run_worker(&worker_model, &config, &queue))
+            .spawn(move || run_worker(&worker_model, &config, &queue, &worker_stats))
             .map_err(|e| EngineError::BadOutput(format!("cannot start the batching thread: {e}")))?;
-        Ok(Self { model, jobs })
+        Ok(Self { model, jobs, stats })
+    }
+
+    /// What the worker has done so far.
+    pub fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            steps: self.stats.steps.load(Ordering::Relaxed),
+            row_steps: self.stats.row_steps.load(Ordering::Relaxed),
+            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+        }
     }
 
     /// The model.
@@ -694,7 +724,7 @@ impl Scheduler {
 }
 
 /// The worker: admit waiting requests, sample, decode one step, repeat.
-fn run_worker(model: &LocalModel, config: &SchedulerConfig, queue: &mpsc::Receiver<Job>) {
+fn run_worker(model: &LocalModel, config: &SchedulerConfig, queue: &mpsc::Receiver<Job>, stats: &StatCounters) {
     let limits = DecoderLimits {
         max_rows: config.max_batch,
         max_cache_bytes: config.max_cache_bytes,
@@ -733,6 +763,12 @@ fn run_worker(model: &LocalModel, config: &SchedulerConfig, queue: &mpsc::Receiv
         decoder.sample_pending();
         for (reply, result) in decoder.take_finished() {
             let _ = reply.send(result);
+        }
+        let rows = decoder.active_rows() as u64;
+        if rows > 0 {
+            stats.steps.fetch_add(1, Ordering::Relaxed);
+            stats.row_steps.fetch_add(rows, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(rows, Ordering::Relaxed);
         }
         decoder.decode();
         for (reply, result) in decoder.take_finished() {
