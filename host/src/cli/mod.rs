@@ -2,6 +2,7 @@
 //! subcommand parses its arguments, calls the library and maps errors to the
 //! documented [`exit_codes`].
 
+pub mod collect;
 pub mod data;
 pub mod exit_codes;
 pub mod models;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Public datasets: list the catalog, download canonical files.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Collect training data with a plugin's training extension (Question Rewriter pairs, QPO records).
+    #[command(subcommand)]
+    Collect(collect::CollectCommand),
 }
 
 /// `techne run`.
@@ -409,6 +413,7 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
         Command::Data(command) => data::data(command).await,
+        Command::Collect(command) => collect::collect(command).await,
         Command::Bench(BenchCommand::Inference { threads, repetitions, concurrency, llama_bench }) => {
             let llama_bench = llama_bench.or_else(|| {
                 let default = PathBuf::from("target/llama.cpp/build/bin/llama-bench");

@@ -42,6 +42,8 @@ pub struct RunConfig {
     /// `[network]`: the hosts service models may contact (none by default).
     #[serde(default)]
     pub network: NetworkSection,
+    /// `[collect]`: training-data collection (`techne collect`), see [`crate::collect`].
+    pub collect: Option<crate::collect::CollectSettings>,
     /// The directory of the configuration file (relative paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -504,6 +506,19 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
                 return Err((limit_key(k), "must be at least 1".into()));
             }
         }
+    }
+    if let Some(collect) = &config.collect {
+        // A collection brings its own stages.
+        if !config.plugins.contains_key(&collect.plugin) {
+            return Err((
+                "collect.plugin".into(),
+                format!(
+                    "plugin '{}' is not defined: add a [plugins.{}] table with its `path`",
+                    collect.plugin, collect.plugin
+                ),
+            ));
+        }
+        return Ok(());
     }
     if config.pipeline.is_none() && config.techniques.is_empty() {
         return Err(("pipeline".into(), "give the stages: a [pipeline] table, or [techniques.NAME] tables".into()));

@@ -1,0 +1,135 @@
+//! `techne collect rewriter-pairs|qpo-records CONFIG.toml`: one training-data
+//! collection (see [`crate::collect`]) from a run configuration's
+//! `[collect]` table; prints what was collected and where it went.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::{Failure, OverrideArgs, exit_codes};
+use crate::collect::{CollectError, qpo_records, rewriter_pairs};
+use crate::config::{Overrides, load_run_config};
+
+/// `techne collect`.
+#[derive(Debug, Subcommand)]
+pub enum CollectCommand {
+    /// Question Rewriter DPO pairs on a K-QA-style dataset (prompt/chosen/rejected JSONL).
+    RewriterPairs {
+        /// The configuration (TOML with [collect], [dataset], [models], [plugins]).
+        config: PathBuf,
+        /// Settings that override the file and the environment.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// QPO offline records (query/prompt/reward JSONL, merged) and the policy's SFT data.
+    QpoRecords {
+        /// The configuration (TOML with [collect] incl. `metric`, [dataset] with references, [models], [plugins]).
+        config: PathBuf,
+        /// An offline dataset to merge the new records into (default: the output file, if present).
+        #[arg(long, value_name = "FILE")]
+        merge_into: Option<PathBuf>,
+        /// Settings that override the file and the environment.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+}
+
+impl From<CollectError> for Failure {
+    fn from(e: CollectError) -> Self {
+        let code = match &e {
+            CollectError::Io { .. } | CollectError::Dataset { .. } => exit_codes::IO,
+            CollectError::Config(_) => exit_codes::CONFIG,
+            CollectError::Load { .. } | CollectError::Plugin { .. } => exit_codes::PLUGIN,
+            CollectError::Model { .. } => exit_codes::MODEL,
+            CollectError::Run(_) => exit_codes::INTERNAL,
+        };
+        Failure::new(code, e)
+    }
+}
+
+fn load(config: &std::path::Path, overrides: &OverrideArgs) -> Result<crate::config::RunConfig, Failure> {
+    let overrides = Overrides::from_env()?.then(overrides.to_overrides());
+    let config = load_run_config(config, &overrides)?;
+    if config.collect.is_none() {
+        return Err(Failure::new(
+            exit_codes::CONFIG,
+            "the configuration has no [collect] table: add one with `plugin` and `answer-model` (see examples/collect-rewriter.toml)",
+        ));
+    }
+    Ok(config)
+}
+
+/// Run `techne collect`.
+pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
+    match command {
+        CollectCommand::RewriterPairs { config, overrides } => {
+            let config = load(&config, &overrides)?;
+            let Some(settings) = config.collect.clone() else {
+                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
+            };
+            let models = crate::runs::build_models(&config)?;
+            let path = settings
+                .output
+                .as_ref()
+                .map(|p| if p.is_relative() { config.base_dir.join(p) } else { p.clone() })
+                .unwrap_or_else(|| rewriter_pairs::default_pairs_path(&config));
+            let started = std::time::Instant::now();
+            let mut progress = |q: &rewriter_pairs::QuestionOutcome| {
+                eprintln!(
+                    "question {}: {} rewrites, original comprehensiveness {:.2} contradiction {}, {} better, {} worse, {} pairs",
+                    q.id,
+                    q.rewrites,
+                    q.original.comprehensiveness,
+                    q.original.contradiction,
+                    q.better,
+                    q.worse,
+                    q.pairs
+                );
+            };
+            let summary = rewriter_pairs::collect(&config, &settings, &models, path, &mut progress).await?;
+            println!(
+                "{} pairs from {} questions in {:.1}s ({} judge replies without a verdict)",
+                summary.pairs,
+                summary.questions.len(),
+                started.elapsed().as_secs_f64(),
+                summary.unparsed_verdicts
+            );
+            println!("pairs:      {}", summary.pairs_path.display());
+            println!("judgements: {}", summary.judgements_path.display());
+            Ok(exit_codes::SUCCESS)
+        }
+        CollectCommand::QpoRecords { config, merge_into, overrides } => {
+            let config = load(&config, &overrides)?;
+            let Some(settings) = config.collect.clone() else {
+                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
+            };
+            let models = crate::runs::build_models(&config)?;
+            let path = settings
+                .output
+                .as_ref()
+                .map(|p| if p.is_relative() { config.base_dir.join(p) } else { p.clone() })
+                .unwrap_or_else(|| qpo_records::default_records_path(&config));
+            let existing = merge_into.unwrap_or_else(|| path.clone());
+            let started = std::time::Instant::now();
+            let summary = qpo_records::collect(&config, &settings, &models, Some(&existing), path).await?;
+            println!(
+                "{} queries x {} prompts: {} evaluated, {} correct; {} new records (mean reward {:.2}), {} in all; {:.1}s",
+                summary.queries,
+                settings.seeds,
+                summary.prompts,
+                summary.correct,
+                summary.new_records,
+                summary.new_mean_reward,
+                summary.total_records,
+                started.elapsed().as_secs_f64()
+            );
+            println!("records:  {}", summary.records_path.display());
+            println!(
+                "sft data: {} (train with the {} template)",
+                summary.sft_path.display(),
+                if summary.chat { "chat" } else { "raw" }
+            );
+            Ok(exit_codes::SUCCESS)
+        }
+    }
+}
