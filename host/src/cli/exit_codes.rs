@@ -20,6 +20,8 @@ pub const IO: i32 = 6;
 pub const MODEL: i32 = 7;
 /// The run stopped when its request or token budget was spent; resumable.
 pub const BUDGET: i32 = 8;
+/// An external trainer (`techne train --external`) failed, timed out or left no weights.
+pub const EXTERNAL: i32 = 9;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 
@@ -34,5 +36,6 @@ pub const TABLE: &[(i32, &str)] = &[
     (IO, "a file could not be read or written"),
     (MODEL, "a model could not be opened or run"),
     (BUDGET, "stopped by its budget; resumable"),
+    (EXTERNAL, "an external trainer failed or left no weights"),
     (INTERRUPTED, "interrupted"),
 ];

@@ -6,6 +6,7 @@ pub mod collect;
 pub mod data;
 pub mod exit_codes;
 pub mod models;
+pub mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   6    a file could not be read or written
   7    a model could not be opened or run
   8    stopped by its budget (resume with --resume)
+  9    an external trainer failed or left no weights
   130  interrupted";
 
 /// Run LLM-optimization techniques as sandboxed WebAssembly plugins.
@@ -61,6 +63,9 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Generate with a local model (default: the embedded SmolLM2-135M-Instruct).
     Generate(models::GenerateArgs),
+    /// Fine-tune a local model with LoRA (SFT or DPO); the result is merged, exported and registered.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// Public datasets: list the catalog, download canonical files.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -334,7 +339,8 @@ where
     };
     let stop = std::sync::Arc::new(crate::runs::StopSignal::new());
     let result = runtime.block_on(async {
-        let graceful = matches!(cli.command, Command::Run(_) | Command::Eval(_));
+        let graceful = matches!(cli.command, Command::Run(_) | Command::Eval(_) | Command::Train(_));
+        let training = matches!(cli.command, Command::Train(_));
         let dispatched = dispatch(cli.command, stop.clone());
         tokio::pin!(dispatched);
         tokio::select! {
@@ -346,7 +352,9 @@ where
         }
         // First signal: start no new item, let the ones in flight finish and
         // be journaled. A second signal ends the process at once.
-        eprintln!("interrupted: finishing the items in flight (signal again to abort)");
+        if !training {
+            eprintln!("interrupted: finishing the items in flight (signal again to abort)");
+        }
         stop.stop(crate::runs::StopReason::Interrupted);
         tokio::select! {
             result = &mut dispatched => result,
@@ -412,6 +420,7 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Plugin(PluginCommand::List { path }) => plugin_list(path).await,
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
+        Command::Train(command) => train::train(command).await,
         Command::Data(command) => data::data(command).await,
         Command::Collect(command) => collect::collect(command).await,
         Command::Bench(BenchCommand::Inference { threads, repetitions, concurrency, llama_bench }) => {
