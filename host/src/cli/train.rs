@@ -390,7 +390,7 @@ mod tests {
             "data = \"d.jsonl\"\nmax_steps = 3\n\n[lora]\nrank = 4\n\n[external]\ncommand = \"run {data}\"\n",
         )
         .unwrap();
-        let (cfg, ext) = read_config_file(&path).unwrap();
+        let Ok((cfg, ext)) = read_config_file(&path) else { panic!("the config file should parse") };
         assert_eq!((cfg.max_steps, cfg.lora.rank), (Some(3), 4));
         assert_eq!(ext.unwrap().command, "run {data}");
         std::fs::write(&path, "data = \"d.jsonl\"\nbatch_size = \"four\"\n").unwrap();
