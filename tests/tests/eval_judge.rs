@@ -146,7 +146,12 @@ fn llm_judge_without_a_judge_is_a_configuration_error() {
 #[test]
 fn writer_and_judge_plugin_stages_run_in_an_eval() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "facts.jsonl", "{\"id\": \"1\", \"q\": \"The capital of France is Paris.\", \"a\": \"Paris\"}\n");
+    write(
+        dir.path(),
+        "facts.jsonl",
+        "{\"id\": \"1\", \"q\": \"The capital of France is Paris.\", \"a\": \"Paris\"}\n\
+         {\"id\": \"2\", \"q\": \"The capital of Italy is Rome.\", \"a\": \"Rome\"}\n",
+    );
     let config = format!(
         r#"
 [run]
@@ -158,10 +163,12 @@ output-dir = "out"
 [models.local]
 backend = "scripted"
 rules = [
+  {{ contains = "```\nThe capital of Italy is Rome.\n```", reply = "Looks fine to me." }},
   {{ contains = "Write one question that this knowledge answers", reply = "What is the capital of France?" }},
   {{ contains = "Answer the question using the knowledge below", reply = "Paris" }},
   {{ contains = "rigorous quality assessor", reply = "{{\"similarity_assessment\": {{\"score\": 91, \"reason\": \"same\"}}, \"precision_assessment\": {{\"score\": 100, \"reason\": \"right\"}}}}" }},
   {{ contains = "The capital of France is Paris.", reply = "Paris is the capital." }},
+  {{ contains = "The capital of Italy is Rome.", reply = "Rome." }},
 ]
 
 [plugins.self-evolution]
@@ -207,8 +214,11 @@ metric = "contains"
     let out = techne(&["eval", config.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
     let run = dir.path().join("out");
-    let by_technique: std::collections::BTreeMap<String, serde_json::Value> =
-        results(&run).into_iter().map(|r| (r["technique"].as_str().unwrap().to_string(), r)).collect();
+    let by_technique: std::collections::BTreeMap<String, serde_json::Value> = results(&run)
+        .into_iter()
+        .filter(|r| r["id"] == "1")
+        .map(|r| (r["technique"].as_str().unwrap().to_string(), r))
+        .collect();
     let written = &by_technique["self-evolution"];
     assert_eq!(written["prompt"], "What is the capital of France?", "{written}");
     assert_eq!(written["answer"], "Paris");
@@ -219,6 +229,13 @@ metric = "contains"
     assert_eq!(judged["answer"], "Paris is the capital.");
     assert!((judged["scores"]["judge-similarity"].as_f64().unwrap() - 90.0 / 99.0).abs() < 1e-9, "{judged}");
     assert_eq!(judged["scores"]["judge-precision"], 1.0);
+    // An answer the judge cannot grade stays answered and scored, unjudged.
+    let unjudged = results(&run).into_iter().find(|r| r["technique"] == "llamaduo" && r["id"] == "2").unwrap();
+    assert!(unjudged.get("failure").is_none(), "{unjudged}");
+    assert_eq!(unjudged["scores"]["contains"], 1.0);
+    assert!(unjudged["scores"].get("judge-similarity").is_none(), "{unjudged}");
+    let step = unjudged["trace"].as_array().unwrap().iter().find(|s| s["label"] == "judge-failure").expect("a reason");
+    assert!(step["text"].as_str().unwrap().contains("Looks fine to me."), "{step}");
     // The stage scores reach the summary and the printed table.
     let summary = summary(&run);
     let llamaduo = summary["techniques"].as_array().unwrap().iter().find(|t| t["name"] == "llamaduo").unwrap();

@@ -223,7 +223,8 @@ impl Pipeline {
 
     /// The judge plugin's similarity and precision (1–100) of the answer,
     /// recorded as `judge-similarity` and `judge-precision` on [0, 1]. An
-    /// item without a reference is not judged.
+    /// item without a reference is not judged; a judge that fails leaves
+    /// the answer unjudged (trace step `judge-failure`), not failed.
     async fn judge(
         &self,
         mut result: ItemResult,
@@ -256,7 +257,14 @@ impl Pipeline {
                 });
                 result.finished(started)
             }
-            Err(e) => result.failed(ItemFailure::plugin("judge", judge.name(), &e), started),
+            // The judge scores the answer; it does not make it. An answer it
+            // could not judge keeps its other scores and gets no judge
+            // scores; the reason goes into the trace.
+            Err(e) => {
+                let failure = ItemFailure::plugin("judge", judge.name(), &e);
+                result.trace.push(TraceStep { label: "judge-failure".into(), text: failure.message });
+                result.finished(started)
+            }
         }
     }
 
