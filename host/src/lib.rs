@@ -8,6 +8,7 @@
 //! - [`capabilities`]: the host side of each `techne:plugin` interface.
 //! - [`backends`]: the models behind the capabilities.
 //! - [`runs`]: datasets, pipelines and run output.
+//! - [`loops`]: multi-round loops (`techne loop`): strategy plugins decide, the host generates, trains, evaluates.
 //! - [`collect`]: training-data collection driven by plugins' training extensions.
 //! - [`data`]: the catalog of public datasets and `techne data fetch`.
 //! - [`scaffold`]: `techne plugin new`.
@@ -24,6 +25,7 @@ pub mod collect;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod loops;
 pub mod runs;
 pub mod sandbox;
 pub mod scaffold;

@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod data;
 pub mod exit_codes;
+pub mod loops;
 pub mod models;
 pub mod train;
 
@@ -66,6 +67,8 @@ pub enum Command {
     /// Fine-tune a local model with LoRA (SFT or DPO); the result is merged, exported and registered.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Run or resume a multi-round loop (a config with a [loop] section): generate, train, evaluate per round.
+    Loop(loops::LoopArgs),
     /// Public datasets: list the catalog, download canonical files.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -339,7 +342,7 @@ where
     };
     let stop = std::sync::Arc::new(crate::runs::StopSignal::new());
     let result = runtime.block_on(async {
-        let graceful = matches!(cli.command, Command::Run(_) | Command::Eval(_) | Command::Train(_));
+        let graceful = matches!(cli.command, Command::Run(_) | Command::Eval(_) | Command::Loop(_) | Command::Train(_));
         let training = matches!(cli.command, Command::Train(_));
         let dispatched = dispatch(cli.command, stop.clone());
         tokio::pin!(dispatched);
@@ -421,6 +424,7 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
         Command::Models(command) => tokio::task::block_in_place(|| models::models(command)),
         Command::Generate(args) => models::generate(args).await,
         Command::Train(command) => train::train(command).await,
+        Command::Loop(args) => loops::run(args, stop).await,
         Command::Data(command) => data::data(command).await,
         Command::Collect(command) => collect::collect(command).await,
         Command::Bench(BenchCommand::Inference { threads, repetitions, concurrency, llama_bench }) => {

@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub network: NetworkSection,
     /// `[collect]`: training-data collection (`techne collect`), see [`crate::collect`].
     pub collect: Option<crate::collect::CollectSettings>,
+    /// `[loop]`: a multi-round training loop (`techne loop`), see [`crate::loops`].
+    #[serde(rename = "loop")]
+    pub loop_section: Option<crate::loops::LoopConfig>,
     /// The directory of the configuration file (relative paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -506,6 +509,10 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
                 return Err((limit_key(k), "must be at least 1".into()));
             }
         }
+    }
+    if let Some(section) = &config.loop_section {
+        // A loop brings its own data and stages.
+        return crate::loops::config::validate(config, section);
     }
     if let Some(collect) = &config.collect {
         // A collection brings its own stages.
