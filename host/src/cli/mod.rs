@@ -223,6 +223,42 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         max_tokens: u32,
     },
+    /// LoRA SFT training tokens/s and peak memory: techne's trainer against PyTorch + PEFT on the same CPU.
+    Train {
+        /// Timed optimizer steps per run (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Runs of each trainer (alternating).
+        #[arg(long, default_value_t = 1)]
+        repetitions: usize,
+        /// LoRA rank (α = 2 × rank).
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Sequences per step.
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        /// Threads of each trainer.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Adapted projections (q_proj,v_proj or all-linear, …).
+        #[arg(long, default_value = "q_proj,v_proj")]
+        targets: String,
+        /// The GGUF both train (default: the embedded SmolLM2-135M-Instruct).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The peer's Python (default: target/bench-venv/bin/python from benches/setup-peft-venv.sh).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Skip the PyTorch + PEFT peer.
+        #[arg(long, conflicts_with = "python")]
+        no_peer: bool,
+        /// The peer's script.
+        #[arg(long, default_value = "benches/train_peft.py")]
+        peer_script: PathBuf,
+    },
     /// Overhead of the model-call cache per call (hit, miss, none), against an instant backend.
     Cache {
         /// Measured calls per case.
@@ -444,6 +480,61 @@ async fn dispatch(command: Command, stop: std::sync::Arc<crate::runs::StopSignal
             let server = server.unwrap_or_else(|| PathBuf::from("target/llama.cpp/build/bin/llama-server"));
             let options = crate::bench::ServiceBenchOptions { server, items, concurrency, threads, max_tokens };
             let table = crate::bench::service(&options).await.map_err(|e| Failure::new(exit_codes::MODEL, e))?;
+            print!("{table}");
+            Ok(exit_codes::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Train {
+            steps,
+            repetitions,
+            rank,
+            seq_len,
+            batch_size,
+            threads,
+            targets,
+            model,
+            python,
+            no_peer,
+            peer_script,
+        }) => {
+            let model = model.or_else(techne_inference::locate::smollm2_gguf).ok_or_else(|| {
+                Failure::new(
+                    exit_codes::MODEL,
+                    format!("SmolLM2 not found: run `{}` or pass --model", techne_inference::locate::SMOLLM2_INSTALL),
+                )
+            })?;
+            let python = if no_peer {
+                None
+            } else {
+                let python = python.unwrap_or_else(|| PathBuf::from("target/bench-venv/bin/python"));
+                if !python.exists() {
+                    return Err(Failure::new(
+                        exit_codes::USAGE,
+                        format!(
+                            "{} not found: create the peer's environment with benches/setup-peft-venv.sh, or pass --python or --no-peer",
+                            python.display()
+                        ),
+                    ));
+                }
+                Some(python)
+            };
+            let techne = std::env::current_exe().map_err(|e| Failure::new(exit_codes::INTERNAL, e))?;
+            let options = crate::training::bench::TrainBenchOptions {
+                model,
+                steps,
+                repetitions,
+                rank,
+                seq_len,
+                batch_size,
+                threads,
+                targets,
+                techne,
+                python,
+                peer_script,
+            };
+            let table = tokio::task::spawn_blocking(move || crate::training::bench::train(&options))
+                .await
+                .map_err(|e| Failure::new(exit_codes::INTERNAL, e))?
+                .map_err(|e| Failure::new(exit_codes::MODEL, e))?;
             print!("{table}");
             Ok(exit_codes::SUCCESS)
         }

@@ -17,6 +17,7 @@
 //!   it leaves (GGUF, or a Hugging Face safetensors llama directory) imported
 //!   and registered with lineage.
 
+pub mod bench;
 pub mod external;
 pub mod hf;
 pub mod progress;
