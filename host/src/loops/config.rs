@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::llamaduo::LlamaDuoSettings;
+use super::qpo::QpoSettings;
+use super::rewriter_dpo::RewriterDpoSettings;
 use super::self_evolution::SelfEvolutionSettings;
 use crate::config::{ModelConfig, RunConfig};
 
@@ -33,6 +35,10 @@ pub struct LoopConfig {
     pub self_evolution: Option<SelfEvolutionSettings>,
     /// `[loop.llamaduo]`.
     pub llamaduo: Option<LlamaDuoSettings>,
+    /// `[loop.qpo]`.
+    pub qpo: Option<QpoSettings>,
+    /// `[loop.rewriter-dpo]`.
+    pub rewriter_dpo: Option<RewriterDpoSettings>,
 }
 
 /// The loop kinds.
@@ -43,6 +49,10 @@ pub enum LoopKind {
     SelfEvolution,
     /// LlamaDuo (arXiv 2408.13467): service-judged rounds of synthetic data until a threshold.
     Llamaduo,
+    /// QPO (arXiv 2408.10504): multi-loop offline RL of a reward-conditioned prompt policy.
+    Qpo,
+    /// Question Rewriter (arXiv 2408.10573): DPO of the rewriter on preference pairs of rewrites.
+    RewriterDpo,
 }
 
 impl LoopKind {
@@ -51,6 +61,8 @@ impl LoopKind {
         match self {
             LoopKind::SelfEvolution => "self-evolution",
             LoopKind::Llamaduo => "llamaduo",
+            LoopKind::Qpo => "qpo",
+            LoopKind::RewriterDpo => "rewriter-dpo",
         }
     }
 
@@ -59,6 +71,8 @@ impl LoopKind {
         match self {
             LoopKind::SelfEvolution => crate::sandbox::Role::EvolutionStrategy,
             LoopKind::Llamaduo => crate::sandbox::Role::MigrationStrategy,
+            LoopKind::Qpo => crate::sandbox::Role::PromptPolicy,
+            LoopKind::RewriterDpo => crate::sandbox::Role::Rewriter,
         }
     }
 
@@ -67,6 +81,8 @@ impl LoopKind {
         match self {
             LoopKind::SelfEvolution => 8,
             LoopKind::Llamaduo => 5,
+            LoopKind::Qpo => 3,
+            LoopKind::RewriterDpo => 1,
         }
     }
 }
@@ -200,6 +216,36 @@ pub(crate) fn validate(config: &RunConfig, section: &LoopConfig) -> Result<(), (
     }
     let allows = |model: &str| plugin.allowed_models.iter().any(|m| m == model);
     match section.kind {
+        LoopKind::Qpo => {
+            let Some(settings) = &section.qpo else {
+                return Err(("loop".into(), "a qpo loop needs a [loop.qpo] table (it may be empty)".into()));
+            };
+            if !allows(&section.model) {
+                return Err((
+                    format!("plugins.{}.allowed-models", section.strategy),
+                    format!(
+                        "the strategy writes prompts with the trained policy: add '{}' to its allowed-models",
+                        section.model
+                    ),
+                ));
+            }
+            settings.validate(config).map_err(|(k, m)| (format!("loop.qpo.{k}"), m))?;
+        }
+        LoopKind::RewriterDpo => {
+            let Some(settings) = &section.rewriter_dpo else {
+                return Err(("loop".into(), "a rewriter-dpo loop needs a [loop.rewriter-dpo] table".into()));
+            };
+            if !allows(&section.model) {
+                return Err((
+                    format!("plugins.{}.allowed-models", section.strategy),
+                    format!(
+                        "the strategy rewrites with the trained model: add '{}' to its allowed-models",
+                        section.model
+                    ),
+                ));
+            }
+            settings.validate(config).map_err(|(k, m)| (format!("loop.rewriter-dpo.{k}"), m))?;
+        }
         LoopKind::SelfEvolution => {
             let Some(settings) = &section.self_evolution else {
                 return Err((

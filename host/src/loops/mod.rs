@@ -8,7 +8,7 @@
 //!   `[loop.training]`, one settings table per kind).
 //! - [`state`]: `loop.json` (rewritten atomically after every step) and
 //!   `steps.jsonl` (append-only record of completed steps).
-//! - [`self_evolution`], [`llamaduo`]: the kinds.
+//! - [`self_evolution`], [`llamaduo`], [`qpo`], [`rewriter_dpo`]: the kinds.
 //! - [`report`]: `report.md` and `report.html` of the loop directory.
 //!
 //! # The loop directory
@@ -53,7 +53,9 @@
 
 pub mod config;
 pub mod llamaduo;
+pub mod qpo;
 pub mod report;
+pub mod rewriter_dpo;
 pub mod self_evolution;
 pub mod state;
 
@@ -609,7 +611,7 @@ async fn drive(ctx: &mut LoopContext, rounds: u32) -> Result<(), LoopError> {
     }
     match ctx.section.kind {
         LoopKind::SelfEvolution => self_evolution::baseline(ctx).await?,
-        LoopKind::Llamaduo => {}
+        LoopKind::Llamaduo | LoopKind::Qpo | LoopKind::RewriterDpo => {}
     }
     let last_complete = ctx.state.rounds.iter().filter(|r| round_complete(r)).map(|r| r.round).max().unwrap_or(0);
     // Killed between a finishing round's last step and the final state write.
@@ -647,6 +649,8 @@ async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<RoundOutcome, Lo
     let outcome = match ctx.section.kind {
         LoopKind::SelfEvolution => self_evolution::run_round(ctx, round).await?,
         LoopKind::Llamaduo => llamaduo::run_round(ctx, round).await?,
+        LoopKind::Qpo => qpo::run_round(ctx, round).await?,
+        LoopKind::RewriterDpo => rewriter_dpo::run_round(ctx, round).await?,
     };
     if !ctx.step_done(round, ROUND_DONE) {
         let finished = matches!(outcome, RoundOutcome::Finished(_));
