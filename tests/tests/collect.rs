@@ -277,3 +277,219 @@ seeds = 2
     let err = qpo_records::collect(&plain, &settings, &models, None, dir.path().join("x.jsonl")).await.unwrap_err();
     assert!(err.to_string().contains("prompt-policy-trainer"), "{err}");
 }
+
+/// The registry the loops' trained models go to (shared with tests/loops.rs,
+/// so the default model is imported once per build).
+fn registry_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("loops-registry")
+}
+
+fn remove_models(prefix: &str) {
+    if let Ok(registry) = techne_inference::Registry::open(registry_dir()) {
+        for round in 1..=3 {
+            let _ = registry.remove(&format!("{prefix}-r{round}"));
+        }
+    }
+}
+
+async fn run_loop(config_path: &Path) -> techne::loops::LoopSummary {
+    let text = std::fs::read_to_string(config_path).unwrap();
+    let config = load_run_config(config_path, &Overrides::default()).unwrap();
+    let options = techne::loops::LoopOptions { cache: techne::runs::CacheChoice::Off, ..Default::default() };
+    techne::loops::run_loop(&config, &text, config_path, options).await.unwrap()
+}
+
+const REWRITE_PROMPT: &str =
+    "Rewriting question to make it more understandable, just give me the rewritten question without any other word: ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriter_dpo_loop_validates_and_keeps_the_better_model() {
+    if !models_present() {
+        return;
+    }
+    remove_models("rewriter-dpo-loop-test");
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let mut lines = String::new();
+    for (question, chosen, rejected) in [
+        ("sunburn what put", "What should I put on a sunburn?", "sunburn"),
+        ("sunburn what put", "What can I apply to soothe sunburned skin?", "put what"),
+        ("cold how long", "How long does a common cold usually last?", "cold long"),
+        ("cold how long", "How many days does a cold last?", "how"),
+        ("ibuprofen coffee ok", "Is it safe to take ibuprofen with coffee?", "coffee"),
+        ("ibuprofen coffee ok", "Can I drink coffee after taking ibuprofen?", "ok ok"),
+    ] {
+        let pair = serde_json::json!({"prompt": format!("{REWRITE_PROMPT}{question}"), "chosen": chosen, "rejected": rejected});
+        lines.push_str(&format!("{pair}\n"));
+    }
+    std::fs::write(&pairs, lines).unwrap();
+    let out = dir.path().join("loop");
+    let config_path = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[run]
+name = "rewriter-dpo-loop-test"
+seed = 2
+output-dir = "{out}"
+
+[models.rewriter]
+backend = "local"
+model = "default"
+registry = "{registry}"
+
+[plugins.rewriter]
+path = "{plugin}"
+allowed-models = ["rewriter"]
+default-model = "rewriter"
+
+[loop]
+kind = "rewriter-dpo"
+rounds = 1
+strategy = "rewriter"
+model = "rewriter"
+
+[loop.training]
+max-steps = 2
+max-seq-len = 64
+batch-size = 2
+learning-rate = 1e-3
+merged-format = "q8_0"
+
+[loop.rewriter-dpo]
+pairs = "{pairs}"
+validation-share = 0.34
+"#,
+            out = out.display(),
+            registry = registry_dir().display(),
+            plugin = artifacts::QUESTION_REWRITER,
+            pairs = pairs.display(),
+        ),
+    );
+    let summary = run_loop(&config_path).await;
+    let round = summary.state.round(1).unwrap();
+    let steps: Vec<&str> = round.steps.iter().map(String::as_str).collect();
+    assert_eq!(steps, ["collect", "split", "score-before", "train", "validate", "done"]);
+    let metric = |name: &str| round.metrics[name];
+    assert_eq!(metric("pairs"), 6.0);
+    assert_eq!((metric("train_pairs"), metric("validation_pairs")), (4.0, 2.0));
+    for name in ["preference_before", "preference_after"] {
+        assert!([0.0, 0.5, 1.0].contains(&metric(name)), "{name} = {}", metric(name));
+    }
+    // The better-validating model stays current.
+    let kept = metric("kept_trained") == 1.0;
+    assert_eq!(kept, metric("preference_after") >= metric("preference_before"));
+    let expected = if kept { "rewriter-dpo-loop-test-r1" } else { "default" };
+    assert_eq!(summary.state.current_model, expected);
+    // Validation holds out whole questions.
+    let prompts = |file: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(out.join("round-001").join(file))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (train, validation) = (prompts("train.jsonl"), prompts("validation.jsonl"));
+    assert_eq!((train.len(), validation.len()), (2, 1));
+    assert!(train.is_disjoint(&validation));
+    remove_models("rewriter-dpo-loop-test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qpo_loop_trains_on_offline_data_then_collects_merges_and_evaluates() {
+    if !models_present() {
+        return;
+    }
+    remove_models("qpo-loop-test");
+    let dir = tempfile::tempdir().unwrap();
+    let offline = dir.path().join("offline.jsonl");
+    let mut lines = String::new();
+    for (query, prompt, reward) in [
+        ("Tom has 3 apples and buys 4 more. How many apples does he have?", "Add the numbers.", 12.5),
+        ("Tom has 3 apples and buys 4 more. How many apples does he have?", "Think step by step.", 8.0),
+        ("A box holds 6 eggs. How many eggs are in 5 boxes?", "Multiply carefully.", 11.0),
+    ] {
+        lines.push_str(&format!("{}\n", serde_json::json!({"query": query, "prompt": prompt, "reward": reward})));
+    }
+    std::fs::write(&offline, lines).unwrap();
+    let out = dir.path().join("loop");
+    let config_path = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[run]
+name = "qpo-loop-test"
+seed = 4
+limit = 2
+output-dir = "{out}"
+
+[models.policy]
+backend = "local"
+model = "default"
+registry = "{registry}"
+
+[models.target]
+backend = "local"
+model = "default"
+
+[plugins.qpo]
+path = "{plugin}"
+allowed-models = ["policy"]
+default-model = "policy"
+[plugins.qpo.params]
+max-tokens = 16
+min-reward = -1000.0
+
+[dataset]
+path = "{data}"
+format = "gsm8k"
+
+[collect]
+plugin = "qpo"
+answer-model = "target"
+answer-max-tokens = 16
+metric = "numeric"
+seeds = 2
+
+[loop]
+kind = "qpo"
+rounds = 2
+strategy = "qpo"
+model = "policy"
+
+[loop.training]
+max-steps = 2
+max-seq-len = 64
+batch-size = 2
+merged-format = "q8_0"
+
+[loop.qpo]
+offline = "{offline}"
+"#,
+            out = out.display(),
+            registry = registry_dir().display(),
+            plugin = artifacts::QPO_POLICY,
+            data = repo_file("examples/data/arithmetic.jsonl"),
+            offline = offline.display(),
+        ),
+    );
+    let summary = run_loop(&config_path).await;
+    let first = summary.state.round(1).unwrap();
+    assert_eq!(first.steps, ["collect", "train", "done"]);
+    assert_eq!(first.metrics["records"], 3.0);
+    let second = summary.state.round(2).unwrap();
+    assert_eq!(second.steps, ["collect", "train", "evaluate", "done"]);
+    // Loop 2 merged its new records into loop 1's dataset.
+    let merged = std::fs::read_to_string(out.join("round-002").join("records.jsonl")).unwrap();
+    let merged: Vec<serde_json::Value> = merged.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(merged.len() as f64, second.metrics["records"]);
+    assert_eq!(merged.len(), 3 + second.metrics["collect_new_records"] as usize);
+    assert_eq!(merged[0]["prompt"], "Add the numbers.");
+    let sft = std::fs::read_to_string(out.join("round-002").join("records.sft.jsonl")).unwrap();
+    assert_eq!(sft.lines().count(), merged.len());
+    for name in ["collect_accuracy", "eval_accuracy"] {
+        assert!((0.0..=1.0).contains(&second.metrics[name]), "{name}");
+    }
+    assert_eq!(summary.state.current_model, "qpo-loop-test-r2");
+    remove_models("qpo-loop-test");
+}

@@ -5,6 +5,11 @@
 //! own prompts (`kqa_prompts/`, MIT, shipped with attribution), which end in
 //! "The answer is True/False."; a reply without a verdict counts as False
 //! and is counted in [`KqaScores::unparsed`].
+//!
+//! [`JudgeMode::Likelihood`] is a cheaper verdict for small judges that do
+//! not reliably write one: the judge model's log-likelihood of " The answer
+//! is True." against " The answer is False." after the same prompt, through
+//! the host's scoring (no generation, never unparsed).
 
 use std::path::Path;
 
@@ -135,6 +140,20 @@ pub fn parse_verdict(reply: &str) -> Option<bool> {
         .last()
 }
 
+/// How the judge reaches a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JudgeMode {
+    /// The judge writes its reasoning and verdict (K-QA's way).
+    #[default]
+    Generate,
+    /// The more likely of the two verdict sentences under the judge model.
+    Likelihood,
+}
+
+/// The two verdict continuations of [`JudgeMode::Likelihood`].
+const VERDICTS: [&str; 2] = [" The answer is True.", " The answer is False."];
+
 /// An answer's K-QA scores.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KqaScores {
@@ -152,6 +171,7 @@ pub struct KqaJudge {
     models: ModelSet,
     model: String,
     max_tokens: u32,
+    mode: JudgeMode,
 }
 
 /// Caller tag of the judge's model calls (cache key, logs).
@@ -160,7 +180,13 @@ const CALLER: &str = "k-qa-judge";
 impl KqaJudge {
     /// A judge that asks `model` (greedy, at most `max_tokens` per verdict).
     pub fn new(models: ModelSet, model: impl Into<String>, max_tokens: u32) -> Self {
-        Self { models, model: model.into(), max_tokens }
+        Self { models, model: model.into(), max_tokens, mode: JudgeMode::Generate }
+    }
+
+    /// The same judge reaching its verdicts by `mode`.
+    pub fn with_mode(mut self, mode: JudgeMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     async fn verdict(
@@ -171,6 +197,21 @@ impl KqaJudge {
         statement: &str,
     ) -> Result<Option<bool>, CollectError> {
         let prompt = fill(template, question, answer, statement);
+        if self.mode == JudgeMode::Likelihood {
+            let request = crate::backends::ScoringRequest {
+                prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, prompt)]),
+                continuations: VERDICTS.iter().map(|v| (*v).to_owned()).collect(),
+            };
+            let scores = self
+                .models
+                .score(&self.model, CALLER, request)
+                .await
+                .map_err(|source| CollectError::Model { model: self.model.clone(), source })?;
+            return Ok(match scores.as_slice() {
+                [yes, no] => Some(yes.logprob_sum > no.logprob_sum),
+                _ => None,
+            });
+        }
         let request = GenerationRequest {
             prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, prompt)]),
             sampling: Sampling { max_tokens: self.max_tokens, stop: vec!["###".into()], ..Sampling::default() },

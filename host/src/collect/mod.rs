@@ -95,6 +95,10 @@ pub struct CollectSettings {
     /// rewriter-pairs: token budget of one verdict.
     #[serde(default = "default_judge_tokens")]
     pub judge_max_tokens: u32,
+    /// rewriter-pairs: `generate` (the judge writes its verdict, K-QA's
+    /// way) or `likelihood` (the more likely verdict sentence).
+    #[serde(default)]
+    pub judge_mode: kqa::JudgeMode,
     /// qpo-records: the task's metric (a reference metric, e.g. `numeric`);
     /// an answer is correct when it scores 1.
     pub metric: Option<crate::eval::Metric>,

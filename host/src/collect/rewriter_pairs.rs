@@ -133,7 +133,7 @@ pub async fn collect(
         records.truncate(limit);
     }
     let plugin = super::load_trainer(config, &settings.plugin, TrainerExtension::RewriterTrainer, models).await?;
-    let judge = KqaJudge::new(models.clone(), judge_model, settings.judge_max_tokens);
+    let judge = KqaJudge::new(models.clone(), judge_model, settings.judge_max_tokens).with_mode(settings.judge_mode);
     let plugin_error = |item: &str| {
         let (plugin, item) = (settings.plugin.clone(), item.to_owned());
         move |source| CollectError::Plugin { plugin, item, source: Box::new(source) }
