@@ -90,7 +90,7 @@ def main() -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - start
-        steps.append({"step": s + 1, "seconds": seconds, "tokens": tokens, "loss": float(out.loss)})
+        steps.append({"step": s + 1, "seconds": seconds, "tokens": tokens, "loss": out.loss.detach().item()})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
         json.dumps(

@@ -111,10 +111,34 @@ fn sft_and_dpo_runs_register_models_that_generate_with_reports_and_lineage() {
         return;
     }
     let s = Scratch::new();
-    let (code, stdout, stderr) = s.run(&args(
-        &["train", "sft", "--data", "sft.jsonl", "--output", "sft-run", "--name", "smol-sft"],
-        &["--max-steps", "2"],
-    ));
+    // Batch 4 = the whole data set and no dropout: step 2's training loss is the loss of the weights after
+    // step 1 on every example, which is what the held-out evaluation after step 1 measures.
+    let (code, stdout, stderr) = s.run(&[
+        "train",
+        "sft",
+        "--data",
+        "sft.jsonl",
+        "--output",
+        "sft-run",
+        "--name",
+        "smol-sft",
+        "--max-seq-len",
+        "64",
+        "--rank",
+        "4",
+        "--batch-size",
+        "4",
+        "--seed",
+        "7",
+        "--dropout",
+        "0",
+        "--max-steps",
+        "2",
+        "--eval-data",
+        "sft.jsonl",
+        "--eval-every",
+        "1",
+    ]);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("trained `smol-sft` (sft): 2 of 2 steps"), "{stdout}");
     assert!(stdout.contains("registered: smol-sft"), "{stdout}");
@@ -124,8 +148,13 @@ fn sft_and_dpo_runs_register_models_that_generate_with_reports_and_lineage() {
     assert_eq!(lineage["base_model"]["name"], "smollm2-135m-instruct-q4_1");
     assert_eq!(lineage["dataset"]["examples"], 4);
     assert_eq!(lineage["hyperparameters"]["lora"]["rank"], 4);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let (eval_1, loss_2) =
+        (report["steps"][0]["eval_loss"].as_f64().unwrap(), report["steps"][1]["loss"].as_f64().unwrap());
+    assert!((eval_1 - loss_2).abs() < 1e-4 * loss_2, "held-out loss after step 1 {eval_1} vs step 2's loss {loss_2}");
+    assert!(report["steps"][1]["eval_loss"].as_f64().is_some(), "the last step is evaluated");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("<h2>Training loss</h2>") && html.contains("<polyline"), "no loss curve in report.html");
+    assert!(html.contains("<h2>Training and held-out loss</h2>") && html.contains("<polyline"), "no loss curves");
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(md.contains("| registered model | smol-sft |") && md.contains("| 2 | "), "{md}");
     // The registered entry carries the lineage too, and the model runs.
@@ -135,7 +164,7 @@ fn sft_and_dpo_runs_register_models_that_generate_with_reports_and_lineage() {
     // DPO on the SFT model by name: its lineage names the trained parent.
     let (code, stdout, stderr) = s.run(&args(
         &["train", "dpo", "--model", "smol-sft", "--data", "dpo.jsonl", "--output", "dpo-run", "--name", "smol-dpo"],
-        &["--max-steps", "2", "--beta", "0.2", "--dropout", "0"],
+        &["--max-steps", "2", "--beta", "0.2", "--dropout", "0", "--eval-data", "dpo.jsonl"],
     ));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("trained `smol-dpo` (dpo): 2 of 2 steps"), "{stdout}");
@@ -143,6 +172,9 @@ fn sft_and_dpo_runs_register_models_that_generate_with_reports_and_lineage() {
         serde_json::from_slice(&std::fs::read(s.path("dpo-run/report.json")).unwrap()).unwrap();
     let first = report["steps"][0]["loss"].as_f64().unwrap();
     assert!((first - std::f64::consts::LN_2).abs() < 1e-3, "DPO starts at ln 2, got {first}");
+    assert!(report["steps"][0]["eval_loss"].is_null(), "--eval-every 0 evaluates only after the last step");
+    let accuracy = report["steps"][1]["eval_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{accuracy}");
     let lineage: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path("dpo-run/lineage.json")).unwrap()).unwrap();
     assert_eq!(lineage["base_model"]["name"], "smol-sft");

@@ -110,6 +110,12 @@ pub struct TrainArgs {
     /// `chat` (the model's chat template) or `raw` (prompt + completion + EOS) [default: chat].
     #[arg(long)]
     pub template: Option<String>,
+    /// Held-out JSONL (same format as --data): its loss is computed every --eval-every steps and at the end.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub eval_data: Option<PathBuf>,
+    /// Evaluate on --eval-data every N steps (0: only after the last step) [default: 0].
+    #[arg(long, value_name = "N", requires = "eval_data")]
+    pub eval_every: Option<usize>,
     /// Hand the training to this command (placeholders such as {data}, {output_dir}, {base_model}; see the README).
     #[arg(long, value_name = "COMMAND")]
     pub external: Option<String>,
@@ -275,6 +281,12 @@ fn build_config(args: &TrainArgs, beta: Option<f64>) -> Result<(TrainConfig, Opt
     }
     if let Some(v) = args.seed {
         cfg.seed = v;
+    }
+    if let Some(p) = &args.eval_data {
+        cfg.eval_data = Some(p.clone());
+    }
+    if let Some(v) = args.eval_every {
+        cfg.eval_every = v;
     }
     if let Some(v) = args.checkpoint_every {
         cfg.checkpoint_every = v;

@@ -180,7 +180,13 @@ pub fn train(o: &TrainBenchOptions) -> Result<String, TrainBenchError> {
     result
 }
 
+/// The 1-minute load average (`/proc/loadavg`), if readable.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 fn measure(o: &TrainBenchOptions, dir: &Path) -> Result<String, TrainBenchError> {
+    let load_before = load_average();
     let data = dir.join("bench.jsonl");
     write_data(&data, o.batch_size * (o.steps + 1))?;
     let mut ours = Side::default();
@@ -232,6 +238,13 @@ fn measure(o: &TrainBenchOptions, dir: &Path) -> Result<String, TrainBenchError>
         o.steps,
         o.repetitions.max(1)
     );
+    if let (Some(a), Some(b)) = (load_before, load_average()) {
+        let _ = writeln!(
+            t,
+            "load average {a:.1} at the start, {b:.1} at the end on {} CPUs (other work competes with both trainers)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+    }
     if o.python.is_none() {
         let _ = writeln!(t, "peer skipped: create its environment with benches/setup-peft-venv.sh");
     }

@@ -177,31 +177,43 @@ pub fn render_markdown(report: &TrainReport, extra: &[(&'static str, String)]) -
     if !report.steps.is_empty() {
         md.push_str("\nCurves: `report.html`. Every step is in `report.json`.\n\n");
         let dpo = report.steps.iter().any(|s| s.dpo.is_some());
+        let eval = report.steps.iter().any(|s| s.eval_loss.is_some());
         md.push_str(if dpo {
-            "| step | loss | lr | grad norm | tokens/s | accuracy | margin |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+            "| step | loss | lr | grad norm | tokens/s | accuracy | margin |"
         } else {
-            "| step | loss | lr | grad norm | tokens | tokens/s |\n| --- | --- | --- | --- | --- | --- |\n"
+            "| step | loss | lr | grad norm | tokens | tokens/s |"
         });
+        md.push_str(if eval { " held-out loss |\n" } else { "\n" });
+        md.push_str(if dpo {
+            "| --- | --- | --- | --- | --- | --- | --- |"
+        } else {
+            "| --- | --- | --- | --- | --- | --- |"
+        });
+        md.push_str(if eval { " --- |\n" } else { "\n" });
         // At most ~40 rows: every k-th step and always the last.
         let every = report.steps.len().div_ceil(40).max(1);
         let last = report.steps.len() - 1;
-        for (i, s) in report.steps.iter().enumerate().filter(|(i, _)| i % every == 0 || *i == last) {
-            let _ = i;
-            match &s.dpo {
-                Some(d) => {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {:.4} | {:.2e} | {:.3} | {:.0} | {:.2} | {:+.3} |",
-                        s.step, s.loss, s.lr, s.grad_norm, s.tokens_per_second, d.accuracy, d.margin
-                    );
+        let shown =
+            report.steps.iter().enumerate().filter(|(i, s)| i % every == 0 || *i == last || s.eval_loss.is_some());
+        for (_, s) in shown {
+            let _ = match &s.dpo {
+                Some(d) => write!(
+                    md,
+                    "| {} | {:.4} | {:.2e} | {:.3} | {:.0} | {:.2} | {:+.3} |",
+                    s.step, s.loss, s.lr, s.grad_norm, s.tokens_per_second, d.accuracy, d.margin
+                ),
+                None => write!(
+                    md,
+                    "| {} | {:.4} | {:.2e} | {:.3} | {} | {:.0} |",
+                    s.step, s.loss, s.lr, s.grad_norm, s.tokens, s.tokens_per_second
+                ),
+            };
+            match (eval, s.eval_loss) {
+                (false, _) => md.push('\n'),
+                (true, Some(l)) => {
+                    let _ = writeln!(md, " {l:.4} |");
                 }
-                None => {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {:.4} | {:.2e} | {:.3} | {} | {:.0} |",
-                        s.step, s.loss, s.lr, s.grad_norm, s.tokens, s.tokens_per_second
-                    );
-                }
+                (true, None) => md.push_str(" |\n"),
             }
         }
     }
@@ -221,19 +233,24 @@ pub fn render_html(report: &TrainReport, extra: &[(&'static str, String)]) -> St
     html.push_str("</table>");
     let steps = &report.steps;
     if !steps.is_empty() {
-        html.push_str("<h2>Training loss</h2>");
-        html.push_str(&legend(&["training loss"]));
-        html.push_str(&line_chart(
-            "loss",
-            &[Series { label: "training loss", points: curve(steps, |s| Some(s.loss)) }],
-        ));
+        let eval = curve(steps, |s| s.eval_loss);
+        let mut loss = vec![Series { label: "training loss", points: curve(steps, |s| Some(s.loss)) }];
+        if !eval.is_empty() {
+            loss.push(Series { label: "held-out loss", points: eval });
+        }
+        html.push_str(if loss.len() > 1 { "<h2>Training and held-out loss</h2>" } else { "<h2>Training loss</h2>" });
+        html.push_str(&legend(&loss.iter().map(|s| s.label).collect::<Vec<_>>()));
+        html.push_str(&line_chart("loss", &loss));
         if steps.iter().any(|s| s.dpo.is_some()) {
             html.push_str("<h2>Preference accuracy and margin</h2>");
-            html.push_str(&legend(&["reward accuracy"]));
-            html.push_str(&line_chart(
-                "accuracy",
-                &[Series { label: "reward accuracy", points: curve(steps, |s| s.dpo.as_ref().map(|d| d.accuracy)) }],
-            ));
+            let mut accuracy =
+                vec![Series { label: "reward accuracy", points: curve(steps, |s| s.dpo.as_ref().map(|d| d.accuracy)) }];
+            let eval = curve(steps, |s| s.eval_accuracy);
+            if !eval.is_empty() {
+                accuracy.push(Series { label: "held-out reward accuracy", points: eval });
+            }
+            html.push_str(&legend(&accuracy.iter().map(|s| s.label).collect::<Vec<_>>()));
+            html.push_str(&line_chart("accuracy", &accuracy));
             html.push_str(&legend(&["chosen reward", "rejected reward", "margin"]));
             html.push_str(&line_chart(
                 "reward",
@@ -298,6 +315,8 @@ mod tests {
             seconds: 0.5,
             tokens_per_second: 200.0,
             dpo: dpo.then(|| DpoStats { reward_chosen: 0.1, reward_rejected: -0.1, accuracy: 0.75, margin: 0.2 }),
+            eval_loss: (step == 2).then_some(1.5),
+            eval_accuracy: None,
         }
     }
 
@@ -354,13 +373,16 @@ mod tests {
         let sft = report(TrainKind::Sft, vec![step(1, 2.5, false), step(2, 2.0, false)]);
         let md = render_markdown(&sft, &[]);
         assert!(md.contains("| 1 | 2.5000 |") && md.contains("| 2 | 2.0000 |"), "{md}");
+        assert!(md.contains("| 1 | 2.5000 | 1.00e-4 | 0.500 | 100 | 200 | |"), "no held-out loss at step 1: {md}");
+        assert!(md.contains("| 2 | 2.0000 | 2.00e-4 | 0.500 | 100 | 200 | 1.5000 |"), "{md}");
         assert!(md.contains("resumed after step 1"), "{md}");
         assert!(md.contains("0.75 GiB"), "{md}");
         let html = render_html(&sft, &[]);
-        assert!(html.contains("<h2>Training loss</h2>") && html.contains("<polyline"), "{html}");
+        assert!(html.contains("<h2>Training and held-out loss</h2>") && html.contains("<polyline"), "{html}");
+        assert!(html.contains("held-out loss") && html.contains("<circle"), "the one held-out point is drawn: {html}");
         assert!(!html.contains("accuracy"), "an SFT report has no preference curves");
         let dpo = report(TrainKind::Dpo, vec![step(1, 0.69, true), step(2, 0.6, true)]);
-        assert!(render_markdown(&dpo, &[]).contains("| 2 | 0.6000 | 2.00e-4 | 0.500 | 200 | 0.75 | +0.200 |"));
+        assert!(render_markdown(&dpo, &[]).contains("| 2 | 0.6000 | 2.00e-4 | 0.500 | 200 | 0.75 | +0.200 | 1.5000 |"));
         let html = render_html(&dpo, &[]);
         assert!(html.contains("Preference accuracy and margin") && html.contains("rejected reward"), "{html}");
     }

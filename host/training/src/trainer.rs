@@ -108,6 +108,13 @@ pub struct TrainConfig {
     pub max_context: Option<usize>,
     /// DPO's β (only used by [`train_dpo`]).
     pub dpo_beta: f64,
+    /// Held-out JSONL in the format of `data`: its loss (DPO: also the reward
+    /// accuracy) is computed without dropout every `eval_every` steps and
+    /// after the last step, into [`StepRecord::eval_loss`]. It does not change
+    /// the trajectory, so it may change between a stop and a resume.
+    pub eval_data: Option<PathBuf>,
+    /// Evaluate on `eval_data` every this many steps (0: only after the last step).
+    pub eval_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -134,6 +141,8 @@ impl Default for TrainConfig {
             merged_format: WeightFormat::F16,
             max_context: None,
             dpo_beta: 0.1,
+            eval_data: None,
+            eval_every: 0,
         }
     }
 }
@@ -199,6 +208,13 @@ pub struct StepRecord {
     pub tokens_per_second: f64,
     /// DPO statistics.
     pub dpo: Option<DpoStats>,
+    /// The loss on `eval_data` after this step (SFT: mean NLL per trained
+    /// token; DPO: mean pair loss), when it was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    /// DPO: the reward accuracy on `eval_data` after this step, when evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_accuracy: Option<f64>,
 }
 
 /// What the progress callback is told.
@@ -470,6 +486,44 @@ pub fn sft_eval_loss(
     Ok(loss)
 }
 
+/// The held-out set of a run and, for DPO, its reference log-probabilities.
+enum EvalSet {
+    Sft(Vec<SftExample>),
+    Dpo { pairs: Vec<PreferenceExample>, reference: Vec<[f32; 2]> },
+}
+
+/// The held-out loss (and DPO reward accuracy) under base + adapters, without dropout.
+fn evaluate(
+    model: &Llama,
+    adapters: &LoraAdapters,
+    set: &EvalSet,
+    batch: usize,
+    pad: u32,
+    beta: f64,
+) -> Result<(f64, Option<f64>)> {
+    match set {
+        EvalSet::Sft(examples) => Ok((sft_eval_loss(model, Some(adapters), examples, batch, pad)?, None)),
+        EvalSet::Dpo { pairs, reference } => {
+            let (mut loss, mut correct) = (0f64, 0usize);
+            for (chunk, refs) in pairs.chunks(batch.max(1)).zip(reference.chunks(batch.max(1))) {
+                let items: Vec<&PreferenceExample> = chunk.iter().collect();
+                let mut opts = ForwardOptions { lora: Some(adapters), dropout_rng: None };
+                let (sums, _, _) = pair_logps(model, &items, &mut opts, pad)?;
+                let b = items.len();
+                let pc = sums.narrow(0, 0, b)?;
+                let pr = sums.narrow(0, b, b)?;
+                let rc = Tensor::from_vec(refs.iter().map(|r| r[0]).collect::<Vec<_>>(), b, model.device())?;
+                let rr = Tensor::from_vec(refs.iter().map(|r| r[1]).collect::<Vec<_>>(), b, model.device())?;
+                loss += f64::from(dpo_loss(&pc, &pr, &rc, &rr, beta)?.sum_all()?.to_scalar::<f32>()?);
+                let margin = ((&pc - &rc)? - (&pr - &rr)?)?.to_vec1::<f32>()?;
+                correct += margin.iter().filter(|m| **m > 0.0).count();
+            }
+            let n = pairs.len().max(1) as f64;
+            Ok((loss / n, Some(correct as f64 / n)))
+        }
+    }
+}
+
 fn order_for(seed: u64, epoch: usize, n: usize) -> Vec<u32> {
     let mut v: Vec<u32> = (0..n as u32).collect();
     Rng::derive(seed, SHUFFLE_STREAM + epoch as u64).shuffle(&mut v);
@@ -527,6 +581,19 @@ fn run(
         Data::Sft(d) => (d.sha256.clone(), d.examples.len(), d.skipped, d.truncated),
         Data::Dpo(d) => (d.sha256.clone(), d.examples.len(), d.skipped, d.truncated),
     };
+    let mut eval_set = match (&cfg.eval_data, kind) {
+        (None, _) => None,
+        (Some(p), TrainKind::Sft) => {
+            Some(EvalSet::Sft(data::load_sft(p, &codec, cfg.template, cfg.max_seq_len)?.examples))
+        }
+        (Some(p), TrainKind::Dpo) => Some(EvalSet::Dpo {
+            pairs: data::load_preferences(p, &codec, cfg.template, cfg.max_seq_len)?.examples,
+            reference: Vec::new(),
+        }),
+    };
+    if let Some(EvalSet::Dpo { pairs, reference }) = &mut eval_set {
+        *reference = reference_logps(&model, pairs, cfg.batch_size, pad, |_, _| {})?;
+    }
     let per_step = cfg.batch_size * cfg.grad_accum;
     let total_steps = cfg.max_steps.unwrap_or_else(|| (n_examples * cfg.epochs).div_ceil(per_step));
 
@@ -716,7 +783,7 @@ fn run(
             let (c, r) = (dpo_acc[0] / k, dpo_acc[1] / k);
             DpoStats { reward_chosen: c, reward_rejected: r, accuracy: dpo_acc[2] / k, margin: c - r }
         });
-        let record = StepRecord {
+        let mut record = StepRecord {
             step: step + 1,
             loss: loss_sum,
             lr,
@@ -726,7 +793,15 @@ fn run(
             seconds,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
             dpo,
+            eval_loss: None,
+            eval_accuracy: None,
         };
+        let eval_now = step + 1 == total_steps || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0);
+        if let (Some(set), true) = (&eval_set, eval_now) {
+            let (loss, accuracy) = evaluate(&model, &adapters, set, cfg.batch_size, pad, cfg.dpo_beta)?;
+            record.eval_loss = Some(loss);
+            record.eval_accuracy = accuracy;
+        }
         history.push(record.clone());
         match progress(&TrainEvent::Step(&record)) {
             Control::Continue => {}

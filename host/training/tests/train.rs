@@ -440,3 +440,52 @@ fn config_errors_say_what_to_change() {
         r => panic!("{r:?}"),
     }
 }
+
+#[test]
+fn held_out_loss_after_a_step_is_the_next_full_batch_loss_and_leaves_the_weights_alone() {
+    let f = fixture();
+    let codec = TextCodec::from_gguf(&GgufFile::open(&f.model).expect("gguf")).expect("codec");
+    let examples = data::load_sft(&f.sft, &codec, TemplateMode::Chat, 96).expect("data").examples.len();
+    // One batch = every example once, no dropout: the loss of step k + 1 is the loss of the weights after
+    // step k on the whole set, which is what evaluating on the training file after step k measures.
+    let plain = TrainConfig {
+        batch_size: examples,
+        grad_accum: 1,
+        max_steps: Some(3),
+        checkpoint_every: 0,
+        lora: LoraConfig { dropout: 0.0, ..config(&f, &f.sft, "plain").lora },
+        ..config(&f, &f.sft, "plain")
+    };
+    let without = train_sft(&plain, quiet).expect("plain");
+    let evaluated = TrainConfig {
+        eval_data: Some(f.sft.clone()),
+        eval_every: 1,
+        output_dir: f.dir.path().join("evaluated"),
+        ..plain.clone()
+    };
+    let with = train_sft(&evaluated, quiet).expect("evaluated");
+    assert_eq!(adapter_bytes(&without), adapter_bytes(&with), "evaluation changed the trajectory");
+    assert!(without.steps.iter().all(|s| s.eval_loss.is_none()));
+    for k in 0..2 {
+        let (eval, next) = (with.steps[k].eval_loss.expect("evaluated"), with.steps[k + 1].loss);
+        assert!(
+            (eval - next).abs() < 1e-5 * next.abs().max(1.0),
+            "step {}: held-out {eval} vs next loss {next}",
+            k + 1
+        );
+    }
+    assert!(with.steps[2].eval_loss.is_some(), "the last step is evaluated");
+
+    // DPO: evaluated after the last step only (eval_every 0), with the reward accuracy.
+    let dpo = TrainConfig {
+        eval_data: Some(f.dpo.clone()),
+        output_dir: f.dir.path().join("dpo-eval"),
+        lora: LoraConfig { dropout: 0.0, ..config(&f, &f.dpo, "d").lora },
+        max_steps: Some(2),
+        ..config(&f, &f.dpo, "d")
+    };
+    let r = train_dpo(&dpo, quiet).expect("dpo");
+    assert!(r.steps[0].eval_loss.is_none());
+    let (loss, accuracy) = (r.steps[1].eval_loss.expect("loss"), r.steps[1].eval_accuracy.expect("accuracy"));
+    assert!(loss.is_finite() && loss > 0.0 && (0.0..=1.0).contains(&accuracy), "{loss} {accuracy}");
+}
