@@ -295,3 +295,98 @@ pub(crate) fn validate(config: &RunConfig, section: &LoopConfig) -> Result<(), (
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn check(text: &str) -> Result<crate::config::RunConfig, String> {
+        crate::config::parse_run_config(Path::new("loop.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = r#"
+[models.student]
+backend = "local"
+
+[models.other]
+backend = "local-embeddings"
+
+[plugins.evo]
+path = "evo.wasm"
+allowed-models = ["student"]
+"#;
+
+    #[test]
+    fn a_self_evolution_loop_needs_no_pipeline_and_takes_the_paper_defaults() {
+        let config = check(&format!(
+            "{BASE}\n[loop]\nkind = \"self-evolution\"\nstrategy = \"evo\"\nmodel = \"student\"\n\
+             [loop.self-evolution]\nfragments = \"f.jsonl\"\neval = \"e.jsonl\"\n"
+        ))
+        .unwrap();
+        let section = config.loop_section.unwrap();
+        assert_eq!(section.rounds.unwrap_or(section.kind.default_rounds()), 8, "the paper's 8 generations");
+        assert_eq!(section.training, super::LoopTrainingConfig::default());
+        let settings = section.self_evolution.unwrap();
+        assert_eq!(settings.fragment_field, "fragment");
+        assert_eq!(settings.train_from, super::super::self_evolution::TrainFrom::Previous);
+    }
+
+    #[test]
+    fn loop_sections_are_checked_against_models_and_plugins_with_the_key_and_the_fix() {
+        let cases = [
+            ("strategy = \"nope\"\nmodel = \"student\"", "loop.strategy", "not defined"),
+            ("strategy = \"evo\"\nmodel = \"other\"", "loop.model", "must be backend = \"local\""),
+            ("strategy = \"evo\"\nmodel = \"student\"", "loop", "[loop.self-evolution]"),
+            (
+                "strategy = \"evo\"\nmodel = \"student\"\nrounds = 0\n[loop.self-evolution]\nfragments = \"f\"\neval = \"e\"",
+                "loop.rounds",
+                "at least 1",
+            ),
+            (
+                "strategy = \"evo\"\nmodel = \"student\"\n[loop.training]\nmerged-format = \"q3\"\n\
+                 [loop.self-evolution]\nfragments = \"f\"\neval = \"e\"",
+                "loop.training.merged-format",
+                "q8_0",
+            ),
+            (
+                "strategy = \"evo\"\nmodel = \"student\"\n[loop.self-evolution]\nfragments = \"f\"\neval = \"e\"\n\
+                 selection-mode = \"best\"",
+                "loop.self-evolution.selection-mode",
+                "top, random, all, none",
+            ),
+        ];
+        for (body, key, fix) in cases {
+            let err = check(&format!("{BASE}\n[loop]\nkind = \"self-evolution\"\n{body}\n")).unwrap_err();
+            assert!(err.contains(&format!("`{key}`")) && err.contains(fix), "{key}: {err}");
+        }
+        let duo = |extra: &str| {
+            format!(
+                "{BASE}\n[models.service]\nbackend = \"local\"\n[loop]\nkind = \"llamaduo\"\nstrategy = \"evo\"\n\
+                 model = \"student\"\n[loop.llamaduo]\ndata = \"d.jsonl\"\nservice-model = \"service\"\n{extra}"
+            )
+        };
+        let err = check(&duo("")).unwrap_err();
+        assert!(err.contains("`plugins.evo.allowed-models`") && err.contains("'service'"), "{err}");
+        let text = duo("responses-per-prompt = 4").replace("[\"student\"]", "[\"student\", \"service\"]");
+        let err = check(&text).unwrap_err();
+        assert!(err.contains("`loop.llamaduo.response-temperature`"), "{err}");
+        check(&format!("{text}\nresponse-temperature = 0.7")).unwrap();
+    }
+
+    #[test]
+    fn records_come_from_json_arrays_or_jsonl_and_a_missing_field_names_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let array = dir.path().join("a.json");
+        std::fs::write(&array, r#"[{"instruction": "x"}, {"instruction": "y"}]"#).unwrap();
+        let lines = dir.path().join("b.jsonl");
+        std::fs::write(&lines, "{\"fragment\": \"x\"}\n\n{\"fragment\": \"y\"}\n").unwrap();
+        assert_eq!(super::super::read_records(&array).unwrap().len(), 2);
+        let records = super::super::read_records(&lines).unwrap();
+        assert_eq!(records.len(), 2);
+        let err = super::super::text_field(&lines, &records[1], 1, "text").unwrap_err().to_string();
+        assert!(err.contains("record 2") && err.contains("`text`") && err.contains("fragment"), "{err}");
+        std::fs::write(&lines, "{\"fragment\": \"x\"}\nnot json\n").unwrap();
+        let err = super::super::read_records(&lines).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
