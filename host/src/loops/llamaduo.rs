@@ -13,10 +13,11 @@
 //!
 //! Steps of a round: `train` (`train.jsonl`, `train/`), `infer`
 //! (`responses.jsonl`), `judge` (per-response progress in
-//! `judgements.jsonl`), then, unless the loop stops, `synthesize`
+//! `judgements.jsonl`; a resumed step judges again the responses whose
+//! judgement failed), then, unless the loop stops, `synthesize`
 //! (`candidates.jsonl`) and `curate` (`synthetic.jsonl`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -236,8 +237,10 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
     if !ctx.step_done(round, "judge") {
         let path = dir.join("judgements.jsonl");
         let responses: Vec<ResponseLine> = read_jsonl(&responses_path).map_err(LoopError::io(&responses_path))?;
+        // Responses judged before a kill are kept; failed ones are tried again.
         let done: Vec<JudgementLine> = read_jsonl(&path).map_err(LoopError::io(&path))?;
-        let seen: BTreeSet<(usize, usize)> = done.iter().map(|l| (l.index, l.response)).collect();
+        let seen: BTreeSet<(usize, usize)> =
+            done.iter().filter(|l| l.judgement.is_some()).map(|l| (l.index, l.response)).collect();
         let models = ctx.models()?;
         let plugin = ctx.strategy(&models, &overrides(&s)).await?;
         let service = s.service_model.clone();
@@ -287,7 +290,11 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
             ctx.record_failure(round, "judge", &item, &reason)?;
         }
         outcome?;
-        let lines: Vec<JudgementLine> = read_jsonl(&path).map_err(LoopError::io(&path))?;
+        let mut latest: BTreeMap<(usize, usize), JudgementLine> = BTreeMap::new();
+        for line in read_jsonl::<JudgementLine>(&path).map_err(LoopError::io(&path))? {
+            latest.insert((line.index, line.response), line);
+        }
+        let lines: Vec<JudgementLine> = latest.into_values().collect();
         let judged: Vec<Judgement> = lines.iter().filter_map(|l| l.judgement).collect();
         if judged.is_empty() {
             return Err(LoopError::Strategy {

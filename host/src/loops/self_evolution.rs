@@ -186,8 +186,10 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
     if !ctx.step_done(round, "write-pairs") {
         let fragments = fragments(ctx, &s)?;
         let path = dir.join("candidates.jsonl");
+        // Pairs written before a kill are kept; failed fragments are tried again.
         let done: Vec<CandidateLine> = read_jsonl(&path).map_err(LoopError::io(&path))?;
-        let seen: std::collections::BTreeSet<usize> = done.iter().map(|l| l.index).collect();
+        let seen: std::collections::BTreeSet<usize> =
+            done.iter().filter(|l| l.pair.is_some()).map(|l| l.index).collect();
         let models = ctx.models()?;
         let plugin = ctx.strategy(&models, &overrides(&s)).await?;
         let model = ctx.section.model.clone();
@@ -227,7 +229,7 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
             ctx.record_failure(round, "write-pairs", &format!("fragment-{index}"), &reason)?;
         }
         outcome?;
-        let lines: Vec<CandidateLine> = read_jsonl(&path).map_err(LoopError::io(&path))?;
+        let lines = latest_candidates(&path)?;
         let pairs: Vec<&ScoredPair> = lines.iter().filter_map(|l| l.pair.as_ref()).collect();
         let mean_ifd =
             if pairs.is_empty() { 0.0 } else { pairs.iter().map(|p| p.ifd).sum::<f64>() / pairs.len() as f64 };
@@ -247,10 +249,7 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
         let mut candidates: Vec<ScoredPair> = Vec::new();
         for r in 1..=round {
             let path = ctx.dir.join(format!("round-{r:03}")).join("candidates.jsonl");
-            let lines: Vec<CandidateLine> = read_jsonl(&path).map_err(LoopError::io(&path))?;
-            let mut lines: Vec<CandidateLine> = lines;
-            lines.sort_by_key(|l| l.index);
-            candidates.extend(lines.into_iter().filter_map(|l| l.pair));
+            candidates.extend(latest_candidates(&path)?.into_iter().filter_map(|l| l.pair));
         }
         let chosen = if candidates.is_empty() {
             Vec::new()
@@ -310,6 +309,15 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
         ctx.complete_step(round, "evaluate", &named)?;
     }
     Ok(RoundOutcome::Continue)
+}
+
+/// The last line per fragment of a `candidates.jsonl`, in fragment order.
+fn latest_candidates(path: &Path) -> Result<Vec<CandidateLine>, LoopError> {
+    let mut latest = std::collections::BTreeMap::new();
+    for line in read_jsonl::<CandidateLine>(path).map_err(LoopError::io(path))? {
+        latest.insert(line.index, line);
+    }
+    Ok(latest.into_values().collect())
 }
 
 /// Loop settings that override the strategy's parameters.
