@@ -337,3 +337,37 @@ fn an_external_job_trains_and_techne_imports_and_registers_its_weights() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("unknown placeholder {dat}"), "{stderr}");
 }
+
+#[test]
+fn an_external_job_leaving_a_hugging_face_checkpoint_is_converted_and_registered() {
+    if !models_available() {
+        return;
+    }
+    let s = Scratch::new();
+    // What a TRL job saves: config.json + model.safetensors in Hugging Face's layout (here: SmolLM2 itself,
+    // so the imported model must answer like the base model; wrong q/k row orders would not).
+    let gguf = techne_inference::locate::smollm2_gguf().unwrap();
+    let base = techne_inference::gguf::GgufFile::open(&gguf).unwrap();
+    let hf = s.path("trl-output");
+    techne::training::hf::gguf_to_hf(&base, &hf).unwrap();
+    drop(base);
+    let quote = |p: &Path| techne::training::external::shell_quote(&p.display().to_string());
+    let template =
+        format!("cp {} {} {{output_dir}}/", quote(&hf.join("config.json")), quote(&hf.join("model.safetensors")));
+    let (code, stdout, stderr) = s.run(&[
+        "train",
+        "sft",
+        "--data",
+        "sft.jsonl",
+        "--output",
+        "hf-run",
+        "--name",
+        "smol-hf",
+        "--external",
+        &template,
+    ]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(hf-safetensors)"), "{stdout}");
+    let answer = generate(&s, "smol-hf");
+    assert!(answer.contains("Paris"), "{answer}");
+}
