@@ -459,6 +459,8 @@ pub struct LocalModel {
     config: LlamaConfig,
     past_names: Vec<String>,
     present_names: Vec<String>,
+    /// Whether the graph takes `logits_to_keep` (graph version 2 and later).
+    logits_to_keep: bool,
     name: String,
     _runtime: Runtime,
 }
@@ -526,6 +528,7 @@ impl LocalModel {
             config,
             past_names,
             present_names,
+            logits_to_keep: io.inputs.iter().any(|n| n == "logits_to_keep"),
             name: name.to_string(),
             _runtime: runtime.clone(),
         })
@@ -734,6 +737,11 @@ impl LocalModel {
             row[..len + seq].fill(1);
         }
         let mask = Tensor::from_array((vec![b, t], mask)).map_err(ort_err)?;
+        // Only the last position's logits when that is all the caller wants
+        // (a prefill for generation): the graph then skips the head for the rest.
+        let keep_last = !all_positions && seq > 1 && self.logits_to_keep;
+        let keep = Tensor::from_array((vec![1i64], vec![i64::from(keep_last)])).map_err(ort_err)?;
+        let logits_len = if keep_last { 1 } else { seq };
         let shape = [b, kv.heads as i64, kv.capacity as i64, kv.head_dim as i64];
         let offset = first_row * kv.row_size();
         let mut views = Vec::with_capacity(kv.buffers.len());
@@ -755,6 +763,9 @@ impl LocalModel {
         let mut binding = session.create_binding().map_err(ort_err)?;
         binding.bind_input("input_ids", &input_ids).map_err(ort_err)?;
         binding.bind_input("attention_mask", &mask).map_err(ort_err)?;
+        if self.logits_to_keep {
+            binding.bind_input("logits_to_keep", &keep).map_err(ort_err)?;
+        }
         for ((past, present), view) in self.past_names.iter().zip(&self.present_names).zip(views) {
             bind_input_in_place(&mut binding, past, &view)?;
             // The binding keeps the view's ONNX value alive until it is dropped.
@@ -768,7 +779,7 @@ impl LocalModel {
         let value = outputs.get("logits").ok_or_else(|| EngineError::BadOutput("no `logits` output".into()))?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_err)?;
         let v = self.config.vocab;
-        if shape.len() != 3 || shape[0] != b || shape[1] != s || shape[2] != v as i64 {
+        if shape.len() != 3 || shape[0] != b || shape[1] != logits_len as i64 || shape[2] != v as i64 {
             return Err(EngineError::BadOutput(format!("logits shape {shape:?}")));
         }
         let out = if all_positions {
@@ -776,7 +787,7 @@ impl LocalModel {
         } else {
             let mut out = Vec::with_capacity(batch * v);
             for r in 0..batch {
-                let last = (r * seq + seq - 1) * v;
+                let last = (r * logits_len + logits_len - 1) * v;
                 out.extend_from_slice(&data[last..last + v]);
             }
             out

@@ -324,7 +324,8 @@ fn registry_import_list_check_remove() {
     assert_eq!(m.context_length, 256);
     assert_eq!(m.io.inputs[..2], ["input_ids".to_string(), "attention_mask".to_string()]);
     assert_eq!(m.io.outputs[0], "logits");
-    assert_eq!(m.io.inputs.len(), 2 + 2 * LAYERS.len());
+    assert_eq!(m.io.inputs.len(), 3 + 2 * LAYERS.len());
+    assert_eq!(m.io.inputs.last().map(String::as_str), Some("logits_to_keep"));
     assert!(m.chat_template.is_some());
     assert_eq!(m.source.general_name.as_deref(), Some("tiny"));
     assert_eq!(m.tokenizer_kind, "gpt2/default");
