@@ -28,6 +28,7 @@ pub mod registry;
 pub mod runtime;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod verify;
 
 pub use embeddings::{Embedder, EmbeddingError};
 pub use engine::{

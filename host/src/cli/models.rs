@@ -38,6 +38,9 @@ pub enum ModelsCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Compare a model with llama.cpp's llama-server on its GGUF file: tokenizer, greedy continuations and
+    /// top-1 next-token agreement over a prompt set (exit code 7 when the agreement is below --threshold).
+    Verify(VerifyArgs),
     /// Remove a model from the registry.
     Remove {
         /// The model's name.
@@ -46,6 +49,30 @@ pub enum ModelsCommand {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+}
+
+/// `techne models verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A registry name or a .gguf file (default: the embedded SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// llama.cpp's llama-server (default: target/llama.cpp/build/bin/llama-server, built by
+    /// scripts/build-llama-cpp.sh).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// A JSON-lines prompt file (default: the shipped models/verify-prompts.jsonl).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// The required top-1 agreement, in percent.
+    #[arg(long, default_value_t = 95.0)]
+    pub threshold: f64,
+    /// Intra-op threads for techne (0 = physical cores); llama-server runs on one thread.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Registry options.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Where the registry lives.
@@ -171,11 +198,90 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
                 Err(Failure::new(exit_codes::MODEL, format!("model `{name}` is damaged: remove and import it again")))
             }
         }
+        ModelsCommand::Verify(args) => verify(args),
         ModelsCommand::Remove { name, registry } => {
             registry.open()?.remove(&name).map_err(model_failure)?;
             println!("removed `{name}`");
             Ok(exit_codes::SUCCESS)
         }
+    }
+}
+
+/// Run `techne models verify`.
+fn verify(args: VerifyArgs) -> Result<i32, Failure> {
+    use techne_inference::verify;
+    if !(0.0..=100.0).contains(&args.threshold) {
+        return Err(Failure::new(exit_codes::USAGE, "--threshold is a percentage from 0 to 100"));
+    }
+    let prompts = match &args.prompts {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(exit_codes::USAGE, format!("cannot read {}: {e}", path.display())))?;
+            verify::parse_prompts(&text)
+                .map_err(|e| Failure::new(exit_codes::USAGE, format!("{}: {e}", path.display())))?
+        }
+        None => verify::parse_prompts(verify::DEFAULT_PROMPTS).map_err(|e| Failure::new(exit_codes::INTERNAL, e))?,
+    };
+    let server = args.server.clone().unwrap_or_else(|| PathBuf::from("target/llama.cpp/build/bin/llama-server"));
+    if !server.is_file() {
+        return Err(model_failure(format!(
+            "llama-server not found at {}: build llama.cpp with scripts/build-llama-cpp.sh or pass --server PATH",
+            server.display()
+        )));
+    }
+    let registry = args.registry.open()?;
+    let entry = match args.model.as_deref() {
+        None | Some("default") => registry.ensure_default(),
+        Some(file) if file.ends_with(".gguf") => {
+            let path = PathBuf::from(file);
+            let name = techne_inference::registry::name_from_path(&path);
+            registry.get(&name).or_else(|_| registry.import(&path))
+        }
+        Some(name) => registry.get(name),
+    }
+    .map_err(model_failure)?;
+    let gguf = PathBuf::from(&entry.manifest.source.path);
+    if !gguf.is_file() {
+        return Err(model_failure(format!(
+            "model `{}` was imported from {}, which no longer exists: llama.cpp needs the GGUF file; \
+             import it again from its new place",
+            entry.name,
+            gguf.display()
+        )));
+    }
+    let runtime = techne_inference::Runtime::load(None).map_err(model_failure)?;
+    let model = techne_inference::LocalModel::load(&runtime, &entry, args.threads).map_err(model_failure)?;
+    let log = std::env::temp_dir().join(format!("techne-verify-llama-server-{}.log", std::process::id()));
+    let longest = prompts.iter().map(|p| p.max_tokens).max().unwrap_or(0);
+    let context = (longest + 1024).min(model.max_context().max(1));
+    let llama = verify::LlamaServer::start(&server, &gguf, context, &log, std::time::Duration::from_secs(120))
+        .map_err(model_failure)?;
+    println!(
+        "techne `{}` vs llama.cpp {} on {} ({} prompts)",
+        entry.name,
+        server.display(),
+        gguf.display(),
+        prompts.len()
+    );
+    let result = verify::compare(&model, &llama, &prompts, args.threshold / 100.0, |p| {
+        eprintln!("  {}: {}/{} top-1 agree", p.id, p.top1_agree, p.positions);
+    });
+    drop(llama);
+    let _ = std::fs::remove_file(&log);
+    let report = result.map_err(model_failure)?;
+    println!("{report}");
+    if report.passed() {
+        Ok(exit_codes::SUCCESS)
+    } else {
+        Err(Failure::new(
+            exit_codes::MODEL,
+            format!(
+                "techne disagrees with llama.cpp: top-1 agreement {:.1}% (required {:.1}%), {} tokenizer mismatches",
+                100.0 * report.agreement(),
+                args.threshold,
+                report.tokenizer_mismatches()
+            ),
+        ))
     }
 }
 
