@@ -21,9 +21,9 @@ use crate::training::{ExternalError, ExternalTrainer, TrainingControl, TrainingE
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
     /// Supervised fine-tuning with LoRA on JSONL in TRL formats (messages, prompt/completion, text).
-    Sft(TrainArgs),
+    Sft(Box<TrainArgs>),
     /// Direct preference optimisation with LoRA on JSONL with prompt/chosen/rejected.
-    Dpo(DpoArgs),
+    Dpo(Box<DpoArgs>),
 }
 
 /// The flags of `techne train dpo`.
@@ -326,8 +326,11 @@ fn gib(bytes: u64) -> f64 {
 /// Runs `techne train …`; returns the exit code.
 pub(crate) async fn train(command: TrainCommand) -> Result<i32, Failure> {
     let (kind, args, beta) = match command {
-        TrainCommand::Sft(args) => (TrainKind::Sft, args, None),
-        TrainCommand::Dpo(DpoArgs { common, beta }) => (TrainKind::Dpo, common, beta),
+        TrainCommand::Sft(args) => (TrainKind::Sft, *args, None),
+        TrainCommand::Dpo(args) => {
+            let DpoArgs { common, beta } = *args;
+            (TrainKind::Dpo, common, beta)
+        }
     };
     let (cfg, external) = tokio::task::block_in_place(|| build_config(&args, beta))?;
     let control = Arc::new(TrainingControl::new());
