@@ -3,8 +3,10 @@
 # and the plugins, then on the embedded SmolLM2-135M-Instruct model
 #  1. runs the question-rewriter pipeline (examples/rewriter.toml) and prints
 #     each question, its rewrite and the answer;
-#  2. evaluates the techniques' inference-time parts against the baseline
-#     (examples/eval.toml) and prints the comparison table.
+#  2. evaluates the inference-time parts of all five techniques (Question
+#     Rewriter, QPO, SELF-TAUGHT with zero-shot CoT, Self-Evolution's QA-pair
+#     writing, LlamaDuo's judge) against the baseline (examples/eval.toml)
+#     and prints the comparison table.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
