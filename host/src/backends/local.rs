@@ -1,12 +1,15 @@
 //! The local backend: models run natively through ONNX Runtime by
 //! `techne-inference` (chat, completion, scoring), and the local sentence
 //! embedder. Heavy calls run on blocking threads so the async host keeps
-//! serving other plugins meanwhile.
+//! serving other plugins meanwhile. Generation goes through the model's
+//! continuous-batching [`Scheduler`]: concurrent calls (the items of a run,
+//! several plugins) are decoded together in batched steps instead of taking
+//! turns on the model.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use techne_inference::{Embedder, GenerationParams, LocalModel, Registry, Runtime};
+use techne_inference::{Embedder, GenerationParams, LocalModel, Registry, Runtime, Scheduler, SchedulerConfig};
 
 use super::{
     BackendError, Choice, ContinuationScore, FinishReason, Generation, GenerationRequest, ModelBackend, Prompt, Role,
@@ -62,6 +65,7 @@ impl LocalModelSource {
 /// A chat model served natively.
 pub struct LocalBackend {
     model: Arc<LocalModel>,
+    scheduler: Arc<Scheduler>,
     identity: String,
 }
 
@@ -103,12 +107,19 @@ impl LocalBackend {
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
         let identity = format!("local:{}:{}", entry.name, entry.manifest.source.sha256);
-        Ok(Self { model: Arc::new(model), identity })
+        let model = Arc::new(model);
+        let scheduler = Scheduler::new(model.clone(), SchedulerConfig::default()).map_err(|e| model_error(&e))?;
+        Ok(Self { model, scheduler: Arc::new(scheduler), identity })
     }
 
     /// The underlying model.
     pub fn model(&self) -> &Arc<LocalModel> {
         &self.model
+    }
+
+    /// The scheduler that batches this backend's generation calls.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 }
 
@@ -151,7 +162,7 @@ impl ModelBackend for LocalBackend {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<Generation, BackendError> {
-        let model = self.model.clone();
+        let scheduler = self.scheduler.clone();
         let s = request.sampling;
         let params = GenerationParams {
             max_tokens: s.max_tokens as usize,
@@ -164,8 +175,8 @@ impl ModelBackend for LocalBackend {
             ..GenerationParams::default()
         };
         let generation = blocking(move || match &request.prompt {
-            Prompt::Chat(messages) => model.chat(&chat_messages(messages), &params).map_err(engine_error),
-            Prompt::Text(text) => model.complete(text, &params).map_err(engine_error),
+            Prompt::Chat(messages) => scheduler.chat(&chat_messages(messages), &params).map_err(engine_error),
+            Prompt::Text(text) => scheduler.complete(text, &params).map_err(engine_error),
         })
         .await?;
         Ok(Generation {
@@ -254,5 +265,58 @@ impl ModelBackend for LocalEmbeddingBackend {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
         let embedder = self.embedder.clone();
         blocking(move || embedder.embed(&texts).map_err(|e| BackendError::Failed(e.to_string()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::{ChatMessage, Sampling};
+
+    /// The default model (from the default registry, as the CLI opens it), or
+    /// `None` (skipped) when it is not installed and `TECHNE_REQUIRE_MODELS` is not `1`.
+    fn default_backend() -> Option<LocalBackend> {
+        let found = techne_inference::locate::smollm2_gguf().is_some()
+            && techne_inference::locate::onnxruntime_dylib().is_some();
+        if !found {
+            assert!(
+                std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
+                "TECHNE_REQUIRE_MODELS=1 but the default model is not installed (run scripts/setup.sh)"
+            );
+            eprintln!("SKIPPED: the default model is not installed (run scripts/setup.sh)");
+            return None;
+        }
+        Some(LocalBackend::open(&LocalModelSource::Default, None, 0).expect("open the default model"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_share_decode_steps_and_match_sequential_calls() {
+        let Some(backend) = default_backend() else { return };
+        let questions = ["What is the capital of France?", "Name a fruit.", "Say hello in one short sentence.", "1+1="];
+        let request = |q: &str| GenerationRequest {
+            prompt: Prompt::Chat(vec![ChatMessage { role: Role::User, content: q.to_string() }]),
+            sampling: Sampling { max_tokens: 12, ..Sampling::default() },
+        };
+        let mut sequential = Vec::new();
+        for q in questions {
+            sequential.push(backend.generate(request(q)).await.expect("sequential call"));
+        }
+        let before = backend.scheduler().stats();
+        let (a, b, c, d) = tokio::join!(
+            backend.generate(request(questions[0])),
+            backend.generate(request(questions[1])),
+            backend.generate(request(questions[2])),
+            backend.generate(request(questions[3])),
+        );
+        for (s, c) in sequential.iter().zip([a, b, c, d]) {
+            let c = c.expect("concurrent call");
+            assert_eq!(s.choices[0].text, c.choices[0].text);
+            assert_eq!(s.completion_tokens, c.completion_tokens);
+        }
+        let after = backend.scheduler().stats();
+        assert!(after.largest_batch >= 2, "concurrent calls were not batched: {after:?}");
+        // Batched, the four calls need fewer steps than one after another.
+        let sequential_steps: u32 = sequential.iter().map(|g| g.completion_tokens).sum();
+        assert!(after.steps - before.steps < u64::from(sequential_steps), "{before:?} → {after:?}");
     }
 }

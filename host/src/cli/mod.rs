@@ -199,7 +199,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repetitions: usize,
         /// Concurrent streams for the aggregate decode cases.
-        #[arg(long, value_delimiter = ',', default_value = "4,8")]
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16")]
         concurrency: Vec<usize>,
         /// llama.cpp's llama-bench (default: target/llama.cpp/build/bin/llama-bench when present).
         #[arg(long)]
