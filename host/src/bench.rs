@@ -552,7 +552,9 @@ fn embeddings_row(threads: usize, reps: usize) -> Result<(InferenceRow, String),
 
 /// Peak resident memory (MB) of a `techne generate` child process (this
 /// executable) generating 128 greedy tokens from `prompt` with the default
-/// model: its own measurement, so the other cases do not inflate it.
+/// model: its own measurement, so the other cases do not inflate it. The
+/// child's `VmHWM` is sampled every 5 ms until it exits (`ru_maxrss` would
+/// include this process's memory, inherited through fork and exec).
 fn generation_peak_rss_mb(prompt: &str, raw: bool, threads: usize) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let mut command = std::process::Command::new(exe);
@@ -560,30 +562,33 @@ fn generation_peak_rss_mb(prompt: &str, raw: bool, threads: usize) -> Result<f64
     if raw {
         command.arg("--raw");
     }
-    let child = command
+    let mut child = command
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start `techne generate`: {e}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain data that wait4 fills in; `pid` is our own
-    // child, reaped here exactly once (the `Child` is not waited on again).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if reaped != pid {
-        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        let mut err = String::new();
-        if let Some(mut stderr) = child.stderr {
-            use std::io::Read;
-            let _ = stderr.read_to_string(&mut err);
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        }) {
+            peak_kb = peak_kb.max(kb);
         }
-        return Err(format!("`techne generate` failed: {}", err.trim()));
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("cannot wait for `techne generate`: {e}")),
+        }
+    };
+    if !status.success() {
+        return Err(format!("`techne generate` failed ({status}): try it by hand with the same prompt"));
     }
-    // Linux reports ru_maxrss in KiB.
-    Ok(usage.ru_maxrss as f64 / 1024.0)
+    if peak_kb == 0 {
+        return Err("no VmHWM in /proc (not Linux?)".into());
+    }
+    Ok(peak_kb as f64 / 1024.0)
 }
 
 /// Options of `techne bench service`.
