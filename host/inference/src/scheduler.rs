@@ -63,6 +63,8 @@ pub(crate) struct NewRequest<'cb, T> {
     pub(crate) seed: u64,
     /// Streaming callback; returning `false` cancels the request.
     pub(crate) on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + 'cb>>,
+    /// Set when nobody waits for the result any more: the request is cancelled.
+    pub(crate) abandoned: Option<Arc<AtomicBool>>,
     /// Returned with the result.
     pub(crate) tag: T,
 }
@@ -84,6 +86,7 @@ struct ActiveRequest<'cb, T> {
     unfinished: usize,
     cancelled: bool,
     on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + 'cb>>,
+    abandoned: Option<Arc<AtomicBool>>,
     tag: T,
 }
 
@@ -198,6 +201,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
             unfinished: n,
             cancelled: false,
             on_token: request.on_token,
+            abandoned: request.abandoned,
             tag: request.tag,
         };
         if active_request.params.max_tokens == 0 {
@@ -366,6 +370,9 @@ fn advance<T>(
     if st.finish.is_some() {
         return Ok(());
     }
+    if request.abandoned.as_ref().is_some_and(|a| a.load(Ordering::Relaxed)) {
+        request.cancelled = true;
+    }
     if request.cancelled {
         st.finish = Some(FinishReason::Cancelled);
         request.unfinished -= 1;
@@ -513,7 +520,8 @@ impl LocalModel {
             Some(f) => Some(Box::new(move |e: StreamEvent<'_>| f(e))),
             None => None,
         };
-        let request = NewRequest { prompt: prompt.to_vec(), params: params.clone(), seed, on_token, tag: () };
+        let request =
+            NewRequest { prompt: prompt.to_vec(), params: params.clone(), seed, on_token, abandoned: None, tag: () };
         if decoder.admit(request).is_err() {
             return Err(EngineError::BadOutput("an empty decoder refused a request".into()));
         }
@@ -547,7 +555,8 @@ struct Job {
     prompt: Vec<u32>,
     params: GenerationParams,
     seed: u64,
-    on_token: Box<dyn FnMut(StreamEvent<'_>) -> bool + Send>,
+    on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + Send>>,
+    abandoned: Arc<AtomicBool>,
     reply: mpsc::Sender<Result<Generation>>,
 }
 
@@ -557,7 +566,8 @@ impl Job {
             prompt: self.prompt,
             params: self.params,
             seed: self.seed,
-            on_token: Some(self.on_token),
+            on_token: self.on_token.map(|f| -> Box<dyn FnMut(StreamEvent<'_>) -> bool> { f }),
+            abandoned: Some(self.abandoned),
             tag: self.reply,
         }
     }
@@ -680,25 +690,21 @@ impl Scheduler {
                 return pending;
             }
         };
-        // The callback cancels the request once nobody waits for it.
-        let on_token: Box<dyn FnMut(StreamEvent<'_>) -> bool + Send> = Box::new(move |e: StreamEvent<'_>| {
-            if abandoned.load(Ordering::Relaxed) {
-                return false;
-            }
-            match &events {
-                Some(tx) => tx
-                    .send(TokenEvent {
-                        index: e.index,
-                        token_id: e.token_id,
-                        text: e.text.to_string(),
-                        logprob: e.logprob,
-                        finish_reason: e.finish_reason,
-                    })
-                    .is_ok(),
-                None => true,
-            }
+        // Only a streamed request has a callback: without one the decoder
+        // need not track the text of requests that have no stop strings.
+        let on_token = events.map(|tx| -> Box<dyn FnMut(StreamEvent<'_>) -> bool + Send> {
+            Box::new(move |e: StreamEvent<'_>| {
+                tx.send(TokenEvent {
+                    index: e.index,
+                    token_id: e.token_id,
+                    text: e.text.to_string(),
+                    logprob: e.logprob,
+                    finish_reason: e.finish_reason,
+                })
+                .is_ok()
+            })
         });
-        let job = Job { prompt: prompt.to_vec(), params: params.clone(), seed, on_token, reply };
+        let job = Job { prompt: prompt.to_vec(), params: params.clone(), seed, on_token, abandoned, reply };
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             let _ = job.reply.send(Err(EngineError::SchedulerStopped));
         }
