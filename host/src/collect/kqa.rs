@@ -106,9 +106,9 @@ pub fn fill(template: &str, question: &str, llm_answer: &str, statement: &str) -
         out.push_str(&rest[..open]);
         let at = &rest[open..];
         for (name, value) in values {
-            if at.starts_with(name) {
+            if let Some(after) = at.strip_prefix(name) {
                 out.push_str(value);
-                rest = &at[name.len()..];
+                rest = after;
                 continue 'outer;
             }
         }
@@ -130,14 +130,11 @@ pub fn parse_verdict(reply: &str) -> Option<bool> {
     if let Some((_, verdict)) = marked {
         return Some(verdict);
     }
-    lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter_map(|word| match word {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        })
-        .last()
+    lower.split(|c: char| !c.is_alphanumeric()).rev().find_map(|word| match word {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    })
 }
 
 /// How the judge reaches a verdict.

@@ -125,10 +125,11 @@ async fn collect(
     let settings = collect_settings(ctx)?;
     let config = collect_config(ctx);
     let out = ctx.round_dir(round)?.join(file);
-    if let Some(existing) = &existing {
-        if existing.exists() && existing != &out {
-            std::fs::copy(existing, &out).map_err(LoopError::io(&out))?;
-        }
+    if let Some(existing) = &existing
+        && existing.exists()
+        && existing != &out
+    {
+        std::fs::copy(existing, &out).map_err(LoopError::io(&out))?;
     }
     qpo_records::collect(&config, &settings, &models, Some(&out), out.clone()).await.map_err(|e| LoopError::Strategy {
         round,
