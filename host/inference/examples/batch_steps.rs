@@ -3,7 +3,10 @@
 //! 4, 8 and 16 concurrent greedy streams (each size twice, interleaved, so
 //! that a change in machine load shows up as disagreement between rounds).
 //!
-//! `cargo run --release -p techne-inference --example batch_steps -- [threads] [tokens]`
+//! `cargo run --release -p techne-inference --example batch_steps -- [threads] [tokens] [accuracy_level]`
+//!
+//! With an `accuracy_level` the default GGUF is exported again with that
+//! `MatMulNBits` accuracy level into a temporary registry and measured instead.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +18,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2);
     let tokens = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(32);
     let rt = Runtime::load(None)?;
-    let entry = Registry::open_default()?.ensure_default()?;
+    let accuracy: Option<i64> = args.get(3).and_then(|a| a.parse().ok());
+    let scratch = tempfile_dir()?;
+    let entry = match accuracy {
+        None => Registry::open_default()?.ensure_default()?,
+        Some(accuracy_level) => {
+            let gguf = techne_inference::locate::smollm2_gguf().ok_or("the default model is not installed")?;
+            let options = techne_inference::onnx_export::ExportOptions { accuracy_level, ..Default::default() };
+            Registry::open(&scratch)?.import_as(&gguf, "smollm2-accuracy", &options)?
+        }
+    };
+    println!("model {} (accuracy level {})", entry.name, accuracy.unwrap_or(0));
     let model = Arc::new(LocalModel::load(&rt, &entry, threads)?);
     let scheduler = Scheduler::new(model.clone(), SchedulerConfig::default())?;
     let prompt = model.prompt_ids("Once upon a time")?;
@@ -40,5 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    std::fs::remove_dir_all(&scratch)?;
     Ok(())
+}
+
+/// A fresh scratch directory under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("techne-batch-steps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
