@@ -53,6 +53,12 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// A streaming callback; returning `false` cancels the request.
+pub(crate) type TokenCallback<'cb> = Box<dyn FnMut(StreamEvent<'_>) -> bool + 'cb>;
+
+/// A streaming callback that can travel to the worker thread.
+type SendTokenCallback = Box<dyn FnMut(StreamEvent<'_>) -> bool + Send>;
+
 /// A request waiting for admission.
 pub(crate) struct NewRequest<'cb, T> {
     /// Prompt token ids (non-empty, shorter than the context).
@@ -62,7 +68,7 @@ pub(crate) struct NewRequest<'cb, T> {
     /// The random seed of choice 0 (the others derive from it).
     pub(crate) seed: u64,
     /// Streaming callback; returning `false` cancels the request.
-    pub(crate) on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + 'cb>>,
+    pub(crate) on_token: Option<TokenCallback<'cb>>,
     /// Set when nobody waits for the result any more: the request is cancelled.
     pub(crate) abandoned: Option<Arc<AtomicBool>>,
     /// Returned with the result.
@@ -85,7 +91,7 @@ struct ActiveRequest<'cb, T> {
     choices: Vec<ChoiceState>,
     unfinished: usize,
     cancelled: bool,
-    on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + 'cb>>,
+    on_token: Option<TokenCallback<'cb>>,
     abandoned: Option<Arc<AtomicBool>>,
     tag: T,
 }
@@ -157,6 +163,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
     /// back when the batch has no room for it now. A request that fails (its
     /// prefill, say) or needs no decoding finishes at once (see
     /// [`BatchDecoder::take_finished`]).
+    #[allow(clippy::result_large_err)] // giving the request back (not an error) is the point
     pub(crate) fn admit(&mut self, request: NewRequest<'cb, T>) -> std::result::Result<(), NewRequest<'cb, T>> {
         let config = self.model.config();
         let n = request.params.n;
@@ -516,7 +523,7 @@ impl LocalModel {
         let seed = self.prepare(prompt, params)?;
         let limits = DecoderLimits { max_rows: params.n, max_cache_bytes: usize::MAX, capacity_step: 1 };
         let mut decoder = BatchDecoder::new(self, limits);
-        let on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + '_>> = match on_token {
+        let on_token: Option<TokenCallback<'_>> = match on_token {
             Some(f) => Some(Box::new(move |e: StreamEvent<'_>| f(e))),
             None => None,
         };
@@ -555,7 +562,7 @@ struct Job {
     prompt: Vec<u32>,
     params: GenerationParams,
     seed: u64,
-    on_token: Option<Box<dyn FnMut(StreamEvent<'_>) -> bool + Send>>,
+    on_token: Option<SendTokenCallback>,
     abandoned: Arc<AtomicBool>,
     reply: mpsc::Sender<Result<Generation>>,
 }
@@ -566,7 +573,7 @@ impl Job {
             prompt: self.prompt,
             params: self.params,
             seed: self.seed,
-            on_token: self.on_token.map(|f| -> Box<dyn FnMut(StreamEvent<'_>) -> bool> { f }),
+            on_token: self.on_token.map(|f| -> TokenCallback<'static> { f }),
             abandoned: Some(self.abandoned),
             tag: self.reply,
         }
@@ -692,7 +699,7 @@ impl Scheduler {
         };
         // Only a streamed request has a callback: without one the decoder
         // need not track the text of requests that have no stop strings.
-        let on_token = events.map(|tx| -> Box<dyn FnMut(StreamEvent<'_>) -> bool + Send> {
+        let on_token = events.map(|tx| -> SendTokenCallback {
             Box::new(move |e: StreamEvent<'_>| {
                 tx.send(TokenEvent {
                     index: e.index,
