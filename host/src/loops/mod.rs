@@ -306,10 +306,10 @@ impl LoopContext {
     /// Reused while the current model does not change.
     pub fn models(&mut self) -> Result<ModelSet, LoopError> {
         let current = self.state.current_model.clone();
-        if let Some((name, models)) = &self.models {
-            if *name == current {
-                return Ok(models.clone());
-            }
+        if let Some((name, models)) = &self.models
+            && *name == current
+        {
+            return Ok(models.clone());
         }
         let mut models = ModelSet::new();
         for (name, model) in &self.config.models {

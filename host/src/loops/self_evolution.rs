@@ -92,10 +92,10 @@ fn default_true() -> bool {
 impl SelfEvolutionSettings {
     /// Check the values; returns the key and how to fix it.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
-        if let Some(mode) = &self.selection_mode {
-            if !["top", "random", "all", "none"].contains(&mode.as_str()) {
-                return Err(("selection-mode".into(), "must be one of top, random, all, none".into()));
-            }
+        if let Some(mode) = &self.selection_mode
+            && !["top", "random", "all", "none"].contains(&mode.as_str())
+        {
+            return Err(("selection-mode".into(), "must be one of top, random, all, none".into()));
         }
         if self.top_k == Some(0) {
             return Err(("top-k".into(), "must be at least 1".into()));
