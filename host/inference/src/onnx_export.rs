@@ -413,7 +413,7 @@ fn tensor_err(t: &TensorInfo, message: impl Into<String>) -> ExportError {
 /// instead of 113 MB). Float tables are gathered as f32.
 fn embedding(b: &mut Builder, g: &GgufFile, embd: &TensorInfo, vocab: usize, hidden: usize) -> Result<String> {
     let gather = vec![attr_i("axis", 0)];
-    let format = embd.ty.affine_format().filter(|f| hidden % f.group == 0);
+    let format = embd.ty.affine_format().filter(|f| hidden.is_multiple_of(f.group));
     let Some(format) = format else {
         let table = g.dequantize(embd)?;
         let table = b.init(pb::tensor_f32("model.embed_tokens.weight", &[vocab as i64, hidden as i64], &table));
