@@ -335,20 +335,7 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     let reps = options.repetitions.max(1);
     let seed_ids = model.tokenizer().encode("Once upon a time", false).map_err(|e| e.to_string())?;
     // Decode: 128 generated tokens, less the time of a 1-token generation (prefill + first token).
-    let mut params = GenerationParams::greedy(128);
-    params.stop.clear();
-    let one = GenerationParams::greedy(1);
-    let mut decode = Vec::new();
-    for _ in 0..reps {
-        let t1 = Instant::now();
-        model.generate_ids(&seed_ids, &one).map_err(|e| e.to_string())?;
-        let first = t1.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let g = model.generate_ids(&seed_ids, &params).map_err(|e| e.to_string())?;
-        let total = t.elapsed().as_secs_f64();
-        let tokens = g.usage.completion_tokens.saturating_sub(1).max(1) as f64;
-        decode.push(tokens / (total - first).max(1e-9));
-    }
+    let decode = decode_rates(&model, &seed_ids, reps)?;
     // Prefill: score a 512-token prompt (one forward pass over it).
     let text = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep. ".repeat(64);
     let mut prompt = model.tokenizer().encode(&text, false).map_err(|e| e.to_string())?;
@@ -380,6 +367,7 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
         ),
     };
     let single = median(decode);
+    let mut notes = vec![peer_note];
     let mut rows = vec![
         InferenceRow { case: "decode, single stream (tg128)".into(), techne: single, peer: peer_tg, unit: "tokens/s" },
         InferenceRow {
@@ -389,6 +377,15 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
             unit: "tokens/s",
         },
     ];
+    match int8_activation_decode(&gguf, options.threads, &seed_ids, reps) {
+        Ok(rate) => rows.push(InferenceRow {
+            case: "decode, int8 activations (import --accuracy-level 4)".into(),
+            techne: rate,
+            peer: peer_tg,
+            unit: "tokens/s",
+        }),
+        Err(e) => notes.push(format!("decode with int8 activations: not measured ({e})")),
+    }
     // Concurrent streams go through the backend's continuous-batching
     // scheduler, as concurrent plugin calls do: their decode steps merge.
     let scheduler = backend.scheduler().clone();
@@ -420,7 +417,6 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
             unit: "tokens/s (peer: our single stream)",
         });
     }
-    let mut notes = vec![peer_note];
     match embeddings_row(options.threads, reps) {
         Ok((row, note)) => {
             rows.push(row);
@@ -456,6 +452,51 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
         batch_notes.join("; ")
     ));
     Ok(InferenceReport { rows, notes })
+}
+
+/// Single-stream decode rates (tokens/s), one per repetition: 128 greedy
+/// tokens less the time of a 1-token generation (prefill + first token).
+fn decode_rates(model: &techne_inference::LocalModel, seed_ids: &[u32], reps: usize) -> Result<Vec<f64>, String> {
+    use techne_inference::GenerationParams;
+    let mut params = GenerationParams::greedy(128);
+    params.stop.clear();
+    let one = GenerationParams::greedy(1);
+    let mut decode = Vec::new();
+    for _ in 0..reps {
+        let t1 = Instant::now();
+        model.generate_ids(seed_ids, &one).map_err(|e| e.to_string())?;
+        let first = t1.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let g = model.generate_ids(seed_ids, &params).map_err(|e| e.to_string())?;
+        let total = t.elapsed().as_secs_f64();
+        let tokens = g.usage.completion_tokens.saturating_sub(1).max(1) as f64;
+        decode.push(tokens / (total - first).max(1e-9));
+    }
+    Ok(decode)
+}
+
+/// Median single-stream decode of the same GGUF exported with `MatMulNBits`
+/// accuracy level 4 (int8 activations, as llama.cpp computes), imported into
+/// a temporary registry that is removed afterwards.
+fn int8_activation_decode(
+    gguf: &std::path::Path,
+    threads: usize,
+    seed_ids: &[u32],
+    reps: usize,
+) -> Result<f64, String> {
+    use crate::backends::local::{LocalBackend, LocalModelSource};
+    let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temporary registry: {e}"))?;
+    let options = techne_inference::onnx_export::ExportOptions { accuracy_level: 4, ..Default::default() };
+    techne_inference::Registry::open(scratch.path())
+        .and_then(|registry| registry.import_as(gguf, "smollm2-int8-activations", &options))
+        .map_err(|e| e.to_string())?;
+    let backend = LocalBackend::open(
+        &LocalModelSource::Registered("smollm2-int8-activations".into()),
+        Some(scratch.path()),
+        threads,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(median(decode_rates(backend.model(), seed_ids, reps)?))
 }
 
 /// Sentences for the embeddings case: 256 of 5 to ~60 words, deterministic.

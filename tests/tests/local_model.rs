@@ -119,6 +119,42 @@ fn models_and_generate_commands_work_on_a_private_registry() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("Paris"), "{stdout}");
+    // The faster export with int8 activations (`--accuracy-level 4`) is a
+    // model of its own that still answers; unsupported levels are refused.
+    let (code, stdout, stderr) = run(&[
+        "models",
+        "import",
+        gguf.to_str().unwrap(),
+        "--name",
+        "smol-int8",
+        "--accuracy-level",
+        "4",
+        "--registry",
+        reg,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("imported `smol-int8`"), "{stdout}");
+    let manifest = std::fs::read_to_string(registry.path().join("smol-int8").join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"accuracy_level\": 4") || manifest.contains("\"accuracy_level\":4"), "{manifest}");
+    let (code, stdout, stderr) = run(&[
+        "generate",
+        "--model",
+        "smol-int8",
+        "--registry",
+        reg,
+        "--prompt",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    let (code, _, stderr) =
+        run(&["models", "import", gguf.to_str().unwrap(), "--accuracy-level", "2", "--registry", reg]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("use 0 (f32) or 4"), "{stderr}");
+    let (code, _, _) = run(&["models", "remove", "smol-int8", "--registry", reg]);
+    assert_eq!(code, Some(0));
     let (code, _, stderr) = run(&["generate", "--model", "missing", "--registry", reg, "--prompt", "x"]);
     assert_eq!(code, Some(7));
     assert!(stderr.contains("techne models import"), "{stderr}");
