@@ -355,6 +355,7 @@ max-seq-len = 64
 batch-size = 2
 learning-rate = 1e-3
 merged-format = "q8_0"
+checkpoint-every = 1
 
 [loop.rewriter-dpo]
 pairs = "{pairs}"
@@ -376,6 +377,10 @@ validation-share = 0.34
     for name in ["preference_before", "preference_after"] {
         assert!([0.0, 0.5, 1.0].contains(&metric(name)), "{name} = {}", metric(name));
     }
+    // Training evaluated the validation pairs at every checkpoint and kept the best one.
+    assert!([1.0, 2.0].contains(&metric("kept_step")), "kept_step = {}", metric("kept_step"));
+    let best = out.join("round-001").join("train").join("best").join("adapter.safetensors");
+    assert!(best.is_file(), "{}", best.display());
     // The better-validating model stays current.
     let kept = metric("kept_trained") == 1.0;
     assert_eq!(kept, metric("preference_after") >= metric("preference_before"));

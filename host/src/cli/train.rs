@@ -116,6 +116,9 @@ pub struct TrainArgs {
     /// Evaluate on --eval-data every N steps (0: only after the last step) [default: 0].
     #[arg(long, value_name = "N", requires = "eval_data")]
     pub eval_every: Option<usize>,
+    /// Keep the adapter of the best held-out evaluation (DPO: reward accuracy, then loss; SFT: loss), not the last step's.
+    #[arg(long, requires = "eval_data")]
+    pub keep_best: bool,
     /// Hand the training to this command (placeholders such as {data}, {output_dir}, {base_model}; see the README).
     #[arg(long, value_name = "COMMAND")]
     pub external: Option<String>,
@@ -287,6 +290,9 @@ fn build_config(args: &TrainArgs, beta: Option<f64>) -> Result<(TrainConfig, Opt
     }
     if let Some(v) = args.eval_every {
         cfg.eval_every = v;
+    }
+    if args.keep_best {
+        cfg.keep_best = true;
     }
     if let Some(v) = args.checkpoint_every {
         cfg.checkpoint_every = v;

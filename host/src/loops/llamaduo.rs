@@ -192,7 +192,7 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
         let path = dir.join("train.jsonl");
         write_jsonl(&path, &data).map_err(LoopError::io(&path))?;
         let base = ctx.state.base_model.clone();
-        let report = ctx.train(round, techne_training::TrainKind::Sft, &path, &base).await?;
+        let report = ctx.train(round, techne_training::TrainKind::Sft, &path, &base, None).await?;
         ctx.complete_step(
             round,
             "train",

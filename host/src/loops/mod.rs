@@ -369,16 +369,20 @@ impl LoopContext {
     /// `start` (a registry name, `default` or a GGUF), register it as
     /// [`LoopContext::trained_name`], make it the current model, and record
     /// the step losses. A killed training resumes from its last checkpoint.
+    /// With `held_out` (data in the training format), the trainer evaluates
+    /// it at every checkpoint and after the last step and keeps the best
+    /// evaluated adapter ([`techne_training::TrainConfig::keep_best`]).
     pub async fn train(
         &mut self,
         round: u32,
         kind: techne_training::TrainKind,
         data: &Path,
         start: &str,
+        held_out: Option<&Path>,
     ) -> Result<techne_training::TrainReport, LoopError> {
         let output_dir = self.round_dir(round)?.join("train");
         let name = self.trained_name(round);
-        let train = train_config(
+        let mut train = train_config(
             &self.section.training,
             self.config.run.seed,
             start,
@@ -388,6 +392,11 @@ impl LoopContext {
             self.registry_dir.clone(),
         )
         .map_err(|source| LoopError::Training { round, source: source.into() })?;
+        if let Some(held_out) = held_out {
+            train.eval_data = Some(held_out.to_path_buf());
+            train.eval_every = train.checkpoint_every;
+            train.keep_best = true;
+        }
         let (stop, progress) = (self.stop.clone(), self.progress);
         let report = tokio::task::spawn_blocking(move || run_training(kind, &train, &stop, progress))
             .await

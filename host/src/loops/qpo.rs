@@ -207,7 +207,7 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
         ctx.section.training.epochs = epochs;
         ctx.section.training.learning_rate = learning_rate;
         let start = ctx.state.current_model.clone();
-        let trained = ctx.train(round, techne_training::TrainKind::Sft, &data, &start).await;
+        let trained = ctx.train(round, techne_training::TrainKind::Sft, &data, &start, None).await;
         ctx.section.training = saved;
         let report = trained?;
         let last_loss = report.steps.last().map(|s| s.loss).unwrap_or(f64::NAN);

@@ -11,7 +11,11 @@
 //!    (chosen by a hash of the question, so the split is stable) are held
 //!    out for validation; the rest is the training set.
 //! 3. `score-before`: the validation preference score of the current model.
-//! 4. `train`: DPO from the current model (`[loop.training]`).
+//! 4. `train`: DPO from the current model (`[loop.training]`), evaluated
+//!    on the validation pairs at every checkpoint (`checkpoint-every`) and
+//!    after the last step; the checkpoint whose DPO reward accuracy on them
+//!    is highest (ties: lower held-out loss) becomes the round's model
+//!    (`kept_step` in the round's metrics).
 //! 5. `validate`: the trained model's validation preference score. The
 //!    model with the better score stays the current model (the trained one
 //!    on a tie), so the loop always ends with its best model.
@@ -194,9 +198,15 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
     ctx.check_stop()?;
     let before_model = ctx.state.current_model.clone();
     if !ctx.step_done(round, "train") {
-        let report = ctx.train(round, techne_training::TrainKind::Dpo, &train, &before_model).await?;
+        let report =
+            ctx.train(round, techne_training::TrainKind::Dpo, &train, &before_model, Some(&validation)).await?;
         let last_loss = report.steps.last().map(|s| s.loss).unwrap_or(f64::NAN);
-        ctx.complete_step(round, "train", &[("train_steps", report.steps.len() as f64), ("final_loss", last_loss)])?;
+        let kept_step = report.selected_step.or(report.steps.last().map(|s| s.step)).unwrap_or(0);
+        ctx.complete_step(
+            round,
+            "train",
+            &[("train_steps", report.steps.len() as f64), ("final_loss", last_loss), ("kept_step", kept_step as f64)],
+        )?;
     }
     if !ctx.step_done(round, "validate") {
         let (score, margin) = score_step(ctx, round, "validate", &validation).await?;

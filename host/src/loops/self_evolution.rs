@@ -289,7 +289,7 @@ pub(crate) async fn run_round(ctx: &mut LoopContext, round: u32) -> Result<Round
                 TrainFrom::Previous => ctx.state.current_model.clone(),
                 TrainFrom::Base => ctx.state.base_model.clone(),
             };
-            let report = ctx.train(round, techne_training::TrainKind::Sft, &train_path, &start).await?;
+            let report = ctx.train(round, techne_training::TrainKind::Sft, &train_path, &start, None).await?;
             ctx.complete_step(
                 round,
                 "train",

@@ -463,6 +463,7 @@ pub fn run_external(
         model: None,
         lineage: None,
         peak_rss_bytes: None,
+        selected_step: None,
     };
     if let Some(name) = &cfg.out_name {
         let (base_sha256, _) = sha256_file(&cfg.model).map_err(TrainError::from)?;

@@ -155,6 +155,9 @@ fn summary_rows(report: &TrainReport, extra: &[(&'static str, String)]) -> Vec<(
     if let Some(rss) = report.peak_rss_bytes {
         rows.push(("peak memory (RSS)", format!("{:.2} GiB", rss as f64 / (1u64 << 30) as f64)));
     }
+    if let Some(step) = report.selected_step {
+        rows.push(("kept adapter", format!("step {step}: the best held-out evaluation (--keep-best)")));
+    }
     if report.stopped_early {
         rows.push(("stopped early", "yes: resume with --resume and the same settings".into()));
     }
@@ -338,6 +341,7 @@ mod tests {
             model: None,
             lineage: None,
             peak_rss_bytes: Some(3 << 28),
+            selected_step: None,
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use techne_inference::gguf::GgufFile;
+use techne_inference::onnx_export::LlamaConfig;
 use techne_inference::registry::{Registry, sha256_file};
 
 use crate::checkpoint::{self, TrainerState};
@@ -115,7 +116,18 @@ pub struct TrainConfig {
     pub eval_data: Option<PathBuf>,
     /// Evaluate on `eval_data` every this many steps (0: only after the last step).
     pub eval_every: usize,
+    /// With `eval_data`: the run's adapter (and exported model) is the one
+    /// of the best evaluation rather than the last step's — DPO: the highest
+    /// held-out reward accuracy, ties to the lower held-out loss; SFT: the
+    /// lowest held-out loss. Each new best is saved to
+    /// `best/adapter.safetensors` when found; checkpoints keep the last
+    /// step's state, so a resume continues the same trajectory.
+    pub keep_best: bool,
 }
+
+/// The folder of the output directory that holds the best evaluated adapter
+/// ([`TrainConfig::keep_best`]).
+pub const BEST_ADAPTER_DIR: &str = "best";
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -143,6 +155,7 @@ impl Default for TrainConfig {
             dpo_beta: 0.1,
             eval_data: None,
             eval_every: 0,
+            keep_best: false,
         }
     }
 }
@@ -160,6 +173,11 @@ impl TrainConfig {
         }
         if self.max_steps == Some(0) {
             return Err(TrainError::Config("max_steps must be at least 1".into()));
+        }
+        if self.keep_best && self.eval_data.is_none() {
+            return Err(TrainError::Config(
+                "keep_best selects by held-out evaluation: set eval_data (and eval_every) too".into(),
+            ));
         }
         if self.max_seq_len < 2 {
             return Err(TrainError::Config("max_seq_len must be at least 2".into()));
@@ -308,6 +326,9 @@ pub struct TrainReport {
     pub lineage: Option<Lineage>,
     /// Peak resident memory of the process (`VmHWM`), bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// The step whose adapter became the run's ([`TrainConfig::keep_best`]);
+    /// `None`: the last step's.
+    pub selected_step: Option<usize>,
 }
 
 /// Tunes glibc's allocator for training (once per process): blocks up to
@@ -524,6 +545,31 @@ fn evaluate(
     }
 }
 
+/// Writes the adapter into [`BEST_ADAPTER_DIR`] whole or not at all: into a
+/// scratch folder first, which then replaces the previous best.
+fn save_best_adapter(adapters: &LoraAdapters, out: &Path, model: &LlamaConfig, base_sha256: &str) -> Result<()> {
+    let (partial, best) = (out.join("best.partial"), out.join(BEST_ADAPTER_DIR));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(io_err(&partial))?;
+    adapters.save(&partial, model, base_sha256)?;
+    if best.exists() {
+        std::fs::remove_dir_all(&best).map_err(io_err(&best))?;
+    }
+    std::fs::rename(&partial, &best).map_err(io_err(&best))
+}
+
+/// Whether `record`'s held-out evaluation beats `best`'s: a higher reward
+/// accuracy (DPO), then a lower loss; the earlier step wins exact ties.
+fn is_better_evaluation(record: &StepRecord, best: Option<&StepRecord>) -> bool {
+    let Some(loss) = record.eval_loss else { return false };
+    let Some(best) = best else { return true };
+    let (accuracy, best_accuracy) = (record.eval_accuracy.unwrap_or(0.0), best.eval_accuracy.unwrap_or(0.0));
+    let best_loss = best.eval_loss.unwrap_or(f64::INFINITY);
+    accuracy > best_accuracy || (accuracy == best_accuracy && loss < best_loss)
+}
+
 fn order_for(seed: u64, epoch: usize, n: usize) -> Vec<u32> {
     let mut v: Vec<u32> = (0..n as u32).collect();
     Rng::derive(seed, SHUFFLE_STREAM + epoch as u64).shuffle(&mut v);
@@ -705,6 +751,14 @@ fn run(
     };
 
     let vars = adapters.named_vars();
+    // The best evaluation so far (keep_best); after a resume, the best of the
+    // replayed history, whose adapter `best/` holds.
+    let mut best: Option<StepRecord> = None;
+    for record in history.iter().filter(|r| r.eval_loss.is_some()) {
+        if is_better_evaluation(record, best.as_ref()) {
+            best = Some(record.clone());
+        }
+    }
     let mut stopped_early = false;
     let mut session_tokens = 0usize;
     let mut session_seconds = 0f64;
@@ -801,6 +855,10 @@ fn run(
             let (loss, accuracy) = evaluate(&model, &adapters, set, cfg.batch_size, pad, cfg.dpo_beta)?;
             record.eval_loss = Some(loss);
             record.eval_accuracy = accuracy;
+            if cfg.keep_best && is_better_evaluation(&record, best.as_ref()) {
+                save_best_adapter(&adapters, out, &mcfg, &base_sha256)?;
+                best = Some(record.clone());
+            }
         }
         history.push(record.clone());
         match progress(&TrainEvent::Step(&record)) {
@@ -824,6 +882,16 @@ fn run(
         let dir = save_ck(done, &rng, &optim, &history)?;
         progress(&TrainEvent::Checkpoint { step: done, dir: &dir });
     }
+    let mut selected_step = None;
+    if cfg.keep_best
+        && !stopped_early
+        && let Some(best) = &best
+        && best.step != done
+    {
+        let kept = LoraAdapters::load(&out.join(BEST_ADAPTER_DIR), &mcfg)?;
+        adapters.set_flat(&kept.to_flat()?)?;
+        selected_step = Some(best.step);
+    }
     adapters.save(out, &mcfg, &base_sha256)?;
 
     let mut report = TrainReport {
@@ -843,6 +911,7 @@ fn run(
         model: None,
         lineage: None,
         peak_rss_bytes: None,
+        selected_step,
     };
 
     if !stopped_early && let Some(name) = &cfg.out_name {

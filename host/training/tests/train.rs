@@ -489,3 +489,51 @@ fn held_out_loss_after_a_step_is_the_next_full_batch_loss_and_leaves_the_weights
     let (loss, accuracy) = (r.steps[1].eval_loss.expect("loss"), r.steps[1].eval_accuracy.expect("accuracy"));
     assert!(loss.is_finite() && loss > 0.0 && (0.0..=1.0).contains(&accuracy), "{loss} {accuracy}");
 }
+
+#[test]
+fn keep_best_exports_the_adapter_of_the_best_held_out_evaluation() {
+    let f = fixture();
+    // Held-out pairs with chosen and rejected swapped: learning the training preferences makes them worse, so
+    // the best evaluation comes before the last step.
+    let swapped = f.dir.path().join("swapped.jsonl");
+    let text = std::fs::read_to_string(&f.dpo).expect("dpo data");
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let (chosen, rejected) = (v["chosen"].clone(), v["rejected"].clone());
+        v["chosen"] = rejected;
+        v["rejected"] = chosen;
+        lines.push(v.to_string());
+    }
+    std::fs::write(&swapped, lines.join("\n")).expect("write");
+    let base = TrainConfig {
+        lora: LoraConfig { dropout: 0.0, ..config(&f, &f.dpo, "kb").lora },
+        max_steps: Some(5),
+        eval_data: Some(swapped.clone()),
+        eval_every: 1,
+        ..config(&f, &f.dpo, "last")
+    };
+    let last = train_dpo(&base, quiet).expect("last");
+    assert_eq!(last.selected_step, None);
+    let kept = TrainConfig { keep_best: true, output_dir: f.dir.path().join("best-run"), ..base.clone() };
+    let r = train_dpo(&kept, quiet).expect("keep best");
+    // Same trajectory: keeping the best changes what is kept, not how it trains.
+    assert_eq!(losses(&r), losses(&last));
+    let key = |s: &techne_training::StepRecord| (s.eval_accuracy.unwrap_or(0.0), -s.eval_loss.unwrap_or(f64::INFINITY));
+    let mut best = &r.steps[0];
+    for s in &r.steps[1..] {
+        if key(s) > key(best) {
+            best = s;
+        }
+    }
+    let expected = (best.step != r.steps.len()).then_some(best.step);
+    assert_eq!(r.selected_step, expected, "{:?}", r.steps.iter().map(key).collect::<Vec<_>>());
+    assert!(r.selected_step.is_some_and(|s| s < 5), "the swapped held-out set should peak early");
+    let best_adapter = std::fs::read(r.output_dir.join("best").join(ADAPTER_FILE)).expect("best adapter");
+    assert_eq!(adapter_bytes(&r), best_adapter);
+    assert_ne!(adapter_bytes(&r), adapter_bytes(&last), "the kept adapter is not the last step's");
+    // keep_best without held-out data is a configuration error that says what to add.
+    let bad = TrainConfig { eval_data: None, output_dir: f.dir.path().join("bad"), ..kept };
+    let err = train_dpo(&bad, quiet).expect_err("no eval data").to_string();
+    assert!(err.contains("eval_data"), "{err}");
+}
