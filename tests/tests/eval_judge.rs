@@ -292,3 +292,77 @@ fn the_main_job_runs_one_item_of_every_technique_on_the_embedded_model() {
     let has_reason = judged["trace"].as_array().is_some_and(|t| t.iter().any(|s| s["label"] == "judge-failure"));
     assert!(has_scores || has_reason, "{judged}");
 }
+
+/// K-QA's criteria through `techne eval`: every statement of a K-QA record
+/// goes to the judge with K-QA's entailment (must-have) and contradiction
+/// (all statements) prompts; the scripted judge answers per hypothesis.
+#[test]
+fn k_qa_metrics_judge_each_statement_and_record_replies_without_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "kqa.jsonl",
+        concat!(
+            r#"{"Question": "What is the capital of France?", "Free_form_answer": "Paris.", "Must_have": ["Paris is the capital", "France has a king"], "Nice_to_have": ["Lyon is the capital"]}"#,
+            "\n",
+            r#"{"Question": "What is the capital of Atlantis?", "Free_form_answer": "Unknown.", "Must_have": ["an unknowable fact"]}"#,
+            "\n"
+        ),
+    );
+    let config = write(
+        dir.path(),
+        "kqa.toml",
+        r#"
+[run]
+name = "kqa"
+output-dir = "out"
+
+[models.answerer]
+backend = "scripted"
+rules = [
+  { contains = "capital of France", reply = "Paris is the capital of France." },
+  { contains = "Atlantis", reply = "Nobody knows." },
+]
+
+[models.judge]
+backend = "scripted"
+rules = [
+  { contains = "Hypothesis: Paris is the capital", reply = "Both say so. The answer is True." },
+  { contains = "Hypothesis: France has a king", reply = "Nothing about a king. The answer is False." },
+  { contains = "Hypothesis: Lyon is the capital", reply = "Two capitals conflict. The answer is True." },
+]
+fallback = { fixed = "I cannot tell." }
+
+[dataset]
+path = "kqa.jsonl"
+format = "k-qa"
+
+[techniques.baseline]
+answer-model = "answerer"
+
+[evaluation]
+metric = "k-qa-comprehensiveness"
+extra-metrics = ["k-qa-contradiction"]
+
+[evaluation.judge]
+model = "judge"
+"#,
+    );
+    let out = techne(&["eval", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    let rows = results(&dir.path().join("out"));
+    let paris = rows.iter().find(|r| r["id"] == "1").expect("item 1");
+    // One of two must-haves entailed; the judge called "Paris …" and "Lyon …" contradicted.
+    assert_eq!(paris["scores"]["k-qa-comprehensiveness"], 0.5, "{paris}");
+    assert_eq!(paris["scores"]["k-qa-contradiction"], 2.0, "{paris}");
+    assert!(paris.get("kqa_failure").is_none(), "{paris}");
+    let atlantis = rows.iter().find(|r| r["id"] == "2").expect("item 2");
+    assert_eq!(atlantis["scores"]["k-qa-comprehensiveness"], 0.0, "{atlantis}");
+    assert!(atlantis["kqa_failure"].as_str().unwrap().contains("2 judge replies had no verdict"), "{atlantis}");
+    // Without a judge the configuration is refused with the fix.
+    let no_judge = std::fs::read_to_string(&config).unwrap().replace("[evaluation.judge]\nmodel = \"judge\"\n", "");
+    let config = write(dir.path(), "no-judge.toml", &no_judge);
+    let out = techne(&["eval", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("[evaluation.judge]"), "{}", text(&out.stderr));
+}

@@ -556,14 +556,13 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         if evaluation.resamples == 0 {
             return Err(("evaluation.resamples".into(), "must be at least 1".into()));
         }
-        let uses_judge = std::iter::once(&evaluation.metric)
-            .chain(&evaluation.extra_metrics)
-            .any(|m| *m == crate::eval::RunMetric::LlmJudge);
+        let uses_judge = std::iter::once(&evaluation.metric).chain(&evaluation.extra_metrics).any(|m| m.needs_judge());
         match &evaluation.judge {
             None if uses_judge => {
                 return Err((
                     "evaluation.judge".into(),
-                    "the `llm-judge` metric needs a judge: add [evaluation.judge] with `model = \"NAME\"`".into(),
+                    "the `llm-judge` and `k-qa-*` metrics need a judge: add [evaluation.judge] with `model = \"NAME\"`"
+                        .into(),
                 ));
             }
             Some(judge) => {

@@ -18,7 +18,18 @@ pub enum RunMetric {
     Reference(Metric),
     /// The judge model's score, averaged over repeats.
     LlmJudge,
+    /// K-QA comprehensiveness: the share of the item's must-have statements
+    /// the judge finds entailed by the answer (higher is better).
+    KqaComprehensiveness,
+    /// K-QA contradiction: how many of the item's statements the judge finds
+    /// contradicted by the answer (lower is better).
+    KqaContradiction,
 }
+
+/// Name of [`RunMetric::KqaComprehensiveness`].
+pub const KQA_COMPREHENSIVENESS: &str = "k-qa-comprehensiveness";
+/// Name of [`RunMetric::KqaContradiction`].
+pub const KQA_CONTRADICTION: &str = "k-qa-contradiction";
 
 impl RunMetric {
     /// The metric's name as written in configurations and results.
@@ -26,7 +37,14 @@ impl RunMetric {
         match self {
             RunMetric::Reference(m) => m.name(),
             RunMetric::LlmJudge => judge::METRIC_NAME,
+            RunMetric::KqaComprehensiveness => KQA_COMPREHENSIVENESS,
+            RunMetric::KqaContradiction => KQA_CONTRADICTION,
         }
+    }
+
+    /// Whether the metric asks the judge model of `[evaluation.judge]`.
+    pub fn needs_judge(self) -> bool {
+        !matches!(self, RunMetric::Reference(_))
     }
 }
 
@@ -34,13 +52,20 @@ impl<'de> serde::Deserialize<'de> for RunMetric {
     /// Reads through `Metric`'s own names, so a metric added there is known here.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        if name == judge::METRIC_NAME {
-            return Ok(RunMetric::LlmJudge);
+        match name.as_str() {
+            judge::METRIC_NAME => return Ok(RunMetric::LlmJudge),
+            KQA_COMPREHENSIVENESS => return Ok(RunMetric::KqaComprehensiveness),
+            KQA_CONTRADICTION => return Ok(RunMetric::KqaContradiction),
+            _ => {}
         }
         Metric::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
             .map(RunMetric::Reference)
             .map_err(|_| {
-                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).chain([judge::METRIC_NAME]).collect();
+                let known: Vec<&str> = Metric::ALL
+                    .iter()
+                    .map(|m| m.name())
+                    .chain([judge::METRIC_NAME, KQA_COMPREHENSIVENESS, KQA_CONTRADICTION])
+                    .collect();
                 serde::de::Error::custom(format!("unknown metric `{name}`; known metrics: {}", known.join(", ")))
             })
     }

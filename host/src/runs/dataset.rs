@@ -14,6 +14,19 @@ pub struct Item {
     pub input: String,
     /// The reference answer, if the dataset has one.
     pub reference: Option<String>,
+    /// Statements about the ideal answer (K-QA's `Must_have` and
+    /// `Nice_to_have`), which the `k-qa-*` metrics judge the answer against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statements: Option<AnswerStatements>,
+}
+
+/// K-QA's statements about a question's ideal answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct AnswerStatements {
+    /// Statements a complete answer must contain.
+    pub must_have: Vec<String>,
+    /// Statements a good answer may contain.
+    pub nice_to_have: Vec<String>,
 }
 
 /// Why a dataset could not be read.
@@ -58,7 +71,7 @@ pub fn inline_items(inputs: &[String]) -> Vec<Item> {
     inputs
         .iter()
         .enumerate()
-        .map(|(i, q)| Item { id: (i + 1).to_string(), input: q.clone(), reference: None })
+        .map(|(i, q)| Item { id: (i + 1).to_string(), input: q.clone(), reference: None, statements: None })
         .collect()
 }
 
@@ -179,7 +192,7 @@ pub fn load_items(config: &DatasetConfig) -> Result<Vec<Item>, DatasetError> {
         if !seen.insert(id.clone()) {
             return Err(DatasetError::DuplicateId { path: path.clone(), id });
         }
-        items.push(Item { id, input, reference });
+        items.push(Item { id, input, reference, statements: None });
     }
     Ok(items)
 }
@@ -206,6 +219,7 @@ fn benchmark_items(format: DatasetFormat, path: &Path, text: &str) -> Result<Opt
                     id: (n + 1).to_string(),
                     input: text_field(&o, question, line + 1)?,
                     reference: Some(text_field(&o, answer, line + 1)?),
+                    statements: kqa_statements(&o),
                 })
             })
             .collect()
@@ -229,6 +243,7 @@ fn benchmark_items(format: DatasetFormat, path: &Path, text: &str) -> Result<Opt
                         id: (i + 1).to_string(),
                         input: text_field(o, "input", i + 1)?,
                         reference: Some(text_field(o, "target", i + 1)?),
+                        statements: None,
                     })
                 })
                 .collect::<Result<_, DatasetError>>()?
@@ -253,6 +268,7 @@ fn benchmark_items(format: DatasetFormat, path: &Path, text: &str) -> Result<Opt
                             contexts.join(" ")
                         ),
                         reference: Some(text_field(o, "final_decision", i + 1)?),
+                        statements: None,
                     })
                 })
                 .collect::<Result<_, DatasetError>>()?
@@ -315,7 +331,7 @@ fn truthfulqa_items(path: &Path, text: &str) -> Result<Vec<Item>, DatasetError> 
             }
             input.push_str("Answer with the letter of the true option.");
             let id = row.get("id").and_then(|v| v.as_str()).map(str::to_string).unwrap_or_else(|| (n + 1).to_string());
-            Ok(Item { id, input, reference: Some(reference) })
+            Ok(Item { id, input, reference: Some(reference), statements: None })
         })
         .collect()
 }
@@ -367,6 +383,22 @@ fn shuffled_order(key: &str, len: usize) -> Vec<usize> {
     order
 }
 
+/// K-QA's `Must_have` / `Nice_to_have` lists of a record (also in lower
+/// case), when it has must-have statements; records of other formats have
+/// neither and get `None`.
+fn kqa_statements(o: &serde_json::Map<String, serde_json::Value>) -> Option<AnswerStatements> {
+    let list = |names: [&str; 2]| -> Vec<String> {
+        names
+            .iter()
+            .find_map(|n| o.get(*n).and_then(|v| v.as_array()))
+            .map(|a| a.iter().filter_map(|v| v.as_str()).map(str::to_owned).filter(|s| !s.trim().is_empty()).collect())
+            .unwrap_or_default()
+    };
+    let must_have = list(["Must_have", "must_have"]);
+    (!must_have.is_empty())
+        .then(|| AnswerStatements { must_have, nice_to_have: list(["Nice_to_have", "nice_to_have"]) })
+}
+
 fn parse_object(
     path: &Path,
     record: usize,
@@ -405,8 +437,8 @@ mod tests {
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, "q,a\none?,1\ntwo?,2\n").unwrap();
         let expected = vec![
-            Item { id: "1".into(), input: "one?".into(), reference: Some("1".into()) },
-            Item { id: "2".into(), input: "two?".into(), reference: Some("2".into()) },
+            Item { id: "1".into(), input: "one?".into(), reference: Some("1".into()), statements: None },
+            Item { id: "2".into(), input: "two?".into(), reference: Some("2".into()), statements: None },
         ];
         for path in [jsonl, json, csv] {
             assert_eq!(load_items(&config(&path)).unwrap(), expected, "{}", path.display());
@@ -445,6 +477,18 @@ mod tests {
         assert_eq!(pubmed[0].reference.as_deref(), Some("yes"));
         let kqa = with("k.jsonl", DatasetFormat::KQa, "{\"Question\": \"q\", \"Free_form_answer\": \"a\"}\n").unwrap();
         assert_eq!(kqa[0].reference.as_deref(), Some("a"));
+        assert_eq!(kqa[0].statements, None);
+        let kqa = with(
+            "k2.jsonl",
+            DatasetFormat::KQa,
+            "{\"Question\": \"q\", \"Free_form_answer\": \"a\", \"Must_have\": [\"m1\", \"\", \"m2\"], \"Nice_to_have\": [\"n\"]}\n",
+        )
+        .unwrap();
+        let statements = kqa[0].statements.as_ref().unwrap();
+        assert_eq!(
+            (statements.must_have.as_slice(), statements.nice_to_have.as_slice()),
+            (&["m1".to_string(), "m2".to_string()][..], &["n".to_string()][..])
+        );
         assert!(with("bad.json", DatasetFormat::Bbh, "{\"examples\": 3}").is_err());
     }
 

@@ -77,7 +77,7 @@ mod tests {
     fn result(id: &str) -> ItemResult {
         ItemResult::new(
             "pipeline",
-            &super::super::dataset::Item { id: id.into(), input: format!("q{id}"), reference: None },
+            &super::super::dataset::Item { id: id.into(), input: format!("q{id}"), reference: None, statements: None },
         )
     }
 

@@ -67,6 +67,10 @@ pub struct ItemResult {
     /// The LLM judge's raw scores and failed repeats (`llm-judge` metric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::eval::JudgeOutcome>,
+    /// Why the K-QA judge could not score the answer, or how many of its
+    /// replies had no verdict (`k-qa-*` metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kqa_failure: Option<String>,
     /// Wall time of the item, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -85,6 +89,7 @@ impl ItemResult {
             failure: None,
             scores: BTreeMap::new(),
             judge: None,
+            kqa_failure: None,
             elapsed_ms: 0,
         }
     }
@@ -121,6 +126,39 @@ impl ItemResult {
             self.scores.insert(name, mean);
         }
         self.judge = Some(outcome);
+    }
+
+    /// K-QA's criteria for the answer against the item's `statements`
+    /// (`k-qa-comprehensiveness`, `k-qa-contradiction`). A failed item
+    /// scores 0 comprehensiveness and no contradiction count; a judge that
+    /// fails leaves both unscored, with the reason in `kqa_failure`.
+    pub async fn score_with_kqa(
+        &mut self,
+        judge: &crate::collect::kqa::KqaJudge,
+        statements: &crate::runs::dataset::AnswerStatements,
+    ) {
+        use crate::eval::{KQA_COMPREHENSIVENESS, KQA_CONTRADICTION};
+        let (None, Some(answer)) = (&self.failure, &self.answer) else {
+            self.scores.insert(KQA_COMPREHENSIVENESS.to_string(), 0.0);
+            return;
+        };
+        let record = crate::collect::kqa::KqaRecord {
+            id: self.id.clone(),
+            question: self.input.clone(),
+            must_have: statements.must_have.clone(),
+            nice_to_have: statements.nice_to_have.clone(),
+        };
+        match judge.score(&record, answer).await {
+            Ok(scores) => {
+                self.scores.insert(KQA_COMPREHENSIVENESS.to_string(), scores.comprehensiveness);
+                self.scores.insert(KQA_CONTRADICTION.to_string(), scores.contradiction);
+                if scores.unparsed > 0 {
+                    self.kqa_failure =
+                        Some(format!("{} judge replies had no verdict (counted as False)", scores.unparsed));
+                }
+            }
+            Err(e) => self.kqa_failure = Some(format!("the K-QA judge failed: {e}")),
+        }
     }
 
     pub(crate) fn finished(mut self, started: Instant) -> Self {

@@ -14,7 +14,7 @@ use crate::sandbox::{Plugin, Role, TraceStep, WorkItem, item_seed};
 
 use super::RunError;
 use super::control::{StopReason, StopSignal};
-use super::dataset::Item;
+use super::dataset::{AnswerStatements, Item};
 use super::output::{ItemFailure, ItemResult};
 use crate::backends::meter::{Budget, UsageMeter};
 use crate::eval::{Judge, Metric, RunMetric};
@@ -38,6 +38,8 @@ pub struct Scoring {
     pub metrics: Vec<Metric>,
     /// The judge of the `llm-judge` metric.
     pub judge: Option<Judge>,
+    /// The judge of the `k-qa-*` metrics (K-QA's statement prompts).
+    pub kqa: Option<crate::collect::kqa::KqaJudge>,
 }
 
 impl Scoring {
@@ -48,21 +50,32 @@ impl Scoring {
             .iter()
             .filter_map(|m| match m {
                 RunMetric::Reference(m) => Some(*m),
-                RunMetric::LlmJudge => None,
+                _ => None,
             })
             .collect();
-        let judge = match config.evaluation.as_ref().and_then(|e| e.judge.clone()) {
+        let judge_config = config.evaluation.as_ref().and_then(|e| e.judge.clone());
+        let kqa = judge_config
+            .as_ref()
+            .filter(|_| {
+                run_metrics.iter().any(|m| matches!(m, RunMetric::KqaComprehensiveness | RunMetric::KqaContradiction))
+            })
+            .map(|j| crate::collect::kqa::KqaJudge::new(models.clone(), j.model.clone(), j.max_tokens));
+        let judge = match judge_config {
             Some(judge) if run_metrics.contains(&RunMetric::LlmJudge) => Some(Judge::new(judge, models.clone())),
             _ => None,
         };
-        Self { metrics, judge }
+        Self { metrics, judge, kqa }
     }
 
     /// Score one finished item; the judge's seeds derive from `seed`.
-    pub async fn score(&self, result: &mut ItemResult, seed: u64) {
+    /// `statements` are the item's K-QA statements, for the `k-qa-*` metrics.
+    pub async fn score(&self, result: &mut ItemResult, statements: Option<&AnswerStatements>, seed: u64) {
         result.score(&self.metrics);
         if let Some(judge) = &self.judge {
             result.score_with_judge(judge, seed).await;
+        }
+        if let (Some(kqa), Some(statements)) = (&self.kqa, statements) {
+            result.score_with_kqa(kqa, statements).await;
         }
     }
 }
@@ -98,8 +111,9 @@ pub async fn run_units(
                 return None;
             }
             let judge_seed = item_seed(run_seed ^ JUDGE_SEED_SALT, &unit.item.id);
+            let statements = unit.item.statements.clone();
             let mut result = unit.pipeline.run_item(unit.item, run_seed).await;
-            scoring.score(&mut result, judge_seed).await;
+            scoring.score(&mut result, statements.as_ref(), judge_seed).await;
             finished(&result);
             Some((unit.order, result))
         });
