@@ -2,34 +2,15 @@
 //! codes, configuration errors with locations, plugin inspection and
 //! scaffolding. Runs the CLI built with the scripted test-double backend.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use techne_integration_tests::artifacts;
+use techne_integration_tests::{artifacts, run_cli, text, write_file as write};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 fn techne(args: &[&str], dir: &Path) -> Output {
-    Command::new(CLI)
-        .args(args)
-        .current_dir(dir)
-        .env("TECHNE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"))
-        .env_remove("TECHNE_SEED")
-        .env_remove("TECHNE_OUTPUT_DIR")
-        .env_remove("TECHNE_CONCURRENCY")
-        .env_remove("TECHNE_LIMIT")
-        .output()
-        .expect("run the techne CLI")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
+    run_cli(CLI, args, dir, &Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"))
 }
 
 /// A rewriter pipeline over a JSONL dataset; the scripted model rewrites on

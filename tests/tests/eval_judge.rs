@@ -5,34 +5,15 @@
 //! evolution-strategy plugin) and judge (LlamaDuo's migration-strategy
 //! plugin) stages with the real plugin components.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use techne_integration_tests::artifacts;
+use techne_integration_tests::{artifacts, run_cli, text, write_file as write};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 fn techne(args: &[&str], dir: &Path) -> Output {
-    Command::new(CLI)
-        .args(args)
-        .current_dir(dir)
-        .env("TECHNE_CACHE_DIR", dir.join("cache"))
-        .env_remove("TECHNE_SEED")
-        .env_remove("TECHNE_OUTPUT_DIR")
-        .env_remove("TECHNE_CONCURRENCY")
-        .env_remove("TECHNE_LIMIT")
-        .output()
-        .expect("run the techne CLI")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
+    run_cli(CLI, args, dir, &dir.join("cache"))
 }
 
 fn results(dir: &Path) -> Vec<serde_json::Value> {
