@@ -332,12 +332,17 @@ pub struct TrainReport {
 }
 
 /// Tunes glibc's allocator for training (once per process): blocks up to
-/// 32 MiB come from the heap (`M_MMAP_THRESHOLD`) and freed heap memory is
+/// 32 MiB come from the heap (`M_MMAP_THRESHOLD`), freed heap memory is
 /// kept for reuse instead of being returned to the kernel
-/// (`M_TRIM_THRESHOLD = −1`). Autograd frees and
+/// (`M_TRIM_THRESHOLD = −1`), and every heap extension asks the kernel for
+/// 64 MiB more than it needs (`M_TOP_PAD`). Autograd frees and
 /// re-allocates thousands of multi-megabyte tensors per step; with glibc's
 /// defaults each of them is a fresh `mmap` whose pages fault in zeroed and
 /// whose `munmap` shoots down TLBs, which cost ~40 % of a SmolLM2 step here.
+/// The padding matters as much as the other two: without it the heaps of
+/// the worker threads' arenas grow and shrink by a few pages at a time
+/// (measured: 260 → 345 tokens/s on SmolLM2, system time 9 s → 3.6 s per
+/// run, peak RSS unchanged; `techne bench train`).
 /// Called by [`train_sft`] and [`train_dpo`]; a no-op outside glibc.
 pub fn tune_allocator() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -347,6 +352,7 @@ pub fn tune_allocator() {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
             libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+            libc::mallopt(libc::M_TOP_PAD, 64 << 20);
         }
     });
 }
