@@ -30,6 +30,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::{Shape, Tensor, TensorRefMut, Value, ValueTypeMarker};
 use serde::{Deserialize, Serialize};
 
+use crate::external::{ConcatLayout, KvLayout, SequenceCache};
 use crate::onnx_export::{LlamaConfig, ModelIo};
 use crate::registry::{ModelEntry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError, ort_err};
@@ -350,8 +351,14 @@ pub(crate) fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng:
 /// run of consecutive rows as both the `past_key_values.*` input and the
 /// `present.*` output, so GroupQueryAttention writes each row's new positions
 /// in place (at that row's own length) instead of copying the cache.
+///
+/// For a model from elsewhere ([`crate::external::ConcatLayout`]) there are no
+/// buffers: each row holds the `present.*` values of its last step instead
+/// (`sequences`, shared between rows that copy one another).
 pub(crate) struct KvArena {
     buffers: Vec<Vec<f32>>,
+    /// Per-row caches of a concat-layout model (empty for the shared-buffer layout).
+    sequences: Vec<Option<SequenceCache>>,
     rows: usize,
     capacity: usize,
     heads: usize,
@@ -364,7 +371,32 @@ impl KvArena {
         let (heads, head_dim) = (config.n_kv_heads, config.head_dim);
         let size = rows * heads * capacity * head_dim;
         let buffers = (0..2 * config.n_layers).map(|_| vec![0.0f32; size]).collect();
-        Self { buffers, rows, capacity, heads, head_dim }
+        Self { buffers, sequences: Vec::new(), rows, capacity, heads, head_dim }
+    }
+
+    /// Room for `rows` per-row caches of a concat-layout model (nothing is allocated).
+    pub(crate) fn for_sequences(config: &LlamaConfig, rows: usize, capacity: usize) -> Self {
+        let sequences = vec![None; rows];
+        Self { buffers: Vec::new(), sequences, rows, capacity, heads: config.n_kv_heads, head_dim: config.head_dim }
+    }
+
+    /// The cache of row `row` of a concat-layout model.
+    pub(crate) fn sequence(&self, row: usize) -> Option<SequenceCache> {
+        self.sequences.get(row).cloned().flatten()
+    }
+
+    /// Replaces the cache of row `row` of a concat-layout model (no-op for the shared-buffer layout).
+    pub(crate) fn set_sequence(&mut self, row: usize, cache: Option<SequenceCache>) {
+        if let Some(slot) = self.sequences.get_mut(row) {
+            *slot = cache;
+        }
+    }
+
+    /// Frees the per-row caches of rows `from..` (no longer in use).
+    pub(crate) fn release_rows_from(&mut self, from: usize) {
+        for slot in self.sequences.iter_mut().skip(from) {
+            *slot = None;
+        }
     }
 
     /// Bytes of cache per position of one row, for `config`.
@@ -391,6 +423,11 @@ impl KvArena {
         if from == to || len == 0 {
             return;
         }
+        if !self.sequences.is_empty() {
+            let cache = self.sequence(from);
+            self.set_sequence(to, cache);
+            return;
+        }
         let (row, head, span) = (self.row_size(), self.capacity * self.head_dim, len * self.head_dim);
         for buffer in &mut self.buffers {
             for h in 0..self.heads {
@@ -403,6 +440,11 @@ impl KvArena {
     /// A larger arena holding the first `lens[r]` positions of rows `0..lens.len()` of this one.
     pub(crate) fn grown(&self, rows: usize, capacity: usize, lens: &[usize]) -> Self {
         let (rows, capacity) = (rows.max(self.rows), capacity.max(self.capacity));
+        if !self.sequences.is_empty() {
+            let mut sequences = self.sequences.clone();
+            sequences.resize(rows, None);
+            return Self { buffers: Vec::new(), sequences, rows, capacity, heads: self.heads, head_dim: self.head_dim };
+        }
         let size = rows * self.heads * capacity * self.head_dim;
         let (old_row, old_head) = (self.row_size(), self.capacity * self.head_dim);
         let (new_row, new_head) = (self.heads * capacity * self.head_dim, capacity * self.head_dim);
@@ -421,7 +463,7 @@ impl KvArena {
                 new
             })
             .collect();
-        Self { buffers, rows, capacity, heads: self.heads, head_dim: self.head_dim }
+        Self { buffers, sequences: Vec::new(), rows, capacity, heads: self.heads, head_dim: self.head_dim }
     }
 }
 
@@ -461,6 +503,8 @@ pub struct LocalModel {
     present_names: Vec<String>,
     /// Whether the graph takes `logits_to_keep` (graph version 2 and later).
     logits_to_keep: bool,
+    /// The names and cache layout of a model from elsewhere (`None`: techne's own export).
+    concat: Option<ConcatLayout>,
     name: String,
     _runtime: Runtime,
 }
@@ -482,6 +526,30 @@ impl LocalModel {
             }
             None => None,
         };
+        if let KvLayout::Concat(layout) = &m.layout {
+            let model_path = entry.dir.join(&m.model_file);
+            let session = runtime.session(&model_path, threads)?;
+            let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
+            if let Some(missing) = m.io.inputs.iter().find(|n| !names.contains(&n.as_str())) {
+                return Err(EngineError::BadOutput(format!(
+                    "{} has no input `{missing}` although the manifest records it: re-import the model directory",
+                    model_path.display()
+                )));
+            }
+            return Ok(Self {
+                session: Mutex::new(session),
+                tokenizer,
+                template,
+                special: m.special_tokens.clone(),
+                config: m.config.clone(),
+                past_names: layout.past_keys.clone(),
+                present_names: layout.present_keys.clone(),
+                logits_to_keep: false,
+                concat: Some(layout.clone()),
+                name: entry.name.clone(),
+                _runtime: runtime.clone(),
+            });
+        }
         Self::from_parts(
             runtime,
             &entry.dir.join(&m.model_file),
@@ -529,6 +597,7 @@ impl LocalModel {
             past_names,
             present_names,
             logits_to_keep: io.inputs.iter().any(|n| n == "logits_to_keep"),
+            concat: None,
             name: name.to_string(),
             _runtime: runtime.clone(),
         })
@@ -547,6 +616,20 @@ impl LocalModel {
     /// The hyperparameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Whether the model is a model from elsewhere, decoded one sequence per
+    /// ONNX Runtime call with the concat cache layout (see [`crate::external`]).
+    pub fn is_concat_layout(&self) -> bool {
+        self.concat.is_some()
+    }
+
+    /// An empty key/value cache for `rows` sequences of up to `capacity` positions.
+    pub(crate) fn new_arena(&self, rows: usize, capacity: usize) -> KvArena {
+        match self.concat {
+            Some(_) => KvArena::for_sequences(&self.config, rows, capacity),
+            None => KvArena::new(&self.config, rows, capacity),
+        }
     }
 
     /// The largest number of tokens (prompt + output) per sequence.
@@ -675,13 +758,16 @@ impl LocalModel {
             return Err(EngineError::ContextOverflow { needed: capacity, max: self.config.max_context });
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let mut kv = KvArena::new(&self.config, 1, capacity);
+        let mut kv = self.new_arena(1, capacity);
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
         let first = self.run_rows(&mut session, &mut kv, 0, &[0], ids, prompt.len(), false)?;
+        // A concat-layout cache grows with each continuation: go back to the prompt's.
+        let prompt_cache = kv.sequence(0);
         let mut out = Vec::with_capacity(continuations.len());
         for cont in continuations {
             let mut logits = first.clone();
             if cont.len() > 1 {
+                kv.set_sequence(0, prompt_cache.clone());
                 let fed: Vec<i64> = cont[..cont.len() - 1].iter().map(|&t| i64::from(t)).collect();
                 logits.extend(self.run_rows(&mut session, &mut kv, 0, &[prompt.len()], fed, cont.len() - 1, true)?);
             }
@@ -718,6 +804,9 @@ impl LocalModel {
         seq: usize,
         all_positions: bool,
     ) -> Result<Vec<f32>> {
+        if let Some(layout) = &self.concat {
+            return self.run_rows_concat(layout, session, kv, first_row, lens, ids, seq, all_positions);
+        }
         let batch = lens.len();
         if batch == 0 || first_row + batch > kv.rows || ids.len() != batch * seq || (seq > 1 && batch > 1) {
             return Err(EngineError::BadOutput(format!(

@@ -19,7 +19,9 @@
 
 pub mod embeddings;
 pub mod engine;
+pub mod external;
 pub mod gguf;
+pub mod hf_export;
 pub mod locate;
 pub mod onnx_export;
 pub mod onnx_proto;

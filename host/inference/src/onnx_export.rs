@@ -311,7 +311,7 @@ impl ExportedModel {
 
 /// A block-quantised weight matrix of `n` rows of `k` elements.
 #[derive(Debug, Clone)]
-struct QWeight {
+pub(crate) struct QWeight {
     n: usize,
     k: usize,
     bits: u8,
@@ -374,7 +374,7 @@ impl QWeight {
 }
 
 #[derive(Debug, Clone)]
-enum Weight {
+pub(crate) enum Weight {
     Quant(QWeight),
     /// Row-major `[n][k]`.
     Float {
@@ -411,7 +411,13 @@ fn tensor_err(t: &TensorInfo, message: impl Into<String>) -> ExportError {
 /// [`quant::AffineBlocks::to_f32`], so the result is bit-identical to a
 /// dequantised f32 table at about a quarter of its memory (SmolLM2: 35 MB
 /// instead of 113 MB). Float tables are gathered as f32.
-fn embedding(b: &mut Builder, g: &GgufFile, embd: &TensorInfo, vocab: usize, hidden: usize) -> Result<String> {
+pub(crate) fn embedding(
+    b: &mut Builder,
+    g: &GgufFile,
+    embd: &TensorInfo,
+    vocab: usize,
+    hidden: usize,
+) -> Result<String> {
     let gather = vec![attr_i("axis", 0)];
     let format = embd.ty.affine_format().filter(|f| hidden.is_multiple_of(f.group));
     let Some(format) = format else {
@@ -442,7 +448,7 @@ fn embedding(b: &mut Builder, g: &GgufFile, embd: &TensorInfo, vocab: usize, hid
     Ok(b.op("Reshape", "", &[&x, &shape], vec![]))
 }
 
-fn load_weight(g: &GgufFile, t: &TensorInfo) -> Result<Weight> {
+pub(crate) fn load_weight(g: &GgufFile, t: &TensorInfo) -> Result<Weight> {
     if t.dims.len() != 2 {
         return Err(tensor_err(t, format!("expected a matrix, found shape {:?}", t.dims)));
     }
@@ -471,7 +477,7 @@ fn load_weight(g: &GgufFile, t: &TensorInfo) -> Result<Weight> {
 }
 
 /// Concatenates weights along the output dimension.
-fn fuse(ws: Vec<Weight>) -> Weight {
+pub(crate) fn fuse(ws: Vec<Weight>) -> Weight {
     if ws.len() == 1 {
         return ws.into_iter().next().unwrap_or(Weight::Float { n: 0, k: 0, data: Vec::new() });
     }
@@ -519,23 +525,35 @@ fn fuse(ws: Vec<Weight>) -> Weight {
     Weight::Quant(out)
 }
 
-struct Builder {
-    nodes: Vec<pb::NodeProto>,
-    inits: Vec<pb::TensorProto>,
+pub(crate) struct Builder {
+    pub(crate) nodes: Vec<pb::NodeProto>,
+    pub(crate) inits: Vec<pb::TensorProto>,
     counter: usize,
     accuracy_level: i64,
     block_sums: HashMap<(String, usize), String>,
 }
 
-const MS: &str = "com.microsoft";
+pub(crate) const MS: &str = "com.microsoft";
 
 impl Builder {
-    fn name(&mut self, prefix: &str) -> String {
+    /// An empty graph whose `MatMulNBits` run at `accuracy_level`.
+    pub(crate) fn new(accuracy_level: i64) -> Self {
+        Self { nodes: Vec::new(), inits: Vec::new(), counter: 0, accuracy_level, block_sums: HashMap::new() }
+    }
+
+    pub(crate) fn name(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}_{}", self.counter)
     }
 
-    fn node(&mut self, op: &str, domain: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<pb::AttributeProto>) {
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<pb::AttributeProto>,
+    ) {
         let name = self.name(op);
         self.nodes.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -549,19 +567,19 @@ impl Builder {
     }
 
     /// Adds a one-output node and returns its output name.
-    fn op(&mut self, op: &str, domain: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+    pub(crate) fn op(&mut self, op: &str, domain: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
         let out = self.name(&format!("{}_out", op.to_lowercase()));
         self.node(op, domain, inputs, &[&out], attrs);
         out
     }
 
-    fn init(&mut self, t: pb::TensorProto) -> String {
+    pub(crate) fn init(&mut self, t: pb::TensorProto) -> String {
         let name = t.name.clone();
         self.inits.push(t);
         name
     }
 
-    fn const_i64(&mut self, prefix: &str, dims: &[i64], v: &[i64]) -> String {
+    pub(crate) fn const_i64(&mut self, prefix: &str, dims: &[i64], v: &[i64]) -> String {
         let name = self.name(prefix);
         self.init(pb::tensor_i64(&name, dims, v))
     }
@@ -578,7 +596,7 @@ impl Builder {
         s
     }
 
-    fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
+    pub(crate) fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
         match w {
             Weight::Float { n, k, data } => {
                 let mut t = vec![0f32; n * k];
@@ -683,7 +701,7 @@ impl Builder {
     }
 }
 
-fn norm_weight(g: &GgufFile, name: &str, hidden: usize) -> Result<Vec<f32>> {
+pub(crate) fn norm_weight(g: &GgufFile, name: &str, hidden: usize) -> Result<Vec<f32>> {
     let t = g.require_tensor(name)?;
     if t.n_elements() != hidden as u64 {
         return Err(tensor_err(t, format!("expected {hidden} elements, found shape {:?}", t.dims)));
@@ -691,7 +709,7 @@ fn norm_weight(g: &GgufFile, name: &str, hidden: usize) -> Result<Vec<f32>> {
     g.dequantize(t).map_err(ExportError::from)
 }
 
-fn matrix<'a>(g: &'a GgufFile, name: &str, k: usize, n: usize) -> Result<&'a TensorInfo> {
+pub(crate) fn matrix<'a>(g: &'a GgufFile, name: &str, k: usize, n: usize) -> Result<&'a TensorInfo> {
     let t = g.require_tensor(name)?;
     if t.dims != [k as u64, n as u64] {
         return Err(tensor_err(t, format!("expected shape [{k}, {n}], found {:?}", t.dims)));

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::external::{ExternalError, KvLayout, inspect_model_dir};
 use crate::gguf::{GgufError, GgufFile};
 use crate::locate;
 use crate::onnx_export::{self, ExportError, ExportOptions, LlamaConfig, ModelIo};
@@ -65,6 +66,9 @@ pub enum RegistryError {
     /// Converting the tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// A model directory from elsewhere is incomplete or not recognised.
+    #[error(transparent)]
+    External(#[from] ExternalError),
     /// The default model is not installed.
     #[error(
         "the default model {} was not found: run `{}` (or set TECHNE_DEFAULT_GGUF)",
@@ -145,6 +149,10 @@ pub struct Manifest {
     pub graph_version: u32,
     /// Seconds since the Unix epoch at import.
     pub imported_at: u64,
+    /// How the graph keeps its key/value cache: techne's own export, or the
+    /// detected names of a model directory from elsewhere ([`crate::external`]).
+    #[serde(default)]
+    pub layout: KvLayout,
 }
 
 /// A model in the registry.
@@ -338,28 +346,124 @@ impl Registry {
                 exporter_version: env!("CARGO_PKG_VERSION").into(),
                 graph_version: onnx_export::GRAPH_VERSION,
                 imported_at: (nanos / 1_000_000_000) as u64,
+                layout: KvLayout::SharedBuffer,
             };
             let mpath = tmp.join("manifest.json");
             let bytes = serde_json::to_vec_pretty(&manifest)
                 .map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
             write_atomic(&mpath, &bytes)?;
-            let dest = self.root.join(name);
-            if dest.exists() {
-                let trash = self.root.join(format!(".trash-{name}-{}-{nanos}", std::process::id()));
-                std::fs::rename(&dest, &trash).map_err(io_err(&dest))?;
-                std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-                let _ = std::fs::remove_dir_all(&trash);
-            } else {
-                if let Err(e) = std::fs::rename(&tmp, &dest) {
-                    // Another process imported the same name meanwhile: keep theirs.
-                    if dest.join("manifest.json").is_file() {
-                        let _ = std::fs::remove_dir_all(&tmp);
-                    } else {
-                        return Err(io_err(&dest)(e));
-                    }
-                }
-            }
+            let dest = self.install(&tmp, name, nanos)?;
             Ok(ModelEntry { name: name.to_string(), dir: dest, manifest })
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// Moves a completely written model directory `tmp` into place as `name`
+    /// (replacing an older model of that name). Returns the final directory.
+    fn install(&self, tmp: &Path, name: &str, nanos: u128) -> Result<PathBuf> {
+        let dest = self.root.join(name);
+        if dest.exists() {
+            let trash = self.root.join(format!(".trash-{name}-{}-{nanos}", std::process::id()));
+            std::fs::rename(&dest, &trash).map_err(io_err(&dest))?;
+            std::fs::rename(tmp, &dest).map_err(io_err(&dest))?;
+            let _ = std::fs::remove_dir_all(&trash);
+        } else if let Err(e) = std::fs::rename(tmp, &dest) {
+            // Another process imported the same name meanwhile: keep theirs.
+            if dest.join("manifest.json").is_file() {
+                let _ = std::fs::remove_dir_all(tmp);
+            } else {
+                return Err(io_err(&dest)(e));
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Imports a model directory from elsewhere (a Hugging Face Optimum /
+    /// onnx-community decoder export with a key/value cache; see
+    /// [`crate::external`]) under `name`, or under the directory's name. The
+    /// files are hard-linked into the registry where the filesystem allows
+    /// it, copied otherwise; the manifest records their hashes, the tokenizer,
+    /// the chat template, the context length and the detected input/output
+    /// names and cache layout. `onnx` picks the ONNX file when there are several.
+    pub fn import_dir(&self, dir: &Path, name: Option<&str>, onnx: Option<&Path>) -> Result<ModelEntry> {
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                // The directory's own name, dots included (`Qwen2.5-0.5B` stays whole).
+                let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+                let dir_name = base.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                name_from_path(Path::new(&format!("{dir_name}.dir")))
+            }
+        };
+        if !valid_name(&name) {
+            return Err(RegistryError::InvalidName(name));
+        }
+        let found = inspect_model_dir(dir, onnx)?;
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let tmp = self.root.join(format!(".import-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let result = (|| -> Result<ModelEntry> {
+            let mut files = Vec::new();
+            let all = std::iter::once(&found.model_file).chain(&found.data_files).chain(&found.other_files);
+            for rel in all {
+                let (src, dst) = (dir.join(rel), tmp.join(rel));
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                if std::fs::hard_link(&src, &dst).is_err() {
+                    std::fs::copy(&src, &dst).map_err(io_err(&src))?;
+                }
+                let (sha256, size) = sha256_file(&dst)?;
+                files.push(FileRecord { name: rel.to_string_lossy().replace('\\', "/"), size, sha256 });
+            }
+            let model_record = files[0].clone();
+            let crate::external::ModelDir {
+                model_file,
+                architecture,
+                source_name,
+                chat_template,
+                special_tokens,
+                config,
+                io,
+                layout,
+                ..
+            } = found.clone();
+            let manifest = Manifest {
+                format_version: MANIFEST_VERSION,
+                name: name.clone(),
+                architecture,
+                source: SourceRecord {
+                    path: dir.display().to_string(),
+                    size: model_record.size,
+                    sha256: model_record.sha256.clone(),
+                    general_name: source_name,
+                },
+                files,
+                model_file: model_file.to_string_lossy().replace('\\', "/"),
+                tokenizer_file: "tokenizer.json".into(),
+                tokenizer_kind: "tokenizer.json".into(),
+                chat_template,
+                special_tokens,
+                context_length: config.context_length,
+                max_context: config.max_context,
+                config,
+                io,
+                export_options: ExportOptions::default(),
+                exporter_version: env!("CARGO_PKG_VERSION").into(),
+                graph_version: 0,
+                imported_at: (nanos / 1_000_000_000) as u64,
+                layout: KvLayout::Concat(layout),
+            };
+            let mpath = tmp.join("manifest.json");
+            let bytes = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| RegistryError::BadManifest { path: mpath.clone(), message: e.to_string() })?;
+            write_atomic(&mpath, &bytes)?;
+            let dest = self.install(&tmp, &name, nanos)?;
+            Ok(ModelEntry { name: name.clone(), dir: dest, manifest })
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);

@@ -21,6 +21,11 @@
 //! more, is bounded by [`SchedulerConfig::max_cache_bytes`] (a request that
 //! does not fit waits until rows finish, unless the batch is empty), and is
 //! freed whenever the batch drains.
+//!
+//! Models from elsewhere ([`crate::external`], present = past ++ new) keep
+//! one cache per row instead of a shared buffer, and a decode step runs their
+//! rows one after another (one ONNX Runtime call per row): the scheduling,
+//! sampling and streaming above are the same, the matrix products are not shared.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -223,7 +228,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
             let lens: Vec<usize> = self.rows.iter().map(|r| r.len).collect();
             self.arena = Some(match &self.arena {
                 Some(a) => a.grown(want_rows, want_capacity, &lens),
-                None => KvArena::new(config, want_rows, want_capacity),
+                None => self.model.new_arena(want_rows, want_capacity),
             });
         }
         let Some(arena) = self.arena.as_mut() else {
@@ -299,6 +304,9 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
                 arena.copy_row(last, i, self.rows[last].len);
             }
             self.rows.swap_remove(i);
+        }
+        if let Some(arena) = self.arena.as_mut() {
+            arena.release_rows_from(self.rows.len());
         }
         for key in 0..self.requests.len() {
             if self.requests[key].as_ref().is_some_and(|r| r.unfinished == 0)
