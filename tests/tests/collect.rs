@@ -7,7 +7,11 @@
 //!   question; the local model rewrites, answers and judges): the pairs
 //!   JSONL is DPO-shaped and every pair agrees with the judged answers;
 //! - `techne collect qpo-records` on 2 arithmetic queries: rewarded,
-//!   deduplicated, merged records and the policy's SFT data.
+//!   deduplicated, merged records and the policy's SFT data;
+//! - Prompt-OIRL's reward model fitted by the qpo-policy component on the
+//!   local all-MiniLM embeddings, from a log where one prompt is right for
+//!   arithmetic and another for history questions: the prompt-oirl mode
+//!   then picks the right prompt for new queries of each kind.
 //!
 //! Without the model packages these say so and pass, unless
 //! `TECHNE_REQUIRE_MODELS=1`.
@@ -18,7 +22,7 @@ use std::path::Path;
 use techne::backends::ModelSet;
 use techne::collect::{CollectSettings, qpo_records, rewriter_pairs};
 use techne::config::{Overrides, load_run_config};
-use techne::sandbox::plugin::{CriterionScore, JudgedQuestion, TrainerExtension};
+use techne::sandbox::plugin::{CriterionScore, JudgedQuestion, LabelledPrompt, TrainerExtension};
 use techne::sandbox::{PluginSpec, WorkItem};
 use techne_integration_tests::{artifacts, test_engine};
 
@@ -276,6 +280,92 @@ seeds = 2
     solver.params.clear();
     let err = qpo_records::collect(&plain, &settings, &models, None, dir.path().join("x.jsonl")).await.unwrap_err();
     assert!(err.to_string().contains("prompt-policy-trainer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_oirl_reward_model_learns_which_prompt_suits_which_query_on_minilm() {
+    if !models_present() || techne_inference::locate::minilm_onnx().is_none() {
+        assert!(std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"), "all-MiniLM missing: scripts/setup.sh");
+        return;
+    }
+    const ARITHMETIC: &str = "Work out the arithmetic step by step, writing down each calculation.";
+    const HISTORY: &str = "Recall the relevant historical events, people and dates before answering.";
+    let arithmetic = [
+        "A shop sells 12 apples per box. How many apples are in 7 boxes?",
+        "Tom has 45 marbles and gives away 18. How many are left?",
+        "What is 156 divided by 12?",
+        "A train travels 60 km per hour for 3 hours. How far does it go?",
+        "If a pen costs 3 dollars, how much do 14 pens cost?",
+        "What is 25 percent of 240?",
+    ];
+    let history = [
+        "Who was the first emperor of Rome?",
+        "In which year did the Berlin Wall fall?",
+        "Which empire built Machu Picchu?",
+        "Who led the Haitian Revolution?",
+        "What treaty ended the First World War?",
+        "Which dynasty built most of the Great Wall of China?",
+    ];
+    let labelled = |query: &str, prompt: &str, correct: bool| LabelledPrompt {
+        query: query.into(),
+        prompt: prompt.into(),
+        correct,
+    };
+    let mut examples = Vec::new();
+    for q in arithmetic {
+        examples.extend([labelled(q, ARITHMETIC, true), labelled(q, HISTORY, false)]);
+    }
+    for q in history {
+        examples.extend([labelled(q, ARITHMETIC, false), labelled(q, HISTORY, true)]);
+    }
+    let mut models = ModelSet::new();
+    models.insert(
+        "minilm",
+        std::sync::Arc::new(techne::backends::local::LocalEmbeddingBackend::open_default(0).unwrap()),
+    );
+    let engine = test_engine(env!("CARGO_TARGET_TMPDIR"));
+    let spec = |params: &[(&str, &str)]| {
+        let mut spec = PluginSpec::new("oirl", artifacts::QPO_POLICY);
+        spec.allowed_models = vec!["minilm".into()];
+        spec.params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        spec.params.insert("mode".into(), "prompt-oirl".into());
+        spec.params.insert("candidate-prompts".into(), serde_json::json!([ARITHMETIC, HISTORY]).to_string());
+        spec
+    };
+    let trainer = engine.load(&spec(&[("embedding-model", "minilm")]), &models).await.unwrap();
+    assert!(trainer.fits_reward_model());
+    let mut instance = trainer.instantiate(&WorkItem { id: "fit".into(), seed: 1 }).await.unwrap();
+    let model = instance.fit_reward_model(&examples).await.unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&model).unwrap();
+    assert_eq!(parsed["embedding_dim"], 384, "all-MiniLM-L6-v2");
+    assert_eq!(parsed["training"]["fit"]["train_accuracy"], 1.0, "{}", parsed["training"]);
+    // The same log gives the same model.
+    let mut again = trainer.instantiate(&WorkItem { id: "fit".into(), seed: 2 }).await.unwrap();
+    assert_eq!(again.fit_reward_model(&examples).await.unwrap(), model);
+
+    // Inference: the embedding model defaults to the one the model was fitted with.
+    let policy = engine.load(&spec(&[("reward-model", &model)]), &models).await.unwrap();
+    for (query, best) in [
+        ("A farmer plants 8 rows of 15 trees. How many trees does he plant?", ARITHMETIC),
+        ("Who was the king of France during the French Revolution?", HISTORY),
+        ("What is 17 times 4?", ARITHMETIC),
+        ("Which civilisation built the pyramids of Giza?", HISTORY),
+    ] {
+        let mut instance = policy.instantiate(&WorkItem { id: query.into(), seed: 3 }).await.unwrap();
+        let prompts = instance.propose(query).await.unwrap();
+        assert_eq!(prompts, [format!("{best}\n\n{query}")], "{query}");
+    }
+
+    // A model fitted on embeddings of another dimension is refused with the fix.
+    let mut other: serde_json::Value = parsed.clone();
+    other["embedding_dim"] = 8.into();
+    for key in ["mean", "scale", "weights"] {
+        other["classifier"][key] = serde_json::json!(vec![1.0; 32]);
+    }
+    let policy = engine.load(&spec(&[("reward-model", &other.to_string())]), &models).await.unwrap();
+    let mut instance = policy.instantiate(&WorkItem { id: "dim".into(), seed: 3 }).await.unwrap();
+    let err = instance.propose("What is 2 plus 2?").await.unwrap_err().to_string();
+    assert!(err.contains("8-dimensional embeddings") && err.contains("refit"), "{err}");
 }
 
 /// The registry the loops' trained models go to (shared with tests/loops.rs,

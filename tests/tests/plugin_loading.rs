@@ -86,7 +86,9 @@ async fn inspect_reports_role_imports_exports_metadata_and_hash() {
     let engine = engine();
     let inspection = inspect_plugin(&engine, std::path::Path::new(artifacts::QUESTION_REWRITER)).await.unwrap();
     assert_eq!(inspection.role, Role::Rewriter);
-    assert_eq!(inspection.world, "techne:plugin/rewriter-plugin@0.1.0");
+    // It exports the rewriter's training side too, so it targets the trainer world.
+    assert_eq!(inspection.world, "techne:plugin/rewriter-trainer-plugin@0.1.0");
+    assert_eq!(inspection.provides, "rewriter + rewriter trainer");
     assert_eq!(inspection.metadata.name, "question-rewriter");
     assert!(inspection.exports.iter().any(|e| e == "techne:plugin/rewriter@0.1.0"));
     assert!(inspection.imports.iter().any(|i| i == "techne:plugin/llm@0.1.0"));

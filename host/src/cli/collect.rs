@@ -1,13 +1,14 @@
-//! `techne collect rewriter-pairs|qpo-records CONFIG.toml`: one training-data
-//! collection (see [`crate::collect`]) from a run configuration's
-//! `[collect]` table; prints what was collected and where it went.
+//! `techne collect rewriter-pairs|qpo-records|oirl-reward-model CONFIG.toml`:
+//! one training-data collection (see [`crate::collect`]) from a run
+//! configuration's `[collect]` table, or the fit of Prompt-OIRL's reward
+//! model on collected outcomes; prints what was made and where it went.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
 use super::{Failure, OverrideArgs, exit_codes};
-use crate::collect::{CollectError, qpo_records, rewriter_pairs};
+use crate::collect::{CollectError, oirl_reward_model, qpo_records, rewriter_pairs};
 use crate::config::{Overrides, load_run_config};
 
 /// `techne collect`.
@@ -28,6 +29,24 @@ pub enum CollectCommand {
         /// An offline dataset to merge the new records into (default: the output file, if present).
         #[arg(long, value_name = "FILE")]
         merge_into: Option<PathBuf>,
+        /// Settings that override the file and the environment.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// Prompt-OIRL's reward model, fitted by the [collect] plugin on logged outcomes (JSON file).
+    OirlRewardModel {
+        /// The configuration (TOML with [collect] naming the plugin, [models], [plugins]).
+        config: PathBuf,
+        /// JSONL of outcomes: query, prompt and `correct` or `reward` per line (default: the
+        /// *.outcomes.jsonl that `techne collect qpo-records` writes for this configuration).
+        #[arg(long, value_name = "FILE")]
+        records: Option<PathBuf>,
+        /// Where the model goes (default: the run's output directory, oirl-reward-model.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// For lines without `correct`: a reward at least this high counts as correct.
+        #[arg(long, value_name = "REWARD", default_value_t = oirl_reward_model::DEFAULT_CORRECT_REWARD)]
+        correct_reward: f64,
         /// Settings that override the file and the environment.
         #[command(flatten)]
         overrides: OverrideArgs,
@@ -128,6 +147,37 @@ pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
                 "sft data: {} (train with the {} template)",
                 summary.sft_path.display(),
                 if summary.chat { "chat" } else { "raw" }
+            );
+            println!("outcomes: {} ({} in all)", summary.outcomes_path.display(), summary.total_outcomes);
+            Ok(exit_codes::SUCCESS)
+        }
+        CollectCommand::OirlRewardModel { config, records, out, correct_reward, overrides } => {
+            let config = load(&config, &overrides)?;
+            let Some(settings) = config.collect.clone() else {
+                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
+            };
+            if !correct_reward.is_finite() {
+                return Err(Failure::new(exit_codes::USAGE, "--correct-reward must be a finite number"));
+            }
+            let log = records.unwrap_or_else(|| oirl_reward_model::default_outcomes_path(&config, &settings));
+            let model_path = out.unwrap_or_else(|| oirl_reward_model::default_model_path(&config));
+            let models = crate::runs::build_models(&config)?;
+            let started = std::time::Instant::now();
+            let summary = oirl_reward_model::fit(&config, &settings, &models, &log, correct_reward, model_path).await?;
+            println!(
+                "reward model fitted on {} outcomes ({} correct) of {} prompts on {} queries{}; {:.1}s",
+                summary.examples,
+                summary.correct,
+                summary.prompts,
+                summary.queries,
+                summary.train_accuracy.map(|a| format!(", training accuracy {a:.3}")).unwrap_or_default(),
+                started.elapsed().as_secs_f64()
+            );
+            println!("model:    {}", summary.model_path.display());
+            println!(
+                "use it:   [plugins.{}.param-files] reward-model = \"{}\" with mode = \"prompt-oirl\"",
+                settings.plugin,
+                summary.model_path.display()
             );
             Ok(exit_codes::SUCCESS)
         }

@@ -700,6 +700,7 @@ async fn plugin_inspect(file: PathBuf, json: bool) -> Result<i32, Failure> {
     println!("sha256:      {}", inspection.sha256);
     println!("size:        {} bytes", inspection.size_bytes);
     println!("world:       {}", inspection.world);
+    println!("provides:    {}", inspection.provides);
     println!("plugin:      {} {}", m.name, m.version);
     println!("description: {}", m.description);
     println!("parameters:");
@@ -740,8 +741,8 @@ async fn plugin_list(path: PathBuf) -> Result<i32, Failure> {
     for (name, file) in files {
         match crate::sandbox::inspect_plugin(&engine, &file).await {
             Ok(i) => println!(
-                "{name:<24} {:<20} {} {}  {}",
-                i.role.world(),
+                "{name:<24} {:<28} {} {}  {}",
+                i.world.trim_start_matches("techne:plugin/").trim_end_matches("@0.1.0"),
                 i.metadata.name,
                 i.metadata.version,
                 file.display()

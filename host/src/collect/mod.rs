@@ -6,14 +6,18 @@
 //! - [`rewriter_pairs`]: the Question Rewriter's DPO pairs (arXiv
 //!   2408.10573) on a K-QA-style dataset, judged with [`kqa`]'s criteria.
 //! - [`qpo_records`]: QPO's reward-labelled offline records (arXiv
-//!   2408.10504) and the policy's SFT data made from them.
+//!   2408.10504), the policy's SFT data made from them and the log of every
+//!   outcome.
+//! - [`oirl_reward_model`]: Prompt-OIRL's reward model (arXiv 2309.06553),
+//!   fitted by the plugin on a log of outcomes and stored as a file.
 //!
-//! `techne collect rewriter-pairs|qpo-records CONFIG.toml` (see
-//! `cli/collect.rs`) runs one collection from a run configuration's
+//! `techne collect rewriter-pairs|qpo-records|oirl-reward-model CONFIG.toml`
+//! (see `cli/collect.rs`) runs one collection from a run configuration's
 //! `[collect]` table; the `rewriter-dpo` and `qpo` loops call the same
 //! functions once per round.
 
 pub mod kqa;
+pub mod oirl_reward_model;
 pub mod qpo_records;
 pub mod rewriter_pairs;
 

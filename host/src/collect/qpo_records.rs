@@ -9,6 +9,10 @@
 //! offline dataset (`query`/`prompt`/`reward` JSONL) and every record is
 //! turned into the policy's training example (`training-example`: reward
 //! prefix + query → prompt), written as `prompt`/`completion` SFT JSONL.
+//! Every outcome, kept or not, is also logged (`*.outcomes.jsonl`: query,
+//! prompt, correct, label log-likelihood), merged like the records: the
+//! logged data Prompt-OIRL's reward model is fitted on
+//! ([`super::oirl_reward_model`]).
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +57,10 @@ pub struct QpoCollectSummary {
     pub records_path: PathBuf,
     /// The SFT data made from it.
     pub sft_path: PathBuf,
+    /// Every outcome of this step and of the merged dataset's earlier steps.
+    pub outcomes_path: PathBuf,
+    /// Outcomes in that file.
+    pub total_outcomes: usize,
 }
 
 /// Where the offline dataset goes when `[collect] output` is not set.
@@ -64,6 +72,14 @@ pub fn default_records_path(config: &RunConfig) -> PathBuf {
 pub fn sft_path(records_path: &Path) -> PathBuf {
     records_path.with_file_name(format!(
         "{}.sft.jsonl",
+        records_path.file_stem().and_then(|s| s.to_str()).unwrap_or("qpo-records")
+    ))
+}
+
+/// The outcome log written beside the records file.
+pub fn outcomes_path(records_path: &Path) -> PathBuf {
+    records_path.with_file_name(format!(
+        "{}.outcomes.jsonl",
         records_path.file_stem().and_then(|s| s.to_str()).unwrap_or("qpo-records")
     ))
 }
@@ -158,17 +174,28 @@ pub async fn collect(
         sft.push(SftExample { prompt: example.input, completion: example.target });
     }
     let sft_path = sft_path(&records_path);
+    let outcomes_path = outcomes_path(&records_path);
+    let mut all_outcomes: Vec<PromptOutcome> = match existing.map(self::outcomes_path) {
+        Some(path) if path.exists() => super::read_jsonl(&path)?,
+        _ => Vec::new(),
+    };
+    let correct = outcomes.iter().filter(|o| o.correct).count();
+    let prompts = outcomes.len();
+    all_outcomes.extend(outcomes);
     super::write_jsonl(&records_path, &existing_records)?;
     super::write_jsonl(&sft_path, &sft)?;
+    super::write_jsonl(&outcomes_path, &all_outcomes)?;
     Ok(QpoCollectSummary {
         queries: items.len(),
-        prompts: outcomes.len(),
-        correct: outcomes.iter().filter(|o| o.correct).count(),
+        prompts,
+        correct,
         new_records: new_count,
         new_mean_reward,
         total_records: existing_records.len(),
         chat,
         records_path,
         sft_path,
+        outcomes_path,
+        total_outcomes: all_outcomes.len(),
     })
 }

@@ -129,6 +129,7 @@ pub async fn collect(
         CollectError::Config("rewriter pairs need a K-QA-style [dataset] (Question, Must_have, Nice_to_have)".into())
     })?;
     let mut records: Vec<KqaRecord> = kqa::read_records(&dataset.path)?;
+    records.drain(..dataset.skip.min(records.len()));
     if let Some(limit) = config.run.limit {
         records.truncate(limit);
     }

@@ -118,6 +118,7 @@ pub fn resolve_run_config(path: &Path, text: &str, overrides: &Overrides) -> Res
     let mut config = parse_run_config(path, text)?;
     let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     resolve_paths(&mut config, base, path);
+    read_param_files(&mut config, path, text)?;
     apply_overrides(&mut config, overrides);
     if config.run.concurrency == 0 {
         return Err(ConfigError::Environment {
@@ -252,6 +253,9 @@ fn resolve_paths(config: &mut RunConfig, base: &Path, file: &Path) {
     };
     for plugin in config.plugins.values_mut() {
         resolve(&mut plugin.path);
+        for file in plugin.param_files.values_mut() {
+            resolve(file);
+        }
     }
     if let Some(dataset) = &mut config.dataset {
         resolve(&mut dataset.path);
@@ -268,6 +272,30 @@ fn resolve_paths(config: &mut RunConfig, base: &Path, file: &Path) {
         Some(dir) => resolve(dir),
         None => config.run.output_dir = Some(base.join("runs").join(name)),
     }
+}
+
+/// Reads every `[plugins.NAME.param-files]` entry (paths already resolved)
+/// into the plugin's `params` as text.
+fn read_param_files(config: &mut RunConfig, path: &Path, text: &str) -> Result<(), ConfigError> {
+    for (plugin_name, plugin) in config.plugins.iter_mut() {
+        for (name, file) in &plugin.param_files {
+            let key = format!("plugins.{plugin_name}.param-files.{name}");
+            let at = |message: String| {
+                let (line, column) = line_column(text, locate(text, &key).map(|s| s.start).unwrap_or(0));
+                ConfigError::Invalid { path: path.to_path_buf(), line, column, key: key.clone(), message }
+            };
+            if plugin.params.contains_key(name) {
+                return Err(at(format!(
+                    "parameter `{name}` is set both here and in [plugins.{plugin_name}.params]: keep one of the two"
+                )));
+            }
+            let contents = std::fs::read_to_string(file).map_err(|e| {
+                at(format!("cannot read `{}` ({e}): give an existing text file, relative to this file", file.display()))
+            })?;
+            plugin.params.insert(name.clone(), super::model::ParamValue::Text(contents));
+        }
+    }
+    Ok(())
 }
 
 fn apply_overrides(config: &mut RunConfig, overrides: &Overrides) {
@@ -363,6 +391,27 @@ solver = "s"
         let ConfigError::Invalid { key, message, .. } = &err else { panic!("{err}") };
         assert_eq!(key, "plugins.s.limits.memory-mib", "{err}");
         assert!(message.contains("between 1 and"), "{err}");
+    }
+
+    #[test]
+    fn param_files_become_text_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.json"), "{\"w\": [1, 2]}\n").unwrap();
+        let config_path = dir.path().join("run.toml");
+        let text = format!("{MINIMAL}\n[plugins.s.param-files]\nreward-model = \"model.json\"\n");
+        let config = resolve_run_config(&config_path, &text, &Overrides::default()).unwrap();
+        let value = &config.plugins["s"].params["reward-model"];
+        assert_eq!(value.to_text(), "{\"w\": [1, 2]}\n");
+
+        let missing = format!("{MINIMAL}\n[plugins.s.param-files]\nreward-model = \"absent.json\"\n");
+        let err = resolve_run_config(&config_path, &missing, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("plugins.s.param-files.reward-model") && err.contains("absent.json"), "{err}");
+
+        let both = format!(
+            "{MINIMAL}\n[plugins.s.params]\nreward-model = \"x\"\n[plugins.s.param-files]\nreward-model = \"model.json\"\n"
+        );
+        let err = resolve_run_config(&config_path, &both, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("keep one of the two"), "{err}");
     }
 
     #[test]

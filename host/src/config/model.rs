@@ -235,6 +235,12 @@ pub struct PluginConfig {
     /// Parameter values, checked against the plugin's declared parameters.
     #[serde(default)]
     pub params: BTreeMap<String, ParamValue>,
+    /// Text parameters whose value is a file's contents (relative paths
+    /// against the configuration file), e.g. a fitted model's JSON:
+    /// `[plugins.NAME.param-files] reward-model = "model.json"`. Read when
+    /// the configuration is loaded; a name may not also be in `params`.
+    #[serde(default)]
+    pub param_files: BTreeMap<String, PathBuf>,
 }
 
 /// A parameter value as written in TOML.
@@ -321,6 +327,10 @@ pub struct DatasetConfig {
     pub reference_field: Option<String>,
     /// The field holding a stable item id; defaults to the line/row number.
     pub id_field: Option<String>,
+    /// Items skipped from the start of the file, before `run.limit` applies
+    /// (e.g. to hold out the items another run collected training data on).
+    #[serde(default)]
+    pub skip: usize,
 }
 
 fn default_input_field() -> String {

@@ -424,6 +424,7 @@ mod tests {
             input_field: "q".into(),
             reference_field: Some("a".into()),
             id_field: None,
+            skip: 0,
         }
     }
 

@@ -168,10 +168,15 @@ pub async fn load_plugins(
     Ok(plugins)
 }
 
-/// The work items of a configuration, limited by `run.limit`.
+/// The work items of a configuration: the dataset's after its first
+/// `skip`, limited by `run.limit`.
 pub fn load_work_items(config: &RunConfig) -> Result<Vec<Item>, RunError> {
     let mut items = match &config.dataset {
-        Some(dataset) => dataset::load_items(dataset)?,
+        Some(dataset) => {
+            let mut items = dataset::load_items(dataset)?;
+            items.drain(..dataset.skip.min(items.len()));
+            items
+        }
         None => dataset::inline_items(&config.inputs),
     };
     if let Some(limit) = config.run.limit {

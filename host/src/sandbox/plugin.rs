@@ -32,8 +32,8 @@ use super::store::StoreData;
 mod trainer;
 
 pub use trainer::{
-    CriterionScore, JudgedQuestion, OfflineRecord, PolicyExample, PolicyPrompt, PreferencePair, PromptOutcome,
-    TrainerExtension,
+    CriterionScore, JudgedQuestion, LabelledPrompt, OfflineRecord, PolicyExample, PolicyPrompt, PreferencePair,
+    PromptOutcome, REWARD_MODEL_TRAINER, TrainerExtension,
 };
 use trainer::{TrainerGuest, TrainerIndices};
 
@@ -537,9 +537,20 @@ impl Plugin {
     pub fn state(&self) -> &Arc<PluginState> {
         &self.state
     }
+    /// Use `state` as its key/value state instead of the empty one it was
+    /// loaded with: state that outlives one load, such as a loop strategy's
+    /// state across rounds and resumes.
+    pub fn share_state(&mut self, state: Arc<PluginState>) {
+        self.state = state;
+    }
     /// The training extension it exports next to its role, if any.
     pub fn trainer(&self) -> Option<TrainerExtension> {
         self.trainer_indices.as_ref().map(TrainerIndices::extension)
+    }
+    /// Whether it also exports `reward-model-trainer` (Prompt-OIRL's
+    /// reward model, next to `prompt-policy-trainer`).
+    pub fn fits_reward_model(&self) -> bool {
+        self.trainer_indices.as_ref().is_some_and(TrainerIndices::fits_reward_model)
     }
     /// Resolved parameters (defaults overridden by the configuration).
     pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {

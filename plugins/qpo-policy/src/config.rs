@@ -12,19 +12,32 @@ pub enum Mode {
     /// QPO: the policy model writes the prompt, conditioned on the target
     /// reward.
     Qpo,
-    /// The Prompt-OIRL baseline: the best of `candidate-prompts` under a
-    /// reward model.
+    /// The Prompt-OIRL baseline: the best of `candidate-prompts` under the
+    /// learned reward model given in parameter `reward-model`.
     PromptOirl,
+    /// A zero-training stand-in for Prompt-OIRL's reward model: the best of
+    /// `candidate-prompts` under a judge model's likelihood of "Yes, the
+    /// answer will be correct".
+    PromptOirlJudge,
 }
 
 impl Mode {
-    /// Parses the parameter's value: `qpo` or `prompt-oirl`.
+    /// Parses the parameter's value: `qpo`, `prompt-oirl` or
+    /// `prompt-oirl-judge`.
     pub fn parse(value: &str) -> Result<Self, String> {
         match value.trim().to_ascii_lowercase().as_str() {
             "qpo" => Ok(Mode::Qpo),
             "prompt-oirl" => Ok(Mode::PromptOirl),
-            other => Err(format!("parameter `mode` must be `qpo` or `prompt-oirl`, got `{other}`")),
+            "prompt-oirl-judge" => Ok(Mode::PromptOirlJudge),
+            other => {
+                Err(format!("parameter `mode` must be `qpo`, `prompt-oirl` or `prompt-oirl-judge`, got `{other}`"))
+            }
         }
+    }
+
+    /// Whether the mode chooses among `candidate-prompts`.
+    pub fn uses_candidates(self) -> bool {
+        matches!(self, Mode::PromptOirl | Mode::PromptOirlJudge)
     }
 }
 
@@ -36,7 +49,12 @@ pub const DEFAULT_PROMPT_TEMPLATE: &str = "{prompt}\n\n{query}";
 /// Every parameter the plugin reads, with its default.
 pub fn parameters() -> Vec<Parameter> {
     vec![
-        Parameter::text("mode", "`qpo` (the policy model writes the prompt) or `prompt-oirl` (baseline).", "qpo"),
+        Parameter::text(
+            "mode",
+            "`qpo` (the policy model writes the prompt), `prompt-oirl` (the best known prompt under the learned \
+             reward model) or `prompt-oirl-judge` (the same choice under a zero-training judge).",
+            "qpo",
+        ),
         Parameter::text("policy-model", "The QPO policy model; empty means the plugin's default-model.", ""),
         Parameter::float(
             "target-reward",
@@ -73,8 +91,22 @@ pub fn parameters() -> Vec<Parameter> {
         ),
         Parameter::text(
             "reward-model",
-            "prompt-oirl: model whose log-likelihood of a \"Yes, correct\" judgement is the reward; empty means \
-             the plugin's default-model.",
+            "prompt-oirl: the learned reward model, the JSON that `techne collect oirl-reward-model` writes (give \
+             the file with `[plugins.NAME.param-files] reward-model = \"FILE\"`).",
+            "",
+        ),
+        Parameter::text(
+            "embedding-model",
+            "prompt-oirl: the embedding model of the reward model's features; empty means the one the reward model \
+             was fitted with. Required when fitting.",
+            "",
+        ),
+        Parameter::float("oirl-l2", "prompt-oirl fitting: L2 penalty of the logistic regression.", 0.01),
+        Parameter::integer("oirl-iterations", "prompt-oirl fitting: most gradient-descent iterations.", 500),
+        Parameter::text(
+            "judge-model",
+            "prompt-oirl-judge: model whose log-likelihood of a \"Yes, correct\" judgement is the reward; empty \
+             means the plugin's default-model.",
             "",
         ),
         Parameter::float("collect-temperature", "Offline data: sampling temperature of the policy.", 1.0),
@@ -108,20 +140,23 @@ pub struct Config {
     pub prompt_template: String,
     /// Prompt-OIRL's candidates.
     pub candidates: Vec<String>,
-    /// The configured reward model (may be blank).
+    /// prompt-oirl: the learned reward model's JSON (may be blank).
     pub reward_model: String,
+    /// prompt-oirl: the configured embedding model (may be blank).
+    pub embedding_model: String,
+    /// prompt-oirl-judge: the configured judge model (may be blank).
+    pub judge_model: String,
 }
 
 impl Config {
-    /// Reads and checks every parameter (the candidates only in
-    /// `prompt-oirl` mode).
+    /// Reads and checks every parameter (the candidates only in the
+    /// Prompt-OIRL modes).
     pub fn from_params(params: &Params) -> Result<Self, PluginError> {
         let mode = Mode::parse(&params.text("mode")?).map_err(PluginError::InvalidInput)?;
-        let candidates = match mode {
-            Mode::PromptOirl => {
-                prompts::parse_candidates(&params.text("candidate-prompts")?).map_err(PluginError::InvalidInput)?
-            }
-            Mode::Qpo => Vec::new(),
+        let candidates = if mode.uses_candidates() {
+            prompts::parse_candidates(&params.text("candidate-prompts")?).map_err(PluginError::InvalidInput)?
+        } else {
+            Vec::new()
         };
         let config = Config {
             mode,
@@ -136,6 +171,8 @@ impl Config {
             prompt_template: params.text("prompt-template")?,
             candidates,
             reward_model: params.text("reward-model")?,
+            embedding_model: params.text("embedding-model")?,
+            judge_model: params.text("judge-model")?,
         };
         let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(PluginError::invalid_input(message)) };
         check((1..=128).contains(&config.num_prompts), "parameter `num-prompts` must be from 1 to 128")?;
@@ -183,6 +220,8 @@ mod tests {
         assert_eq!(c.candidates[0], "Let's think step by step.");
         let bad = Config::from_params(&with(&[("mode", "prompt-oirl"), ("candidate-prompts", "[]")]));
         assert!(matches!(bad, Err(PluginError::InvalidInput(m)) if m.contains("no prompt")));
+        let judge = Config::from_params(&with(&[("mode", "Prompt-OIRL-judge"), ("judge-model", "j")])).unwrap();
+        assert_eq!((judge.mode, judge.judge_model.as_str(), judge.candidates.len()), (Mode::PromptOirlJudge, "j", 6));
     }
 
     #[test]

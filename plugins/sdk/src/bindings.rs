@@ -24,6 +24,7 @@ wit_bindgen::generate!({
             export techne:plugin/migration-strategy@0.1.0;
             export techne:plugin/rewriter-trainer@0.1.0;
             export techne:plugin/prompt-policy-trainer@0.1.0;
+            export techne:plugin/reward-model-trainer@0.1.0;
         }
     "#,
     path: "wit",

@@ -1,7 +1,8 @@
 //! Extension `prompt-policy-trainer`: the training side of a prompt policy,
 //! i.e. the decisions of its offline data collection (write prompts at a
 //! target reward, reward outcomes, keep and dedupe records, format training
-//! examples). Export a type that implements both
+//! examples; fit Prompt-OIRL's reward model from logged outcomes). Export a
+//! type that implements both
 //! [`PromptPolicy`](crate::PromptPolicy) and [`PromptPolicyTrainer`] with
 //! [`export_prompt_policy_trainer!`](crate::export_prompt_policy_trainer).
 
@@ -11,6 +12,7 @@ use crate::{ParameterValue, Params, PluginError, PromptPolicy};
 pub use crate::bindings::exports::techne::plugin::prompt_policy_trainer::{
     OfflineRecord, PolicyExample, PolicyPrompt, PromptOutcome,
 };
+pub use crate::bindings::exports::techne::plugin::reward_model_trainer::LabelledPrompt;
 
 /// A prompt policy that collects its own offline data (world
 /// `prompt-policy-trainer-plugin`).
@@ -34,6 +36,16 @@ pub trait PromptPolicyTrainer: PromptPolicy {
 
     /// The policy's training example for `record`.
     fn training_example(record: &OfflineRecord, params: &Params) -> Result<PolicyExample, PluginError>;
+
+    /// Fit a reward model on logged outcomes of known prompts (interface
+    /// `reward-model-trainer`, Prompt-OIRL) and return it serialised. The
+    /// default says the plugin has none.
+    fn fit_reward_model(examples: &[LabelledPrompt], params: &Params) -> Result<String, PluginError> {
+        let _ = (examples, params);
+        Err(PluginError::failed(
+            "this prompt policy does not fit a reward model: implement PromptPolicyTrainer::fit_reward_model",
+        ))
+    }
 }
 
 #[doc(hidden)]
@@ -63,9 +75,18 @@ pub fn __training_example<T: PromptPolicyTrainer>(
     T::training_example(&record, &Params::new(params)).map_err(Into::into)
 }
 
+#[doc(hidden)]
+pub fn __fit_reward_model<T: PromptPolicyTrainer>(
+    examples: Vec<LabelledPrompt>,
+    params: Vec<ParameterValue>,
+) -> Result<String, WitPluginError> {
+    T::fit_reward_model(&examples, &Params::new(params)).map_err(Into::into)
+}
+
 /// Exports `$plugin` (a type implementing [`Plugin`](crate::Plugin),
 /// [`PromptPolicy`] and [`PromptPolicyTrainer`]) as the component's
-/// `describe`, `prompt-policy` and `prompt-policy-trainer` interfaces (world
+/// `describe`, `prompt-policy`, `prompt-policy-trainer` and
+/// `reward-model-trainer` interfaces (world
 /// `prompt-policy-trainer-plugin`). The component loads wherever a prompt
 /// policy does. Invoke it once, in the plugin crate's `lib.rs`, instead of
 /// [`export_prompt_policy!`](crate::export_prompt_policy).
@@ -83,6 +104,7 @@ macro_rules! export_prompt_policy_trainer {
                 "techne:plugin/prompt-policy-trainer@0.1.0/prompt-outcome": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::prompt_policy_trainer::PromptOutcome,
                 "techne:plugin/prompt-policy-trainer@0.1.0/offline-record": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::prompt_policy_trainer::OfflineRecord,
                 "techne:plugin/prompt-policy-trainer@0.1.0/policy-example": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::prompt_policy_trainer::PolicyExample,
+                "techne:plugin/reward-model-trainer@0.1.0/labelled-prompt": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::reward_model_trainer::LabelledPrompt,
             });
 
             struct Export;
@@ -142,6 +164,15 @@ macro_rules! export_prompt_policy_trainer {
                     $crate::__private::WitPluginError,
                 > {
                     $crate::prompt_policy_trainer::__training_example::<super::__TechnePlugin>(record, params)
+                }
+            }
+
+            impl exports::techne::plugin::reward_model_trainer::Guest for Export {
+                fn fit_reward_model(
+                    examples: ::std::vec::Vec<$crate::prompt_policy_trainer::LabelledPrompt>,
+                    params: ::std::vec::Vec<$crate::ParameterValue>,
+                ) -> ::core::result::Result<::std::string::String, $crate::__private::WitPluginError> {
+                    $crate::prompt_policy_trainer::__fit_reward_model::<super::__TechnePlugin>(examples, params)
                 }
             }
 

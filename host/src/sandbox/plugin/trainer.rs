@@ -1,7 +1,8 @@
 //! The training extensions a rewriter or a prompt policy may export next to
-//! its role (`rewriter-trainer`, `prompt-policy-trainer`): detection at
-//! load time and the calls into them, with the same deadline, boundary caps
-//! and output checks as the role calls.
+//! its role (`rewriter-trainer`, `prompt-policy-trainer`, and next to the
+//! latter the optional `reward-model-trainer`): detection at load time and
+//! the calls into them, with the same deadline, boundary caps and output
+//! checks as the role calls.
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -43,18 +44,23 @@ impl std::fmt::Display for TrainerExtension {
     }
 }
 
+/// Prompt-OIRL's reward-model extension of `prompt-policy-trainer`.
+pub const REWARD_MODEL_TRAINER: &str = "reward-model-trainer";
+
 /// Export indices of the extension, resolved once per plugin.
+/// `PromptPolicy`'s second field: `reward-model-trainer`, when exported
+/// (components built before it was added to the package lack it).
 #[derive(Clone)]
 pub(super) enum TrainerIndices {
     Rewriter(guest::rewriter_trainer::GuestIndices),
-    PromptPolicy(guest::prompt_policy_trainer::GuestIndices),
+    PromptPolicy(guest::prompt_policy_trainer::GuestIndices, Option<guest::reward_model_trainer::GuestIndices>),
 }
 
 /// The extension's guest side in one instance.
 #[derive(Clone)]
 pub(super) enum TrainerGuest {
     Rewriter(guest::rewriter_trainer::Guest),
-    PromptPolicy(guest::prompt_policy_trainer::Guest),
+    PromptPolicy(guest::prompt_policy_trainer::Guest, Option<guest::reward_model_trainer::Guest>),
 }
 
 impl TrainerIndices {
@@ -68,7 +74,12 @@ impl TrainerIndices {
                 Some(TrainerIndices::Rewriter(guest::rewriter_trainer::GuestIndices::new(pre)?))
             }
             Role::PromptPolicy if exported(TrainerExtension::PromptPolicyTrainer.interface()) => {
-                Some(TrainerIndices::PromptPolicy(guest::prompt_policy_trainer::GuestIndices::new(pre)?))
+                let reward_model = if exported(REWARD_MODEL_TRAINER) {
+                    Some(guest::reward_model_trainer::GuestIndices::new(pre)?)
+                } else {
+                    None
+                };
+                Some(TrainerIndices::PromptPolicy(guest::prompt_policy_trainer::GuestIndices::new(pre)?, reward_model))
             }
             _ => None,
         })
@@ -77,8 +88,13 @@ impl TrainerIndices {
     pub(super) fn extension(&self) -> TrainerExtension {
         match self {
             TrainerIndices::Rewriter(_) => TrainerExtension::RewriterTrainer,
-            TrainerIndices::PromptPolicy(_) => TrainerExtension::PromptPolicyTrainer,
+            TrainerIndices::PromptPolicy(..) => TrainerExtension::PromptPolicyTrainer,
         }
+    }
+
+    /// Whether the component also exports `reward-model-trainer`.
+    pub(super) fn fits_reward_model(&self) -> bool {
+        matches!(self, TrainerIndices::PromptPolicy(_, Some(_)))
     }
 
     pub(super) fn load(
@@ -88,7 +104,13 @@ impl TrainerIndices {
     ) -> wasmtime::Result<TrainerGuest> {
         Ok(match self {
             TrainerIndices::Rewriter(i) => TrainerGuest::Rewriter(i.load(store, instance)?),
-            TrainerIndices::PromptPolicy(i) => TrainerGuest::PromptPolicy(i.load(store, instance)?),
+            TrainerIndices::PromptPolicy(i, reward_model) => {
+                let reward_model = match reward_model {
+                    Some(r) => Some(r.load(&mut *store, instance)?),
+                    None => None,
+                };
+                TrainerGuest::PromptPolicy(i.load(store, instance)?, reward_model)
+            }
         })
     }
 }
@@ -196,6 +218,18 @@ impl OfflineRecord {
     }
 }
 
+/// One logged outcome for Prompt-OIRL's reward model: a prompt used on a
+/// query and whether the answer was correct.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabelledPrompt {
+    /// The query.
+    pub query: String,
+    /// The prompt alone.
+    pub prompt: String,
+    /// Whether the target model's answer was correct.
+    pub correct: bool,
+}
+
 /// The policy's supervised example for one record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyExample {
@@ -274,7 +308,7 @@ impl PluginInstance {
         target_reward: f64,
         count: u32,
     ) -> Result<Vec<PolicyPrompt>, CallError> {
-        let Some(TrainerGuest::PromptPolicy(g)) = self.trainer.clone() else {
+        let Some(TrainerGuest::PromptPolicy(g, _)) = self.trainer.clone() else {
             return Err(self.trainer_mismatch(TrainerExtension::PromptPolicyTrainer));
         };
         let params = self.params.clone();
@@ -302,7 +336,7 @@ impl PluginInstance {
         outcomes: &[PromptOutcome],
         existing: &[OfflineRecord],
     ) -> Result<Vec<OfflineRecord>, CallError> {
-        let Some(TrainerGuest::PromptPolicy(g)) = self.trainer.clone() else {
+        let Some(TrainerGuest::PromptPolicy(g, _)) = self.trainer.clone() else {
             return Err(self.trainer_mismatch(TrainerExtension::PromptPolicyTrainer));
         };
         let params = self.params.clone();
@@ -337,7 +371,7 @@ impl PluginInstance {
 
     /// The policy's training example for `record` (prompt-policy trainers).
     pub async fn training_example(&mut self, record: &OfflineRecord) -> Result<PolicyExample, CallError> {
-        let Some(TrainerGuest::PromptPolicy(g)) = self.trainer.clone() else {
+        let Some(TrainerGuest::PromptPolicy(g, _)) = self.trainer.clone() else {
             return Err(self.trainer_mismatch(TrainerExtension::PromptPolicyTrainer));
         };
         let params = self.params.clone();
@@ -354,5 +388,41 @@ impl PluginInstance {
             return Err(CallError::InvalidOutput { reason: "the training example's target is empty".into() });
         }
         Ok(PolicyExample { input: out.input, target: out.target, chat: out.chat })
+    }
+
+    /// Fit Prompt-OIRL's reward model on logged outcomes; returns the
+    /// plugin's serialised model (prompt-policy trainers that export
+    /// `reward-model-trainer`).
+    pub async fn fit_reward_model(&mut self, examples: &[LabelledPrompt]) -> Result<String, CallError> {
+        let Some(TrainerGuest::PromptPolicy(_, Some(g))) = self.trainer.clone() else {
+            return Err(CallError::InvalidOutput {
+                reason: format!(
+                    "the plugin does not export `{REWARD_MODEL_TRAINER}`: rebuild it with the current SDK's \
+                     export_prompt_policy_trainer! and implement PromptPolicyTrainer::fit_reward_model"
+                ),
+            });
+        };
+        let params = self.params.clone();
+        let input =
+            examples.iter().map(|e| (e.query.len() + e.prompt.len() + 1) as u64).sum::<u64>() + params_bytes(&params);
+        let examples: Vec<_> = examples
+            .iter()
+            .map(|e| guest::reward_model_trainer::LabelledPrompt {
+                query: e.query.clone(),
+                prompt: e.prompt.clone(),
+                correct: e.correct,
+            })
+            .collect();
+        let out = self
+            .guarded(input, move |store| {
+                Box::pin(async move { g.call_fit_reward_model(store, &examples, &params).await })
+            })
+            .await?
+            .map_err(reported)?;
+        self.check_output(out.len() as u64)?;
+        if out.trim().is_empty() {
+            return Err(CallError::InvalidOutput { reason: "the fitted reward model is empty".into() });
+        }
+        Ok(out)
     }
 }
