@@ -14,6 +14,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("SELF_EVOLUTION", "self-evolution", "self_evolution"),
     ("LLAMADUO", "llamaduo", "llamaduo"),
     ("CHAOS", "techne-test-chaos", "techne_test_chaos"),
+    ("COUNTING_EVOLUTION", "techne-test-counting-evolution", "techne_test_counting_evolution"),
     ("MISSING_IMPORT", "techne-test-missing-import", "techne_test_missing_import"),
     ("FUTURE_VERSION", "techne-test-future-version", "techne_test_future_version"),
 ];

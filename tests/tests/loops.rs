@@ -95,6 +95,26 @@ fn steps(dir: &Path) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Start `techne loop CONFIG` and kill -9 it once `step` of `round` is
+/// recorded in `out`'s steps.jsonl.
+fn kill_after_step(config: &Path, out: &Path, round: u64, step: &str) {
+    let mut child =
+        command(&["loop", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if steps(out).iter().any(|(r, s)| *r == round && s == step) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the loop ended before it could be killed: {status}");
+        }
+        assert!(Instant::now() < deadline, "round {round} never completed `{step}`");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn self_evolution_config(name: &str, out: &Path, fragments: &Path) -> String {
     format!(
         r#"
@@ -164,21 +184,7 @@ fn self_evolution_loop_killed_mid_round_resumes_without_redoing_steps() {
     std::fs::write(&config, self_evolution_config(name, &out, &fragments_path)).unwrap();
 
     // Kill -9 once round 1's selection is recorded: in the middle of its training.
-    let mut child =
-        command(&["loop", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        if steps(&out).iter().any(|(r, s)| *r == 1 && s == "select") {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the loop ended before it could be killed: {status}");
-        }
-        assert!(Instant::now() < deadline, "round 1 never selected its pairs");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_step(&config, &out, 1, "select");
     let before = steps(&out);
     assert!(!before.iter().any(|(r, s)| *r == 1 && s == "train"), "killed before round 1's training completed");
 
@@ -232,6 +238,73 @@ fn self_evolution_loop_killed_mid_round_resumes_without_redoing_steps() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Training loss per round"));
     remove_models(name);
+}
+
+#[test]
+fn a_strategy_s_key_value_state_is_kept_across_rounds_and_a_kill() {
+    if !models_present() {
+        return;
+    }
+    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "loops-test-state";
+    remove_models(name);
+    let all = std::fs::read_to_string(examples().join("ops-fragments.jsonl")).unwrap();
+    let fragments_path = tmp.path().join("fragments.jsonl");
+    std::fs::write(&fragments_path, all.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
+    let out = tmp.path().join("loop");
+    let config = tmp.path().join("loop.toml");
+    // The counting strategy numbers its pairs in its state; one item at a
+    // time, since the count is a read-modify-write.
+    let config_text = self_evolution_config(name, &out, &fragments_path)
+        .replace(artifacts::SELF_EVOLUTION, artifacts::COUNTING_EVOLUTION)
+        .replace("concurrency = 2", "concurrency = 1")
+        .replace("[plugins.evolution.params]\nmax-tokens = 24\nmax-ifd = 100.0\n", "");
+    std::fs::write(&config, config_text).unwrap();
+
+    // Killed in round 1's training, after the state was written by two
+    // write-pair calls and a select, then resumed.
+    kill_after_step(&config, &out, 1, "select");
+    let resumed = techne(&["loop", "--resume", out.to_str().unwrap()]);
+    assert!(resumed.status.success(), "stdout: {}\nstderr: {}", text(&resumed.stdout), text(&resumed.stderr));
+
+    let questions = |round: u32| -> Vec<String> {
+        let path = out.join(format!("round-{round:03}/candidates.jsonl"));
+        let mut lines: Vec<(u64, String)> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["index"].as_u64().unwrap(), v["pair"]["pair"]["question"].as_str().unwrap().to_string()))
+            .collect();
+        lines.sort();
+        lines.into_iter().map(|(_, q)| q).collect()
+    };
+    let first = questions(1);
+    let second = questions(2);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(second.len(), 2, "{second:?}");
+    let numbers = |qs: &[String]| -> Vec<u64> {
+        let mut n: Vec<u64> = qs
+            .iter()
+            .map(|q| q.strip_prefix("Question ").and_then(|r| r.split(' ').next()).unwrap().parse().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(numbers(&first), vec![1, 2], "{first:?}");
+    assert_eq!(numbers(&second), vec![3, 4], "round 2 continues round 1's count across the kill: {second:?}");
+    assert!(second.iter().all(|q| q.contains("(generation 1)")), "{second:?}");
+
+    // loop.json holds the state as of the last step (hex-encoded values).
+    let state = loop_state(&out);
+    assert_eq!(state["finished"], "round limit (2) reached");
+    assert_eq!(state["strategy_state"]["pairs-written"], hex("4"), "{}", state["strategy_state"]);
+    assert_eq!(state["strategy_state"]["selections"], hex("2"), "{}", state["strategy_state"]);
+    remove_models(name);
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn llamaduo_config(name: &str, out: &Path, threshold: u32, rounds: u32) -> String {

@@ -66,6 +66,7 @@ use std::time::Instant;
 
 use crate::backends::ModelSet;
 use crate::backends::cache::{CacheMode, CallCache};
+use crate::capabilities::PluginState;
 use crate::config::{ModelConfig, RunConfig};
 use crate::runs::{CacheChoice, RunError, StopSignal};
 use crate::sandbox::{Plugin, PluginSpec, SandboxEngine, WorkItem};
@@ -227,6 +228,11 @@ pub struct LoopContext {
     models: Option<(String, ModelSet)>,
     step_started: Instant,
     steps_run: usize,
+    /// The strategy state restored from `loop.json` (empty on a fresh loop).
+    restored_strategy_state: BTreeMap<String, Vec<u8>>,
+    /// The strategy plugin's key/value state, shared by every load of the
+    /// strategy in this process and saved into `loop.json` with each step.
+    strategy_state: std::sync::OnceLock<Arc<PluginState>>,
 }
 
 impl LoopContext {
@@ -262,6 +268,9 @@ impl LoopContext {
             for (k, v) in metrics {
                 record.metrics.insert((*k).to_string(), *v);
             }
+        }
+        if let Some(strategy_state) = self.strategy_state.get() {
+            self.state.set_strategy_entries(&strategy_state.snapshot());
         }
         self.state.write(&self.dir).map_err(LoopError::io(&self.dir.join(state::STATE_FILE)))?;
         state::append_step(&self.dir, &StepLine { round, step: step.to_string(), seconds })
@@ -342,11 +351,15 @@ impl LoopContext {
         for (k, v) in overrides {
             spec.params.insert((*k).to_string(), v.clone());
         }
-        let plugin = self
+        let mut plugin = self
             .engine
             .load(&spec, models)
             .await
             .map_err(|source| RunError::Plugin { plugin: name.clone(), source })?;
+        let shared = self.strategy_state.get_or_init(|| {
+            Arc::new(PluginState::with_entries(spec.limits.state_bytes, self.restored_strategy_state.clone()))
+        });
+        plugin.share_state(shared.clone());
         let expected = self.section.kind.strategy_role();
         if plugin.role() != expected {
             return Err(LoopError::Run(RunError::WrongRole {
@@ -584,8 +597,16 @@ pub async fn run_loop(
             baseline_done: false,
             rounds: Vec::new(),
             finished: None,
+            strategy_state: BTreeMap::new(),
         }
     };
+    let restored_strategy_state = state.strategy_entries().map_err(|key| LoopError::Data {
+        path: state_path.clone(),
+        message: format!(
+            "the strategy state's value under `{key}` is not hex: the file was edited or damaged; \
+             restore it or start the loop again"
+        ),
+    })?;
     state.write(&dir).map_err(LoopError::io(&state_path))?;
     let config_copy = dir.join("config.toml");
     if !options.resume || !config_copy.exists() || options.force {
@@ -605,6 +626,8 @@ pub async fn run_loop(
         models: None,
         step_started: Instant::now(),
         steps_run: 0,
+        restored_strategy_state,
+        strategy_state: std::sync::OnceLock::new(),
     };
     let rounds = section.rounds.unwrap_or(section.kind.default_rounds());
     let result = drive(&mut ctx, rounds).await;

@@ -44,6 +44,11 @@ pub struct LoopState {
     pub rounds: Vec<RoundRecord>,
     /// Why the loop ended (`None` while it runs).
     pub finished: Option<String>,
+    /// The strategy plugin's key/value state (the WIT `state` interface) as
+    /// of the last completed step, values hex-encoded: restored when the
+    /// loop resumes, so a plugin's state is kept across rounds and kills.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub strategy_state: BTreeMap<String, String>,
 }
 
 /// One round in `loop.json`.
@@ -91,6 +96,19 @@ impl LoopState {
     pub fn read(dir: &Path) -> Option<LoopState> {
         let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
         serde_json::from_str(&text).ok()
+    }
+
+    /// The strategy's state entries, decoded; `Err` names a key whose value is not hex.
+    pub fn strategy_entries(&self) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        self.strategy_state
+            .iter()
+            .map(|(k, v)| hex::decode(v).map(|bytes| (k.clone(), bytes)).map_err(|_| k.clone()))
+            .collect()
+    }
+
+    /// Replace the recorded strategy state with `entries`.
+    pub fn set_strategy_entries(&mut self, entries: &BTreeMap<String, Vec<u8>>) {
+        self.strategy_state = entries.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect();
     }
 
     /// Write `loop.json` into `dir` atomically.
@@ -179,7 +197,30 @@ mod tests {
             baseline_done: false,
             rounds: Vec::new(),
             finished: None,
+            strategy_state: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn strategy_state_round_trips_as_hex_and_bad_hex_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state();
+        let entries: BTreeMap<String, Vec<u8>> =
+            [("calls".to_string(), b"3".to_vec()), ("blob".to_string(), vec![0, 255, 7])].into();
+        s.set_strategy_entries(&entries);
+        s.write(dir.path()).unwrap();
+        let read = LoopState::read(dir.path()).unwrap();
+        assert_eq!(read.strategy_entries(), Ok(entries));
+        assert_eq!(read.strategy_state["blob"], "00ff07");
+
+        let mut bad = read;
+        bad.strategy_state.insert("broken".into(), "zz".into());
+        assert_eq!(bad.strategy_entries(), Err("broken".to_string()));
+        // A loop.json written before strategy state existed still reads.
+        let old = serde_json::to_value(state()).unwrap();
+        assert!(old.get("strategy_state").is_none());
+        let back: LoopState = serde_json::from_value(old).unwrap();
+        assert!(back.strategy_state.is_empty());
     }
 
     #[test]
