@@ -543,12 +543,6 @@ impl Plugin {
     pub fn share_state(&mut self, state: Arc<PluginState>) {
         self.state = state;
     }
-    /// Use `state` as its key/value state instead of the empty one it was
-    /// loaded with: state that outlives one load, such as a loop strategy's
-    /// state across rounds and resumes.
-    pub fn share_state(&mut self, state: Arc<PluginState>) {
-        self.state = state;
-    }
     /// The training extension it exports next to its role, if any.
     pub fn trainer(&self) -> Option<TrainerExtension> {
         self.trainer_indices.as_ref().map(TrainerIndices::extension)
