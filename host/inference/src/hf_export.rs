@@ -302,6 +302,15 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, kv_f16: bool) -> Result<pb::Mode
 /// Writes `gguf` as a model directory `out` in the Hugging Face / onnx-community
 /// layout (see the module docs); `out` is created. Returns the files written.
 pub fn export_hf_dir(gguf: &Path, out: &Path, options: &HfExportOptions) -> Result<Vec<PathBuf>, HfExportError> {
+    let existed = out.exists();
+    let result = write_hf_dir(gguf, out, options);
+    if result.is_err() && !existed {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result
+}
+
+fn write_hf_dir(gguf: &Path, out: &Path, options: &HfExportOptions) -> Result<Vec<PathBuf>, HfExportError> {
     let g = GgufFile::open(gguf)?;
     let mut cfg = LlamaConfig::from_gguf(&g)?;
     if let Some(m) = options.max_context {

@@ -87,7 +87,7 @@ impl LocalBackend {
         let entry = match source {
             LocalModelSource::Registered(name) => registry.get(name).map_err(|e| {
                 LocalBackendError::Model(format!(
-                    "{e}: `techne models list` shows the registered models, `techne models import FILE.gguf` adds one, \
+                    "{e}: `techne models list` shows the registered models, `techne models import FILE.gguf|DIR` adds one, \
                      and `model = \"default\"` uses the embedded SmolLM2"
                 ))
             }),

@@ -15,11 +15,16 @@ use crate::backends::{ChatMessage, GenerationRequest, ModelBackend, Prompt, Role
 pub enum ModelsCommand {
     /// List the models in the registry.
     List(RegistryArgs),
-    /// Import a llama-architecture GGUF file (converted to ONNX), or the embedded default with --default.
+    /// Import a llama-architecture GGUF file (converted to ONNX), a model directory from elsewhere (a Hugging
+    /// Face Optimum / onnx-community decoder export with a key/value cache: model.onnx or onnx/*.onnx,
+    /// config.json, tokenizer.json, tokenizer_config.json), or the embedded default with --default.
     Import {
-        /// The GGUF file.
+        /// The GGUF file or the model directory.
         #[arg(required_unless_present = "default")]
         file: Option<PathBuf>,
+        /// With a model directory holding several ONNX files: the one to use (e.g. onnx/model_q4.onnx).
+        #[arg(long, conflicts_with = "default")]
+        onnx: Option<PathBuf>,
         /// Register under this name (default: from the file name).
         #[arg(long)]
         name: Option<String>,
@@ -35,6 +40,20 @@ pub enum ModelsCommand {
         /// Registry options.
         #[command(flatten)]
         registry: RegistryArgs,
+    },
+    /// Write a llama-architecture GGUF file as a model directory in the Hugging Face Optimum / onnx-community
+    /// layout (standard-operator attention, present = past ++ new), e.g. to try `techne models import DIR`.
+    ExportHf {
+        /// The GGUF file.
+        file: PathBuf,
+        /// The directory to create.
+        out: PathBuf,
+        /// Carry the key/value cache as float16.
+        #[arg(long)]
+        kv_f16: bool,
+        /// Largest context (rotary tables, max_position_embeddings); default: the model's, capped at 32768.
+        #[arg(long)]
+        max_context: Option<usize>,
     },
     /// Re-hash a model's files against its manifest.
     Check {
@@ -175,12 +194,25 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
             }
             Ok(exit_codes::SUCCESS)
         }
-        ModelsCommand::Import { file, name, default, accuracy_level, registry } => {
+        ModelsCommand::Import { file, onnx, name, default, accuracy_level, registry } => {
             let registry = registry.open()?;
             let entry = if default {
                 registry.ensure_default()
+            } else if let Some(dir) = file.as_ref().filter(|f| f.is_dir()) {
+                if accuracy_level != 0 {
+                    return Err(Failure::new(
+                        exit_codes::USAGE,
+                        "--accuracy-level applies to GGUF imports; a model directory is used as exported",
+                    ));
+                }
+                registry.import_dir(dir, name.as_deref(), onnx.as_deref())
             } else {
-                let file = file.ok_or_else(|| Failure::new(exit_codes::USAGE, "give a GGUF file or --default"))?;
+                if onnx.is_some() {
+                    return Err(Failure::new(exit_codes::USAGE, "--onnx picks a file inside a model directory"));
+                }
+                let file = file.ok_or_else(|| {
+                    Failure::new(exit_codes::USAGE, "give a GGUF file, a model directory or --default")
+                })?;
                 let options = techne_inference::onnx_export::ExportOptions { accuracy_level, ..Default::default() };
                 match name {
                     Some(name) => registry.import_as(&file, &name, &options),
@@ -190,6 +222,27 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
             }
             .map_err(model_failure)?;
             println!("imported `{}` into {}", entry.name, entry.dir.display());
+            if let techne_inference::external::KvLayout::Concat(layout) = &entry.manifest.layout {
+                println!(
+                    "  {} layers, {:?} key/value cache, position_ids: {}, context {}",
+                    layout.past_keys.len(),
+                    layout.kv_type,
+                    layout.position_ids.is_some(),
+                    entry.manifest.max_context
+                );
+            }
+            Ok(exit_codes::SUCCESS)
+        }
+        ModelsCommand::ExportHf { file, out, kv_f16, max_context } => {
+            if out.exists() {
+                return Err(Failure::new(
+                    exit_codes::USAGE,
+                    format!("{} already exists: choose a new directory", out.display()),
+                ));
+            }
+            let options = techne_inference::hf_export::HfExportOptions { max_context, kv_f16 };
+            techne_inference::hf_export::export_hf_dir(&file, &out, &options).map_err(model_failure)?;
+            println!("wrote {} (import it with `techne models import {}`)", out.display(), out.display());
             Ok(exit_codes::SUCCESS)
         }
         ModelsCommand::Check { name, registry } => {
