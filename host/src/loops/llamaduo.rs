@@ -54,9 +54,14 @@ pub struct LlamaDuoSettings {
     #[serde(default = "default_response_tokens")]
     pub response_max_tokens: u32,
     /// Stop when both mean scores (similarity, precision; 1–100) reach this.
+    /// Default 90, the value of the paper's reference implementation
+    /// (`avg_similarity_threshold` / `avg_precision_threshold` in
+    /// deep-diver/llamaduo's `config/evaluation.yaml`).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
-    /// Synthetic examples asked for per round.
+    /// Synthetic examples asked for per round. The paper scales the
+    /// synthetic set from 1k to 256k examples and leaves the per-round
+    /// amount to the run; 100 is techne's default, sized for one machine.
     #[serde(default = "default_synthetic")]
     pub synthetic_per_round: u32,
     /// Overrides the strategy's `judge-repeats` parameter (M).
@@ -76,7 +81,7 @@ fn default_response_tokens() -> u32 {
     256
 }
 fn default_threshold() -> f64 {
-    50.0
+    90.0
 }
 fn default_synthetic() -> u32 {
     100
