@@ -193,3 +193,27 @@ fn incomplete_directories_say_what_is_missing() {
     let err = reg.import_dir(&dir, Some("broken"), None).expect_err("truncated");
     assert!(err.to_string().contains("not an ONNX model"), "{err}");
 }
+
+#[test]
+fn a_float16_cache_generates_like_the_native_import() {
+    let Some(f) = fixture() else { return };
+    let Some(gguf) = locate::smollm2_gguf() else { return };
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("smollm2-kv-f16");
+    export_hf_dir(&gguf, &dir, &HfExportOptions { max_context: Some(512), kv_f16: true }).expect("export");
+    let reg = Registry::open(scratch.path().join("registry")).expect("registry");
+    let entry = reg.import_dir(&dir, Some("kv-f16"), None).expect("import");
+    let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
+    assert_eq!(layout.kv_type, ElementType::F16);
+    let runtime = Runtime::load(None).expect("runtime");
+    let model = LocalModel::load(&runtime, &entry, 0).expect("load");
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
+    let ours = model.chat(&france(), &params).expect("chat");
+    let reference = f.native.chat(&france(), &params).expect("native chat");
+    let (a, b) = (&ours.choices[0], &reference.choices[0]);
+    assert_eq!(a.token_ids, b.token_ids, "{:?} vs {:?}", a.text, b.text);
+    let (la, lb) = (a.logprobs.as_ref().expect("logprobs"), b.logprobs.as_ref().expect("logprobs"));
+    let worst = la.iter().zip(lb).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0.0f32, f32::max);
+    eprintln!("float16 cache: largest log-probability difference {worst:.2e}");
+    assert!(worst < 0.05, "log-probabilities differ by up to {worst}");
+}
