@@ -311,6 +311,21 @@ fn an_external_job_trains_and_techne_imports_and_registers_its_weights() {
     assert!(lineage["trainer"].as_str().unwrap().starts_with("external: sh "), "{lineage}");
     assert!(lineage["hyperparameters"]["external"]["command"].as_str().unwrap().contains("fake-cluster-job.sh"));
     assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("| external command |"));
+    // The job's log history (its trainer_state.json) is the report's loss curve.
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report}");
+    assert!(steps.iter().all(|s| s["loss"].as_f64().is_some_and(|l| l > 0.0)), "{report}");
+    assert_eq!(report["final_loss"], steps[1]["loss"]);
+    assert_eq!(lineage["steps"], 2);
+    assert!(
+        lineage["hyperparameters"]["external"]["trainer_state"]
+            .as_str()
+            .unwrap()
+            .ends_with("checkpoint-2/trainer_state.json")
+    );
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Training loss</h2>") && html.contains("<svg"), "{html}");
     generate(&s, "smol-ext");
 
     // A failing job: exit 9 with the log's tail; a job that leaves nothing: exit 9 naming the directory.

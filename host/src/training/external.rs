@@ -75,6 +75,10 @@ pub struct ExternalRecord {
     pub weights: PathBuf,
     /// `gguf` or `hf-safetensors`.
     pub weights_format: String,
+    /// The job's `trainer_state.json` whose log history became the report's
+    /// curves (see [`super::trainer_state`]), when it left one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer_state: Option<PathBuf>,
 }
 
 impl ExternalRecord {
@@ -89,6 +93,13 @@ impl ExternalRecord {
             ("external seconds", format!("{:.1}", self.seconds)),
             ("imported weights", format!("{} ({})", self.weights.display(), self.weights_format)),
             ("external log", self.log.display().to_string()),
+            (
+                "external curves",
+                match &self.trainer_state {
+                    Some(path) => format!("{} (the job's log history)", path.display()),
+                    None => "none: the job left no trainer_state.json in its output directory".into(),
+                },
+            ),
         ]
     }
 }
@@ -435,7 +446,19 @@ pub fn run_external(
         super::hf::hf_to_gguf(&base, &weights, &merged_path, cfg.merged_format, cfg.out_name.as_deref())?;
         cfg.merged_format
     };
+    // The job's own curves, when it left a Hugging Face trainer_state.json.
+    let curves = match super::trainer_state::find(&weights_dir) {
+        Some(path) => match super::trainer_state::read(&path) {
+            Ok(curves) => Some(curves),
+            Err(e) => {
+                tracing::warn!("the external job's curves are not in the report: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let record = ExternalRecord {
+        trainer_state: curves.as_ref().map(|c| c.path.clone()),
         template: external.command.clone(),
         command: command.clone(),
         exit_code,
@@ -446,13 +469,15 @@ pub fn run_external(
         weights_format: weights_format.to_string(),
     };
 
+    let final_loss = curves.as_ref().and_then(|c| c.steps.last()).map(|s| s.loss);
+    let total_steps = curves.as_ref().map_or(0, |c| c.global_step);
     let mut report = TrainReport {
         kind,
-        steps: Vec::new(),
-        total_steps: 0,
+        steps: curves.map(|c| c.steps).unwrap_or_default(),
+        total_steps,
         resumed_from: None,
         stopped_early: false,
-        final_loss: None,
+        final_loss,
         tokens_per_second: 0.0,
         train_seconds: seconds,
         trainable_params: 0,
@@ -497,8 +522,8 @@ pub fn run_external(
                 "seed": cfg.seed,
                 "dpo_beta": cfg.dpo_beta,
             }),
-            steps: 0,
-            final_loss: None,
+            steps: total_steps,
+            final_loss,
             merged: MergedRecord { gguf: merged_path.display().to_string(), sha256: merged_sha256, format },
             adapter_sha256: String::new(),
             trainer: if command.is_empty() {

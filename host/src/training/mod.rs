@@ -22,6 +22,7 @@ pub mod external;
 pub mod hf;
 pub mod progress;
 pub mod report;
+pub mod trainer_state;
 
 use std::path::PathBuf;
 use std::sync::Arc;

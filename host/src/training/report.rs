@@ -140,17 +140,21 @@ fn summary_rows(report: &TrainReport, extra: &[(&'static str, String)]) -> Vec<(
     if !report.steps.is_empty() || report.model.is_none() {
         let resumed = report.resumed_from.map(|s| format!(", resumed after step {s}")).unwrap_or_default();
         rows.push(("steps", format!("{} of {}{resumed}", report.steps.len(), report.total_steps)));
-        rows.push(("trainable parameters", report.trainable_params.to_string()));
+        if report.trainable_params > 0 {
+            rows.push(("trainable parameters", report.trainable_params.to_string()));
+        }
         if let Some(first) = report.steps.first() {
             rows.push(("first loss", format!("{:.4}", first.loss)));
         }
         if let Some(loss) = report.final_loss {
             rows.push(("final loss", format!("{loss:.4}")));
         }
-        rows.push((
-            "throughput",
-            format!("{:.1} tokens/s over {:.1} s of steps", report.tokens_per_second, report.train_seconds),
-        ));
+        if report.tokens_per_second > 0.0 {
+            rows.push((
+                "throughput",
+                format!("{:.1} tokens/s over {:.1} s of steps", report.tokens_per_second, report.train_seconds),
+            ));
+        }
     }
     if let Some(rss) = report.peak_rss_bytes {
         rows.push(("peak memory (RSS)", format!("{:.2} GiB", rss as f64 / (1u64 << 30) as f64)));
@@ -272,11 +276,14 @@ pub fn render_html(report: &TrainReport, extra: &[(&'static str, String)]) -> St
         }
         html.push_str("<h2>Learning rate</h2>");
         html.push_str(&line_chart("learning rate", &[Series { label: "lr", points: curve(steps, |s| Some(s.lr)) }]));
-        html.push_str("<h2>Throughput</h2>");
-        html.push_str(&line_chart(
-            "tokens/s",
-            &[Series { label: "tokens/s", points: curve(steps, |s| Some(s.tokens_per_second)) }],
-        ));
+        // An external job's log history has no timings.
+        if steps.iter().any(|s| s.tokens_per_second > 0.0) {
+            html.push_str("<h2>Throughput</h2>");
+            html.push_str(&line_chart(
+                "tokens/s",
+                &[Series { label: "tokens/s", points: curve(steps, |s| Some(s.tokens_per_second)) }],
+            ));
+        }
     }
     if let Some(l) = &report.lineage {
         html.push_str("<h2>Lineage</h2><pre>");
