@@ -26,7 +26,11 @@
 //!    converted with the base model's tokenizer and metadata, see
 //!    [`super::hf`]), become `RUN/merged.gguf`, are imported into the
 //!    registry with the same GGUF → ONNX exporter as `techne models import`,
-//!    and registered with a lineage that records the rendered command.
+//!    and registered with a lineage that records the rendered command;
+//! 5. a `trainer_state.json` the job left under `RUN/external/weights`
+//!    (Hugging Face `Trainer`/TRL write one per `checkpoint-N/` and with
+//!    `save_state()`) becomes the report's curves: loss, learning rate,
+//!    held-out loss, DPO rewards ([`super::trainer_state`]).
 //!
 //! With `resume: true`, weights already left by an earlier job are imported
 //! without running the command again.
