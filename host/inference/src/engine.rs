@@ -545,7 +545,7 @@ impl LocalModel {
                 past_names: layout.past_keys.clone(),
                 present_names: layout.present_keys.clone(),
                 logits_to_keep: false,
-                concat: Some(layout.clone()),
+                concat: Some(ConcatLayout::clone(layout)),
                 name: entry.name.clone(),
                 _runtime: runtime.clone(),
             });

@@ -157,7 +157,7 @@ pub enum KvLayout {
     #[default]
     SharedBuffer,
     /// A model from elsewhere: present = past ++ new positions.
-    Concat(ConcatLayout),
+    Concat(Box<ConcatLayout>),
 }
 
 /// Just the graph inputs and outputs of an ONNX model (the rest of the file,

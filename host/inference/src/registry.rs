@@ -456,7 +456,7 @@ impl Registry {
                 exporter_version: env!("CARGO_PKG_VERSION").into(),
                 graph_version: 0,
                 imported_at: (nanos / 1_000_000_000) as u64,
-                layout: KvLayout::Concat(layout),
+                layout: KvLayout::Concat(Box::new(layout)),
             };
             let mpath = tmp.join("manifest.json");
             let bytes = serde_json::to_vec_pretty(&manifest)
