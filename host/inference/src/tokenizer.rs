@@ -23,7 +23,10 @@ pub enum TokenizerError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     /// The vocabulary uses a model type that cannot be converted.
-    #[error("tokenizer model `{0}` is not supported (only `gpt2` byte-level BPE vocabularies are)")]
+    #[error(
+        "tokenizer model `{0}` is not supported: `gpt2` (byte-level BPE) and `llama` (SentencePiece BPE with \
+         byte fallback) vocabularies are; convert the model's tokenizer.json with `techne models import DIR` instead"
+    )]
     UnsupportedModel(String),
     /// The pre-tokenizer named by `tokenizer.ggml.pre` is unknown.
     #[error("pre-tokenizer `{0}` (tokenizer.ggml.pre) is not supported")]
@@ -136,14 +139,13 @@ fn opt_id(g: &GgufFile, key: &str, n: usize) -> Result<Option<u32>> {
 /// Builds a HuggingFace `tokenizer.json` from the `tokenizer.ggml.*` metadata.
 pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
     let model = g.get_str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
+    if model != "gpt2" && model != "llama" {
         return Err(TokenizerError::UnsupportedModel(model.to_string()));
     }
     let pre = match g.get("tokenizer.ggml.pre") {
         Some(v) => v.as_str().unwrap_or("default").to_string(),
         None => "default".to_string(),
     };
-    let pre_tokenizer = pre_tokenizer_for(&pre)?;
     let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
     let n = tokens.len();
     if n == 0 {
@@ -156,7 +158,6 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
     if types.len() != n {
         return Err(TokenizerError::InvalidVocab(format!("{} token types for {} tokens", types.len(), n)));
     }
-    let merges = g.get_str_array("tokenizer.ggml.merges")?;
     let mut vocab = serde_json::Map::with_capacity(n);
     for (i, t) in tokens.iter().enumerate() {
         if vocab.insert((*t).to_string(), json!(i)).is_some() {
@@ -164,14 +165,20 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
             vocab.insert((*t).to_string(), json!(vocab_first_id(&tokens, t)));
         }
     }
-    let mut merge_pairs = Vec::with_capacity(merges.len());
-    for m in &merges {
-        let mut parts = m.splitn(2, ' ');
-        match (parts.next(), parts.next()) {
-            (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => merge_pairs.push(json!([a, b])),
-            _ => return Err(TokenizerError::InvalidVocab(format!("malformed merge `{m}`"))),
+    let merge_pairs = if model == "llama" {
+        sentencepiece_merges(g, &tokens, &types)?
+    } else {
+        let merges = g.get_str_array("tokenizer.ggml.merges")?;
+        let mut pairs = Vec::with_capacity(merges.len());
+        for m in &merges {
+            let mut parts = m.splitn(2, ' ');
+            match (parts.next(), parts.next()) {
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => pairs.push(json!([a, b])),
+                _ => return Err(TokenizerError::InvalidVocab(format!("malformed merge `{m}`"))),
+            }
         }
-    }
+        pairs
+    };
     let mut added = Vec::new();
     for (i, (t, ty)) in tokens.iter().zip(&types).enumerate() {
         // 3 = control, 4 = user-defined.
@@ -188,7 +195,9 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
     let pad = opt_id(g, "tokenizer.ggml.padding_token_id", n)?;
     let eot = opt_id(g, "tokenizer.ggml.eot_token_id", n)?;
     let eom = opt_id(g, "tokenizer.ggml.eom_token_id", n)?;
-    let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+    // SentencePiece vocabularies (LLaMA 1/2, Mistral, TinyLlama) add BOS
+    // unless the file says otherwise, as llama.cpp does.
+    let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(model == "llama");
     let add_eos = g.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
     let name = |id: Option<u32>| id.map(|i| tokens[i as usize].to_string());
     let mut stop_ids: Vec<u32> = [eos, eot, eom].into_iter().flatten().collect();
@@ -219,26 +228,116 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
         }
         pair.push(json!({"Sequence": {"id": "B", "type_id": 1}}));
         json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
+    } else if model == "llama" {
+        Value::Null
     } else {
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false})
     };
-    let json = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": special.unk, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-            "vocab": vocab, "merges": merge_pairs
+    let json = if model == "llama" {
+        // SentencePiece BPE as Hugging Face's LLaMA conversion spells it:
+        // spaces become `▁` (with one in front when the vocabulary adds a
+        // dummy prefix, `tokenizer.ggml.add_space_prefix`, default on), no
+        // pre-tokenizer, BPE over characters with merges ranked by the
+        // merged piece's score, unknown characters as `<0xNN>` byte pieces.
+        let add_space_prefix = g.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+        let replace_spaces = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let normalizer = if add_space_prefix {
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace_spaces]})
+        } else {
+            replace_spaces
+        };
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        if add_space_prefix {
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
-    });
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": normalizer,
+            "pre_tokenizer": null,
+            "post_processor": post_processor,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": special.unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": merge_pairs
+            }
+        })
+    } else {
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer_for(&pre)?,
+            "post_processor": post_processor,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": special.unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": merge_pairs
+            }
+        })
+    };
     let chat_template = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
     Ok(ConvertedTokenizer { json, special, chat_template, kind: format!("{model}/{pre}") })
+}
+
+/// BPE merges that reproduce a SentencePiece BPE vocabulary: every way to
+/// split a normal piece into two pieces of the vocabulary is a merge, ranked
+/// by the merged piece's score (`tokenizer.ggml.scores`, higher first; ties
+/// keep vocabulary order), and within one piece by the ids of its halves.
+/// SentencePiece's encoder joins the adjacent pair whose union scores
+/// highest, which is the merge of best rank.
+fn sentencepiece_merges(g: &GgufFile, tokens: &[&str], types: &[i64]) -> Result<Vec<Value>> {
+    let n = tokens.len();
+    let scores: Vec<f64> = match g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()) {
+        Some(values) => values
+            .iter()
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| TokenizerError::InvalidVocab("tokenizer.ggml.scores holds a non-number".into()))
+            })
+            .collect::<Result<_>>()?,
+        None => {
+            return Err(TokenizerError::InvalidVocab(
+                "a `llama` (SentencePiece) vocabulary needs tokenizer.ggml.scores, which this file lacks".into(),
+            ));
+        }
+    };
+    if scores.len() != n {
+        return Err(TokenizerError::InvalidVocab(format!("{} scores for {n} tokens", scores.len())));
+    }
+    // 1 = normal, 4 = user-defined: the pieces merges are made of.
+    let mergeable = |i: usize| matches!(types[i], 1 | 4);
+    let mut ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(n);
+    for (i, t) in tokens.iter().enumerate() {
+        if mergeable(i) {
+            ids.entry(*t).or_insert(i);
+        }
+    }
+    let mut ranked: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        if !mergeable(i) || ids.get(piece) != Some(&i) {
+            continue;
+        }
+        for (at, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(at);
+            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right)) {
+                ranked.push((scores[i], i, l, r));
+            }
+        }
+    }
+    // Higher score first; a stable order otherwise (the piece's id, then its halves').
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+    Ok(ranked.into_iter().map(|(_, _, l, r)| json!([tokens[l], tokens[r]])).collect())
 }
 
 fn vocab_first_id(tokens: &[&str], t: &str) -> usize {
