@@ -299,6 +299,16 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
         Some(name) => registry.get(name),
     }
     .map_err(model_failure)?;
+    if matches!(entry.manifest.layout, techne_inference::external::KvLayout::Concat(_)) {
+        return Err(Failure::new(
+            exit_codes::USAGE,
+            format!(
+                "`{}` was imported from a model directory ({}): `techne models verify` compares a GGUF import with \
+                 llama.cpp on the same GGUF file; pass a GGUF model",
+                entry.name, entry.manifest.source.path
+            ),
+        ));
+    }
     let gguf = PathBuf::from(&entry.manifest.source.path);
     if !gguf.is_file() {
         return Err(model_failure(format!(
