@@ -3,8 +3,7 @@
 //! the fine-tuning set. Export with
 //! [`export_evolution_strategy!`](crate::export_evolution_strategy).
 
-use crate::__private::WitPluginError;
-use crate::{ParameterValue, Params, Plugin, PluginError};
+use crate::{Params, Plugin, PluginError};
 
 pub use crate::bindings::exports::techne::plugin::evolution_strategy::{QaPair, ScoredPair};
 
@@ -49,25 +48,6 @@ pub fn ifd(conditioned_mean_logprob: f64, unconditioned_mean_logprob: f64) -> Op
     }
 }
 
-#[doc(hidden)]
-pub fn __write_pair<T: EvolutionStrategy>(
-    fragment: String,
-    generation: u32,
-    model: String,
-    params: Vec<ParameterValue>,
-) -> Result<ScoredPair, WitPluginError> {
-    T::write_pair(&fragment, generation, &model, &Params::new(params)).map_err(Into::into)
-}
-
-#[doc(hidden)]
-pub fn __select<T: EvolutionStrategy>(
-    candidates: Vec<ScoredPair>,
-    generation: u32,
-    params: Vec<ParameterValue>,
-) -> Result<Vec<u32>, WitPluginError> {
-    T::select(&candidates, generation, &Params::new(params)).map_err(Into::into)
-}
-
 /// Exports `$plugin` (a type implementing [`Plugin`] and
 /// [`EvolutionStrategy`]) as the component's `describe` and
 /// `evolution-strategy` interfaces. Invoke it once, in the plugin crate's
@@ -99,45 +79,24 @@ pub fn __select<T: EvolutionStrategy>(
 #[macro_export]
 macro_rules! export_evolution_strategy {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        type __TechnePlugin = $plugin;
-
-        #[doc(hidden)]
-        #[allow(dead_code, unused_imports, unsafe_op_in_unsafe_fn, missing_docs, clippy::all)]
-        mod __techne_plugin_export {
-            $crate::__techne_generate_role_world!("techne:plugin/evolution-strategy-plugin", {
+        $crate::__techne_export_role! {
+            plugin: $plugin,
+            world: "techne:plugin/evolution-strategy-plugin",
+            with: {
                 "techne:plugin/evolution-strategy@0.1.0/qa-pair": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::evolution_strategy::QaPair,
                 "techne:plugin/evolution-strategy@0.1.0/scored-pair": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::evolution_strategy::ScoredPair,
-            });
-
-            struct Export;
-
-            impl exports::techne::plugin::describe::Guest for Export {
-                fn metadata() -> $crate::Metadata {
-                    <super::__TechnePlugin as $crate::Plugin>::metadata()
-                }
-            }
-
-            impl exports::techne::plugin::evolution_strategy::Guest for Export {
+            },
+            interface evolution_strategy: $crate::EvolutionStrategy {
                 fn write_pair(
-                    fragment: ::std::string::String,
-                    generation: u32,
-                    model: ::std::string::String,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<$crate::evolution_strategy::ScoredPair, $crate::__private::WitPluginError> {
-                    $crate::evolution_strategy::__write_pair::<super::__TechnePlugin>(fragment, generation, model, params)
-                }
-
+                    borrowed fragment: ::std::string::String,
+                    owned generation: u32,
+                    borrowed model: ::std::string::String
+                ) -> $crate::evolution_strategy::ScoredPair;
                 fn select(
-                    candidates: ::std::vec::Vec<$crate::evolution_strategy::ScoredPair>,
-                    generation: u32,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<::std::vec::Vec<u32>, $crate::__private::WitPluginError> {
-                    $crate::evolution_strategy::__select::<super::__TechnePlugin>(candidates, generation, params)
-                }
+                    borrowed candidates: ::std::vec::Vec<$crate::evolution_strategy::ScoredPair>,
+                    owned generation: u32
+                ) -> ::std::vec::Vec<u32>;
             }
-
-            export!(Export);
         }
     };
 }

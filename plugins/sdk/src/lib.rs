@@ -91,7 +91,10 @@
 //! each `export_*!` macro generates its role world inside the plugin crate
 //! (reusing the SDK's types). A consequence: the plugin must depend on the
 //! SDK under its own name, `techne-plugin-sdk` (not renamed), and call
-//! exactly one export macro.
+//! exactly one export macro. The macros share their glue (the `describe`
+//! export, turning WIT arguments into [`Params`] and [`PluginError`] into the
+//! WIT error) through one hidden macro, `__techne_export_role!`, so a role's
+//! macro lists only its world, its record types and its functions.
 
 #![warn(missing_docs)]
 
@@ -101,6 +104,7 @@ pub mod bindings;
 pub mod embeddings;
 mod error;
 pub mod evolution_strategy;
+mod export;
 pub mod llm;
 pub mod log;
 mod metadata;

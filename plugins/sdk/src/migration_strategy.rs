@@ -3,8 +3,7 @@
 //! service model. Export with
 //! [`export_migration_strategy!`](crate::export_migration_strategy).
 
-use crate::__private::WitPluginError;
-use crate::{ParameterValue, Params, Plugin, PluginError};
+use crate::{Params, Plugin, PluginError};
 
 pub use crate::bindings::exports::techne::plugin::migration_strategy::{Example, Judgement};
 
@@ -49,37 +48,6 @@ impl Judgement {
     }
 }
 
-#[doc(hidden)]
-pub fn __judge<T: MigrationStrategy>(
-    reference: Example,
-    response: String,
-    service_model: String,
-    params: Vec<ParameterValue>,
-) -> Result<Judgement, WitPluginError> {
-    T::judge(&reference, &response, &service_model, &Params::new(params)).map_err(Into::into)
-}
-
-#[doc(hidden)]
-pub fn __synthesize<T: MigrationStrategy>(
-    seeds: Vec<Example>,
-    count: u32,
-    service_model: String,
-    round: u32,
-    params: Vec<ParameterValue>,
-) -> Result<Vec<Example>, WitPluginError> {
-    T::synthesize(&seeds, count, &service_model, round, &Params::new(params)).map_err(Into::into)
-}
-
-#[doc(hidden)]
-pub fn __curate<T: MigrationStrategy>(
-    candidates: Vec<Example>,
-    existing: Vec<Example>,
-    test_prompts: Vec<String>,
-    params: Vec<ParameterValue>,
-) -> Result<Vec<u32>, WitPluginError> {
-    T::curate(&candidates, &existing, &test_prompts, &Params::new(params)).map_err(Into::into)
-}
-
 /// Exports `$plugin` (a type implementing [`Plugin`] and
 /// [`MigrationStrategy`]) as the component's `describe` and
 /// `migration-strategy` interfaces. Invoke it once, in the plugin crate's
@@ -115,56 +83,31 @@ pub fn __curate<T: MigrationStrategy>(
 #[macro_export]
 macro_rules! export_migration_strategy {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        type __TechnePlugin = $plugin;
-
-        #[doc(hidden)]
-        #[allow(dead_code, unused_imports, unsafe_op_in_unsafe_fn, missing_docs, clippy::all)]
-        mod __techne_plugin_export {
-            $crate::__techne_generate_role_world!("techne:plugin/migration-strategy-plugin", {
+        $crate::__techne_export_role! {
+            plugin: $plugin,
+            world: "techne:plugin/migration-strategy-plugin",
+            with: {
                 "techne:plugin/migration-strategy@0.1.0/example": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::migration_strategy::Example,
                 "techne:plugin/migration-strategy@0.1.0/judgement": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::migration_strategy::Judgement,
-            });
-
-            struct Export;
-
-            impl exports::techne::plugin::describe::Guest for Export {
-                fn metadata() -> $crate::Metadata {
-                    <super::__TechnePlugin as $crate::Plugin>::metadata()
-                }
-            }
-
-            impl exports::techne::plugin::migration_strategy::Guest for Export {
+            },
+            interface migration_strategy: $crate::MigrationStrategy {
                 fn judge(
-                    reference: $crate::migration_strategy::Example,
-                    response: ::std::string::String,
-                    service_model: ::std::string::String,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<$crate::migration_strategy::Judgement, $crate::__private::WitPluginError> {
-                    $crate::migration_strategy::__judge::<super::__TechnePlugin>(reference, response, service_model, params)
-                }
-
+                    borrowed reference: $crate::migration_strategy::Example,
+                    borrowed response: ::std::string::String,
+                    borrowed service_model: ::std::string::String
+                ) -> $crate::migration_strategy::Judgement;
                 fn synthesize(
-                    seeds: ::std::vec::Vec<$crate::migration_strategy::Example>,
-                    count: u32,
-                    service_model: ::std::string::String,
-                    round: u32,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::migration_strategy::Example>, $crate::__private::WitPluginError> {
-                    $crate::migration_strategy::__synthesize::<super::__TechnePlugin>(seeds, count, service_model, round, params)
-                }
-
+                    borrowed seeds: ::std::vec::Vec<$crate::migration_strategy::Example>,
+                    owned count: u32,
+                    borrowed service_model: ::std::string::String,
+                    owned round: u32
+                ) -> ::std::vec::Vec<$crate::migration_strategy::Example>;
                 fn curate(
-                    candidates: ::std::vec::Vec<$crate::migration_strategy::Example>,
-                    existing: ::std::vec::Vec<$crate::migration_strategy::Example>,
-                    test_prompts: ::std::vec::Vec<::std::string::String>,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<::std::vec::Vec<u32>, $crate::__private::WitPluginError> {
-                    $crate::migration_strategy::__curate::<super::__TechnePlugin>(candidates, existing, test_prompts, params)
-                }
+                    borrowed candidates: ::std::vec::Vec<$crate::migration_strategy::Example>,
+                    borrowed existing: ::std::vec::Vec<$crate::migration_strategy::Example>,
+                    borrowed test_prompts: ::std::vec::Vec<::std::string::String>
+                ) -> ::std::vec::Vec<u32>;
             }
-
-            export!(Export);
         }
     };
 }

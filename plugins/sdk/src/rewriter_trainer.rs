@@ -4,8 +4,7 @@
 //! [`Rewriter`](crate::Rewriter) and [`RewriterTrainer`] with
 //! [`export_rewriter_trainer!`](crate::export_rewriter_trainer).
 
-use crate::__private::WitPluginError;
-use crate::{ParameterValue, Params, PluginError, Rewriter};
+use crate::{Params, PluginError, Rewriter};
 
 pub use crate::bindings::exports::techne::plugin::rewriter_trainer::{CriterionScore, JudgedQuestion, PreferencePair};
 
@@ -46,23 +45,6 @@ impl PreferencePair {
     }
 }
 
-#[doc(hidden)]
-pub fn __sample_rewrites<T: RewriterTrainer>(
-    question: String,
-    params: Vec<ParameterValue>,
-) -> Result<Vec<String>, WitPluginError> {
-    T::sample_rewrites(&question, &Params::new(params)).map_err(Into::into)
-}
-
-#[doc(hidden)]
-pub fn __build_pairs<T: RewriterTrainer>(
-    original: JudgedQuestion,
-    rewrites: Vec<JudgedQuestion>,
-    params: Vec<ParameterValue>,
-) -> Result<Vec<PreferencePair>, WitPluginError> {
-    T::build_pairs(&original, &rewrites, &Params::new(params)).map_err(Into::into)
-}
-
 /// Exports `$plugin` (a type implementing [`Plugin`](crate::Plugin),
 /// [`Rewriter`] and [`RewriterTrainer`]) as the component's `describe`,
 /// `rewriter` and `rewriter-trainer` interfaces (world
@@ -72,56 +54,24 @@ pub fn __build_pairs<T: RewriterTrainer>(
 #[macro_export]
 macro_rules! export_rewriter_trainer {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        type __TechnePlugin = $plugin;
-
-        #[doc(hidden)]
-        #[allow(dead_code, unused_imports, unsafe_op_in_unsafe_fn, missing_docs, clippy::all)]
-        mod __techne_plugin_export {
-            $crate::__techne_generate_role_world!("techne:plugin/rewriter-trainer-plugin", {
+        $crate::__techne_export_role! {
+            plugin: $plugin,
+            world: "techne:plugin/rewriter-trainer-plugin",
+            with: {
                 "techne:plugin/rewriter-trainer@0.1.0/criterion-score": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::rewriter_trainer::CriterionScore,
                 "techne:plugin/rewriter-trainer@0.1.0/judged-question": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::rewriter_trainer::JudgedQuestion,
                 "techne:plugin/rewriter-trainer@0.1.0/preference-pair": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::rewriter_trainer::PreferencePair,
-            });
-
-            struct Export;
-
-            impl exports::techne::plugin::describe::Guest for Export {
-                fn metadata() -> $crate::Metadata {
-                    <super::__TechnePlugin as $crate::Plugin>::metadata()
-                }
+            },
+            interface rewriter: $crate::Rewriter {
+                fn rewrite(borrowed question: ::std::string::String) -> ::std::string::String;
             }
-
-            impl exports::techne::plugin::rewriter::Guest for Export {
-                fn rewrite(
-                    question: ::std::string::String,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<::std::string::String, $crate::__private::WitPluginError> {
-                    $crate::rewriter::__rewrite::<super::__TechnePlugin>(question, params)
-                }
-            }
-
-            impl exports::techne::plugin::rewriter_trainer::Guest for Export {
-                fn sample_rewrites(
-                    question: ::std::string::String,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<::std::vec::Vec<::std::string::String>, $crate::__private::WitPluginError> {
-                    $crate::rewriter_trainer::__sample_rewrites::<super::__TechnePlugin>(question, params)
-                }
-
+            interface rewriter_trainer: $crate::RewriterTrainer {
+                fn sample_rewrites(borrowed question: ::std::string::String) -> ::std::vec::Vec<::std::string::String>;
                 fn build_pairs(
-                    original: $crate::rewriter_trainer::JudgedQuestion,
-                    rewrites: ::std::vec::Vec<$crate::rewriter_trainer::JudgedQuestion>,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<
-                    ::std::vec::Vec<$crate::rewriter_trainer::PreferencePair>,
-                    $crate::__private::WitPluginError,
-                > {
-                    $crate::rewriter_trainer::__build_pairs::<super::__TechnePlugin>(original, rewrites, params)
-                }
+                    borrowed original: $crate::rewriter_trainer::JudgedQuestion,
+                    borrowed rewrites: ::std::vec::Vec<$crate::rewriter_trainer::JudgedQuestion>
+                ) -> ::std::vec::Vec<$crate::rewriter_trainer::PreferencePair>;
             }
-
-            export!(Export);
         }
     };
 }

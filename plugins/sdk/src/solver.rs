@@ -1,8 +1,7 @@
 //! Role `solver`: solve a problem and show the work. Export with
 //! [`export_solver!`](crate::export_solver).
 
-use crate::__private::WitPluginError;
-use crate::{ParameterValue, Params, Plugin, PluginError};
+use crate::{Params, Plugin, PluginError};
 
 pub use crate::bindings::exports::techne::plugin::solver::{Solution, TraceStep};
 
@@ -31,11 +30,6 @@ impl TraceStep {
     pub fn new(label: impl Into<String>, text: impl Into<String>) -> Self {
         TraceStep { label: label.into(), text: text.into() }
     }
-}
-
-#[doc(hidden)]
-pub fn __solve<T: Solver>(problem: String, params: Vec<ParameterValue>) -> Result<Solution, WitPluginError> {
-    T::solve(&problem, &Params::new(params)).map_err(Into::into)
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`] and [`Solver`]) as the
@@ -67,35 +61,16 @@ pub fn __solve<T: Solver>(problem: String, params: Vec<ParameterValue>) -> Resul
 #[macro_export]
 macro_rules! export_solver {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        type __TechnePlugin = $plugin;
-
-        #[doc(hidden)]
-        #[allow(dead_code, unused_imports, unsafe_op_in_unsafe_fn, missing_docs, clippy::all)]
-        mod __techne_plugin_export {
-            $crate::__techne_generate_role_world!("techne:plugin/solver-plugin", {
+        $crate::__techne_export_role! {
+            plugin: $plugin,
+            world: "techne:plugin/solver-plugin",
+            with: {
                 "techne:plugin/solver@0.1.0/trace-step": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::solver::TraceStep,
                 "techne:plugin/solver@0.1.0/solution": ::techne_plugin_sdk::__private::bindings::exports::techne::plugin::solver::Solution,
-            });
-
-            struct Export;
-
-            impl exports::techne::plugin::describe::Guest for Export {
-                fn metadata() -> $crate::Metadata {
-                    <super::__TechnePlugin as $crate::Plugin>::metadata()
-                }
+            },
+            interface solver: $crate::Solver {
+                fn solve(borrowed problem: ::std::string::String) -> $crate::solver::Solution;
             }
-
-            impl exports::techne::plugin::solver::Guest for Export {
-                fn solve(
-                    problem: ::std::string::String,
-                    params: ::std::vec::Vec<$crate::ParameterValue>,
-                ) -> ::core::result::Result<$crate::solver::Solution, $crate::__private::WitPluginError> {
-                    $crate::solver::__solve::<super::__TechnePlugin>(problem, params)
-                }
-            }
-
-            export!(Export);
         }
     };
 }
