@@ -20,7 +20,8 @@
 //! products use the same weights as [`crate::onnx_export`]: quantised blocks
 //! become `MatMulNBits` (as in onnx-community's `model_q4.onnx` files), float
 //! weights plain `MatMul`s. With [`HfExportOptions::kv_f16`] the cache travels
-//! as float16 (like the `*_fp16` exports) while attention computes in f32.
+//! as float16, with [`HfExportOptions::logits_f16`] the logits too (like the
+//! `*_fp16` exports), while the graph computes in f32.
 //!
 //! This writer exists so that the import of foreign model directories can be
 //! tested against the native import of the same GGUF file: both must give the
@@ -74,6 +75,8 @@ pub struct HfExportOptions {
     /// Carry the key/value cache as float16 (`past_key_values.*` and
     /// `present.*` are f16; attention itself computes in f32).
     pub kv_f16: bool,
+    /// Return the logits as float16 (as `model_fp16.onnx` exports do).
+    pub logits_f16: bool,
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HfExportError> {
@@ -115,7 +118,8 @@ fn rotary(b: &mut Builder, x5: &str, cos: &str, sin: &str) -> String {
 }
 
 /// Builds the ONNX graph (see the module docs).
-fn build_graph(g: &GgufFile, cfg: &LlamaConfig, kv_f16: bool) -> Result<pb::ModelProto, HfExportError> {
+fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Result<pb::ModelProto, HfExportError> {
+    let kv_f16 = options.kv_f16;
     let (h, hd, nh, nkv, ff) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.ff);
     if cfg.rope_dim != hd {
         return Err(HfExportError::Unsupported(format!(
@@ -258,7 +262,11 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, kv_f16: bool) -> Result<pb::Mode
     let head = g.tensor("output.weight").unwrap_or(embd);
     let head = load_weight(g, matrix(g, &head.name, h, cfg.vocab)?)?;
     let logits = b.linear("lm_head", &xf, head);
-    b.node("Identity", "", &[&logits], &["logits"], vec![]);
+    if options.logits_f16 {
+        b.node("Cast", "", &[&logits], &["logits"], vec![attr_i("to", data_type::FLOAT16.into())]);
+    } else {
+        b.node("Identity", "", &[&logits], &["logits"], vec![]);
+    }
 
     let kv_type = if kv_f16 { data_type::FLOAT16 } else { data_type::FLOAT };
     let kv_dims =
@@ -270,7 +278,7 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, kv_f16: bool) -> Result<pb::Mode
     ];
     let mut outputs = vec![value_info(
         "logits",
-        data_type::FLOAT,
+        if options.logits_f16 { data_type::FLOAT16 } else { data_type::FLOAT },
         &["batch_size".into(), "sequence_length".into(), (cfg.vocab as i64).into()],
     )];
     for i in 0..cfg.n_layers {
@@ -319,7 +327,7 @@ fn write_hf_dir(gguf: &Path, out: &Path, options: &HfExportOptions) -> Result<Ve
         }
         cfg.max_context = m;
     }
-    let model = build_graph(&g, &cfg, options.kv_f16)?;
+    let model = build_graph(&g, &cfg, options)?;
     let tok = tokenizer_json_from_gguf(&g)?;
     let onnx_dir = out.join("onnx");
     std::fs::create_dir_all(&onnx_dir).map_err(|source| HfExportError::Io { path: onnx_dir.clone(), source })?;

@@ -47,7 +47,7 @@ fn fixture() -> Option<&'static Fixture> {
         let dir = tempfile::tempdir().expect("tempdir");
         let hf_dir = dir.path().join("SmolLM2-135M-Instruct-onnx");
         let t = std::time::Instant::now();
-        let options = HfExportOptions { max_context: Some(2048), kv_f16: false };
+        let options = HfExportOptions { max_context: Some(2048), ..Default::default() };
         export_hf_dir(&gguf, &hf_dir, &options).expect("export the model directory");
         eprintln!("wrote the model directory in {:?}", t.elapsed());
         let reg = Registry::open(dir.path().join("registry")).expect("registry");
@@ -198,16 +198,17 @@ fn incomplete_directories_say_what_is_missing() {
 }
 
 #[test]
-fn a_float16_cache_generates_like_the_native_import() {
+fn float16_cache_and_logits_generate_like_the_native_import() {
     let Some(f) = fixture() else { return };
     let Some(gguf) = locate::smollm2_gguf() else { return };
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().join("smollm2-kv-f16");
-    export_hf_dir(&gguf, &dir, &HfExportOptions { max_context: Some(512), kv_f16: true }).expect("export");
+    let options = HfExportOptions { max_context: Some(512), kv_f16: true, logits_f16: true };
+    export_hf_dir(&gguf, &dir, &options).expect("export");
     let reg = Registry::open(scratch.path().join("registry")).expect("registry");
     let entry = reg.import_dir(&dir, Some("kv-f16"), None).expect("import");
     let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
-    assert_eq!(layout.kv_type, ElementType::F16);
+    assert_eq!((layout.kv_type, layout.logits_type), (ElementType::F16, ElementType::F16));
     let runtime = Runtime::load(None).expect("runtime");
     let model = LocalModel::load(&runtime, &entry, 0).expect("load");
     let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
@@ -217,6 +218,6 @@ fn a_float16_cache_generates_like_the_native_import() {
     assert_eq!(a.token_ids, b.token_ids, "{:?} vs {:?}", a.text, b.text);
     let (la, lb) = (a.logprobs.as_ref().expect("logprobs"), b.logprobs.as_ref().expect("logprobs"));
     let worst = la.iter().zip(lb).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0.0f32, f32::max);
-    eprintln!("float16 cache: largest log-probability difference {worst:.2e}");
+    eprintln!("float16 cache and logits: largest log-probability difference {worst:.2e}");
     assert!(worst < 0.05, "log-probabilities differ by up to {worst}");
 }

@@ -51,6 +51,9 @@ pub enum ModelsCommand {
         /// Carry the key/value cache as float16.
         #[arg(long)]
         kv_f16: bool,
+        /// Return the logits as float16.
+        #[arg(long)]
+        logits_f16: bool,
         /// Largest context (rotary tables, max_position_embeddings); default: the model's, capped at 32768.
         #[arg(long)]
         max_context: Option<usize>,
@@ -233,14 +236,14 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
             }
             Ok(exit_codes::SUCCESS)
         }
-        ModelsCommand::ExportHf { file, out, kv_f16, max_context } => {
+        ModelsCommand::ExportHf { file, out, kv_f16, logits_f16, max_context } => {
             if out.exists() {
                 return Err(Failure::new(
                     exit_codes::USAGE,
                     format!("{} already exists: choose a new directory", out.display()),
                 ));
             }
-            let options = techne_inference::hf_export::HfExportOptions { max_context, kv_f16 };
+            let options = techne_inference::hf_export::HfExportOptions { max_context, kv_f16, logits_f16 };
             techne_inference::hf_export::export_hf_dir(&file, &out, &options).map_err(model_failure)?;
             println!("wrote {} (import it with `techne models import {}`)", out.display(), out.display());
             Ok(exit_codes::SUCCESS)
