@@ -95,21 +95,32 @@ impl Runtime {
     }
 
     /// Opens a session on an ONNX file with `threads` intra-op threads
-    /// (0 = [`default_threads`]).
+    /// (0 = [`default_threads`]). With `TECHNE_ORT_PROFILE=PREFIX` in the
+    /// environment, ONNX Runtime writes a per-operator profile of the
+    /// session to `PREFIX_<date>.json` when it is dropped (for developers:
+    /// where a decode step spends its time).
     pub fn session(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
         let threads = if threads == 0 { default_threads() } else { threads };
-        Session::builder(&self.env)
+        let mut builder = Session::builder(&self.env)
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(ort_err)?
             .with_intra_threads(threads)
             .map_err(ort_err)?
             .with_inter_threads(1)
-            .map_err(ort_err)?
+            .map_err(ort_err)?;
+        if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
+            builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;
+        }
+        builder
             .commit_from_file(model)
             .map_err(|e| RuntimeError::Ort(format!("{}: {e}", model.display())))
     }
 }
+
+/// The environment variable that turns on ONNX Runtime's profiler for every
+/// session ([`Runtime::session`]).
+pub const PROFILE_ENV: &str = "TECHNE_ORT_PROFILE";
 
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
