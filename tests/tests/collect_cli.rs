@@ -234,6 +234,9 @@ fn oirl_reward_model_is_fitted_and_picks_the_suitable_prompt_per_query() {
     );
     let model_path = dir.path().join("model/oirl.json");
     assert!(stdout.contains("model:    model/oirl.json"), "{stdout}");
+    // The hint names the file absolutely: param files resolve against the configuration's directory.
+    let absolute = model_path.canonicalize().unwrap().display().to_string();
+    assert!(stdout.contains(&format!("reward-model = {absolute:?} with mode = \"prompt-oirl\"")), "{stdout}");
     let model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&model_path).unwrap()).unwrap();
     assert_eq!(model["format"], "techne-prompt-oirl-reward-model");
     assert_eq!(model["version"], 1);

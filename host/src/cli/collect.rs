@@ -174,10 +174,13 @@ pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
                 started.elapsed().as_secs_f64()
             );
             println!("model:    {}", summary.model_path.display());
+            // Param files resolve against the configuration's directory, not
+            // the working directory: show the absolute path.
+            let absolute = std::fs::canonicalize(&summary.model_path).unwrap_or_else(|_| summary.model_path.clone());
             println!(
-                "use it:   [plugins.{}.param-files] reward-model = \"{}\" with mode = \"prompt-oirl\"",
+                "use it:   [plugins.{}.param-files] reward-model = {:?} with mode = \"prompt-oirl\"",
                 settings.plugin,
-                summary.model_path.display()
+                absolute.display().to_string()
             );
             Ok(exit_codes::SUCCESS)
         }
