@@ -5,8 +5,8 @@
 //! A model directory holds `model.onnx` or `onnx/model*.onnx` (plus any
 //! external-data file next to it, `model.onnx_data` / `model.onnx.data`),
 //! `config.json`, `tokenizer.json`, `tokenizer_config.json` (with
-//! `chat_template`, the special tokens) and optionally
-//! `generation_config.json` (end-of-sequence ids). The graph must follow the
+//! `chat_template`, or a `chat_template.jinja` file beside it, and the special
+//! tokens) and optionally `generation_config.json` (end-of-sequence ids). The graph must follow the
 //! usual input/output names:
 //!
 //! - inputs `input_ids` `[batch, seq]` and `attention_mask` `[batch, past + seq]`
@@ -45,7 +45,7 @@ use crate::engine::{EngineError, KvArena, LocalModel};
 use crate::onnx_export::{DEFAULT_MAX_CONTEXT_CAP, LlamaConfig, ModelIo};
 use crate::onnx_proto::{self as pb, data_type, tensor_shape_proto::dimension, type_proto};
 use crate::runtime::ort_err;
-use crate::tokenizer::{SpecialTokens, Tokenizer};
+use crate::tokenizer::{ChatTemplate, SpecialTokens, Tokenizer};
 
 /// Errors raised while reading a model directory.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +289,26 @@ fn find_onnx(dir: &Path, onnx: Option<&Path>) -> Result<PathBuf, ExternalError> 
             file: "onnx/model.onnx".into(),
             fix: format!("several ONNX files ({}): choose one with --onnx onnx/NAME.onnx", many.join(", ")),
         }),
+    }
+}
+
+/// The chat template: `tokenizer_config.json`'s `chat_template` (a string, or
+/// a list of `{name, template}` of which `default` is taken), else the file
+/// `chat_template.jinja` that newer exports write beside it.
+fn chat_template(dir: &Path, tokenizer_config: &Value) -> Result<Option<String>, ExternalError> {
+    match tokenizer_config.get("chat_template") {
+        Some(Value::String(s)) => return Ok(Some(s.clone())),
+        Some(Value::Array(named)) => {
+            let default = named.iter().find(|t| t["name"] == "default").or(named.first());
+            return Ok(default.and_then(|t| t["template"].as_str()).map(str::to_string));
+        }
+        _ => {}
+    }
+    let path = dir.join("chat_template.jinja");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ExternalError::BadFile { path, message: e.to_string() }),
     }
 }
 
@@ -569,6 +589,18 @@ pub fn inspect_model_dir(dir: &Path, onnx: Option<&Path>) -> Result<ModelDir, Ex
     }
     let mut seen = std::collections::HashSet::new();
     stop_ids.retain(|id| seen.insert(*id));
+    let chat_template = chat_template(dir, &tokenizer_config)?;
+    if let Some(source) = &chat_template
+        && let Err(e) = ChatTemplate::new(source, token("bos_token").as_deref(), token("eos_token").as_deref())
+    {
+        return Err(ExternalError::BadFile {
+            path: dir.join("tokenizer_config.json"),
+            message: format!(
+                "the chat template does not compile ({e}); fix it, or remove `chat_template` to use the model for \
+                 raw completions only"
+            ),
+        });
+    }
     let special_tokens = SpecialTokens {
         bos: token("bos_token"),
         eos: token("eos_token"),
@@ -593,7 +625,7 @@ pub fn inspect_model_dir(dir: &Path, onnx: Option<&Path>) -> Result<ModelDir, Ex
     data_files.sort();
     let mut other_files = vec![PathBuf::from("config.json"), PathBuf::from("tokenizer.json")];
     other_files.push(PathBuf::from("tokenizer_config.json"));
-    for optional in ["generation_config.json", "special_tokens_map.json"] {
+    for optional in ["generation_config.json", "special_tokens_map.json", "chat_template.jinja"] {
         if dir.join(optional).is_file() {
             other_files.push(PathBuf::from(optional));
         }
@@ -609,7 +641,7 @@ pub fn inspect_model_dir(dir: &Path, onnx: Option<&Path>) -> Result<ModelDir, Ex
         other_files,
         architecture: config_json.get("model_type").and_then(Value::as_str).unwrap_or("unknown").to_string(),
         source_name: config_json.get("_name_or_path").and_then(Value::as_str).map(str::to_string),
-        chat_template: tokenizer_config.get("chat_template").and_then(Value::as_str).map(str::to_string),
+        chat_template,
         special_tokens,
         config,
         io,
@@ -806,6 +838,19 @@ mod tests {
         let no_cache: Vec<Port> = ports(2, data_type::FLOAT).0.into_iter().take(3).collect();
         let err = detect_layout(Path::new("m.onnx"), &no_cache, &outputs, &config(2)).expect_err("no cache");
         assert!(err.to_string().contains("text-generation-with-past"), "{err}");
+    }
+
+    #[test]
+    fn finds_the_chat_template_in_any_of_its_places() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = serde_json::json!({"chat_template": [{"name": "tool_use", "template": "T"},
+            {"name": "default", "template": "D"}]});
+        assert_eq!(chat_template(dir.path(), &config).expect("list").as_deref(), Some("D"));
+        let config = serde_json::json!({"chat_template": "S"});
+        assert_eq!(chat_template(dir.path(), &config).expect("string").as_deref(), Some("S"));
+        assert_eq!(chat_template(dir.path(), &serde_json::json!({})).expect("none"), None);
+        std::fs::write(dir.path().join("chat_template.jinja"), "J").expect("write");
+        assert_eq!(chat_template(dir.path(), &serde_json::json!({})).expect("file").as_deref(), Some("J"));
     }
 
     #[test]

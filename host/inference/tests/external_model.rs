@@ -187,6 +187,16 @@ fn incomplete_directories_say_what_is_missing() {
         assert!(err.to_string().contains(expected), "{err}");
         assert!(reg.get("broken").is_err(), "nothing is registered");
     }
+    // A chat template that does not compile is reported at import, not at the first chat.
+    let dir = scratch.path().join("bad-template");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    link_dir_without(&f.hf_dir, &dir, "tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.hf_dir.join("tokenizer_config.json")).expect("read")).expect("json");
+    config["chat_template"] = "{% for m in messages %}{{ m.content }".into();
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+    let err = reg.import_dir(&dir, Some("broken"), None).expect_err("template");
+    assert!(err.to_string().contains("the chat template does not compile"), "{err}");
     // A truncated ONNX file is reported, not a panic.
     let dir = scratch.path().join("truncated");
     std::fs::create_dir_all(dir.join("onnx")).expect("mkdir");
