@@ -25,18 +25,23 @@
 //!
 //! Decoding ([`crate::LocalModel`] on such an entry): every sequence keeps its
 //! cache as the `present.*` values ONNX Runtime returned for its last step
-//! (shared, not copied, between the `n` choices of a request), and each step
-//! feeds them back as `past_key_values.*`; the graph's `Concat` is the only
-//! copy. Rows therefore run one sequence per ONNX Runtime call: a batched
-//! decode step of the scheduler becomes one call per active row (requests
-//! still interleave step by step; they just do not share matrix products).
+//! (shared, not copied, between the `n` choices of a request after the
+//! prefill), and each step feeds them back as `past_key_values.*`. A batched
+//! decode step of the scheduler runs the rows of equal length together (the
+//! `n` choices of a request, requests with prompts of one length): their
+//! caches are stacked along the batch axis for the call and the new ones
+//! split again (two copies of those caches per step, besides the graph's own
+//! `Concat`); a row whose length no other row shares runs alone on its cached
+//! values without any copy. Rows of different lengths are not padded into one
+//! call: how a foreign graph treats a padded cache (where it writes the new
+//! position) differs between exports.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
+use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -669,10 +674,60 @@ fn bool_value(input: &ControlInput, value: bool) -> Result<DynValue, EngineError
     Ok(Tensor::from_array((shape, vec![value])).map_err(ort_err)?.into_dyn())
 }
 
+/// Stacks `[1, …]` tensors of one element type into one `[n, …]` tensor (a copy).
+fn stack_typed<T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+    values: &[&DynValue],
+) -> Result<DynValue, EngineError> {
+    let mut data = Vec::new();
+    let mut shape = Vec::new();
+    for v in values {
+        let (s, d) = v.try_extract_tensor::<T>().map_err(ort_err)?;
+        shape = s.to_vec();
+        data.extend_from_slice(d);
+    }
+    if let Some(first) = shape.first_mut() {
+        *first = values.len() as i64;
+    }
+    Ok(Tensor::from_array((shape, data)).map_err(ort_err)?.into_dyn())
+}
+
+/// Splits an `[n, …]` tensor into `n` tensors `[1, …]` (a copy).
+fn split_typed<T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+    value: &DynValue,
+) -> Result<Vec<DynValue>, EngineError> {
+    let (s, d) = value.try_extract_tensor::<T>().map_err(ort_err)?;
+    let n = s.first().copied().unwrap_or(0).max(1) as usize;
+    let mut shape = s.to_vec();
+    if let Some(first) = shape.first_mut() {
+        *first = 1;
+    }
+    let each = d.len() / n;
+    d.chunks(each.max(1))
+        .take(n)
+        .map(|chunk| Ok(Tensor::from_array((shape.clone(), chunk.to_vec())).map_err(ort_err)?.into_dyn()))
+        .collect()
+}
+
+fn stack(values: &[&DynValue], ty: ElementType) -> Result<DynValue, EngineError> {
+    match ty {
+        ElementType::F32 => stack_typed::<f32>(values),
+        ElementType::F16 => stack_typed::<half::f16>(values),
+    }
+}
+
+fn split(value: &DynValue, ty: ElementType) -> Result<Vec<DynValue>, EngineError> {
+    match ty {
+        ElementType::F32 => split_typed::<f32>(value),
+        ElementType::F16 => split_typed::<half::f16>(value),
+    }
+}
+
 impl LocalModel {
-    /// [`LocalModel::run_rows`] for a [`ConcatLayout`] model: one ONNX Runtime
-    /// call per row, each feeding the row's cached `present.*` values back as
-    /// `past_key_values.*` and keeping the new ones (see the module docs).
+    /// [`LocalModel::run_rows`] for a [`ConcatLayout`] model: rows of equal
+    /// length run together in one ONNX Runtime call (their caches stacked
+    /// along the batch axis, the new ones split again: two copies of those
+    /// rows' caches per step), a row of a length of its own runs alone on its
+    /// cached `present.*` values without any copy (see the module docs).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_rows_concat(
         &self,
@@ -697,82 +752,138 @@ impl LocalModel {
         if longest > kv.capacity() {
             return Err(EngineError::ContextOverflow { needed: longest, max: kv.capacity() });
         }
+        let per_row = self.config().vocab * if all_positions { seq } else { 1 };
+        let mut out = vec![0f32; batch * per_row];
+        // Rows grouped by length, in order of first appearance.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (r, &len) in lens.iter().enumerate() {
+            match groups.iter_mut().find(|(l, _)| *l == len) {
+                Some((_, members)) => members.push(r),
+                None => groups.push((len, vec![r])),
+            }
+        }
+        for (len, members) in groups {
+            let rows: Vec<usize> = members.iter().map(|r| first_row + r).collect();
+            let group_ids: Vec<i64> =
+                members.iter().flat_map(|r| ids[r * seq..(r + 1) * seq].iter().copied()).collect();
+            let logits = self.step_group(layout, session, kv, &rows, len, group_ids, seq, all_positions)?;
+            for (k, r) in members.iter().enumerate() {
+                out[r * per_row..(r + 1) * per_row].copy_from_slice(&logits[k * per_row..(k + 1) * per_row]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `seq` new tokens for the arena rows `rows`, which all hold `len`
+    /// cached positions, in one call; returns their logits like
+    /// [`LocalModel::run_rows`] and stores their new caches.
+    #[allow(clippy::too_many_arguments)]
+    fn step_group(
+        &self,
+        layout: &ConcatLayout,
+        session: &mut Session,
+        kv: &mut KvArena,
+        rows: &[usize],
+        len: usize,
+        ids: Vec<i64>,
+        seq: usize,
+        all_positions: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        let g = rows.len();
         let v = self.config().vocab;
         let keep_last = !all_positions && seq > 1 && layout.logits_to_keep.is_some();
-        let mut out = Vec::with_capacity(batch * v * if all_positions { seq } else { 1 });
-        for (r, &len) in lens.iter().enumerate() {
-            let row = first_row + r;
-            let past = if len == 0 { None } else { kv.sequence(row) };
-            if len > 0 && past.as_ref().and_then(cached_len) != Some(len) {
-                return Err(EngineError::BadOutput(format!(
-                    "row {row}: the cache holds {:?} positions, the step expects {len}",
-                    past.as_ref().and_then(cached_len)
-                )));
-            }
-            let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
-            let row_ids = ids[r * seq..(r + 1) * seq].to_vec();
-            let t = Tensor::from_array((vec![1i64, seq as i64], row_ids)).map_err(ort_err)?;
-            inputs.push((layout.input_ids.as_str().into(), t.into()));
-            let mask = Tensor::from_array((vec![1i64, (len + seq) as i64], vec![1i64; len + seq])).map_err(ort_err)?;
-            inputs.push((layout.attention_mask.as_str().into(), mask.into()));
-            if let Some(name) = &layout.position_ids {
-                let pos: Vec<i64> = (len..len + seq).map(|p| p as i64).collect();
-                let t = Tensor::from_array((vec![1i64, seq as i64], pos)).map_err(ort_err)?;
-                inputs.push((name.as_str().into(), t.into()));
-            }
-            if let Some(c) = &layout.logits_to_keep {
-                inputs.push((c.name.as_str().into(), control_value(c, i64::from(keep_last))?.into()));
-            }
-            if let Some(c) = &layout.use_cache_branch {
-                inputs.push((c.name.as_str().into(), bool_value(c, len > 0)?.into()));
-            }
-            let names = layout.past_keys.iter().zip(&layout.past_values).flat_map(|(k, v)| [k, v]);
-            match &past {
-                Some(cache) => {
-                    for (name, value) in names.zip(cache.iter()) {
-                        inputs.push((name.as_str().into(), value.view().into()));
-                    }
+        let mut pasts = Vec::with_capacity(g);
+        if len > 0 {
+            for &row in rows {
+                let cache = kv.sequence(row);
+                let cached = cache.as_ref().and_then(cached_len);
+                if cached != Some(len) {
+                    return Err(EngineError::BadOutput(format!(
+                        "row {row}: the cache holds {cached:?} positions, the step expects {len}"
+                    )));
                 }
-                None => {
-                    let shape = [1usize, layout.kv_heads, 0, layout.head_dim];
-                    for name in names {
-                        let empty =
-                            DynTensor::new(session.allocator(), layout.kv_type.to_ort(), shape).map_err(ort_err)?;
-                        inputs.push((name.as_str().into(), empty.into_dyn().into()));
-                    }
+                pasts.extend(cache);
+            }
+        }
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
+        let t = Tensor::from_array((vec![g as i64, seq as i64], ids)).map_err(ort_err)?;
+        inputs.push((layout.input_ids.as_str().into(), t.into()));
+        let total = len + seq;
+        let mask = Tensor::from_array((vec![g as i64, total as i64], vec![1i64; g * total])).map_err(ort_err)?;
+        inputs.push((layout.attention_mask.as_str().into(), mask.into()));
+        if let Some(name) = &layout.position_ids {
+            let pos: Vec<i64> = (0..g).flat_map(|_| (len..total).map(|p| p as i64)).collect();
+            let t = Tensor::from_array((vec![g as i64, seq as i64], pos)).map_err(ort_err)?;
+            inputs.push((name.as_str().into(), t.into()));
+        }
+        if let Some(c) = &layout.logits_to_keep {
+            inputs.push((c.name.as_str().into(), control_value(c, i64::from(keep_last))?.into()));
+        }
+        if let Some(c) = &layout.use_cache_branch {
+            inputs.push((c.name.as_str().into(), bool_value(c, len > 0)?.into()));
+        }
+        let names: Vec<&String> = layout.past_keys.iter().zip(&layout.past_values).flat_map(|(k, v)| [k, v]).collect();
+        match pasts.as_slice() {
+            [] => {
+                let shape = [g, layout.kv_heads, 0, layout.head_dim];
+                for name in names {
+                    let empty = DynTensor::new(session.allocator(), layout.kv_type.to_ort(), shape).map_err(ort_err)?;
+                    inputs.push((name.as_str().into(), empty.into_dyn().into()));
                 }
             }
-            let mut outputs = session.run(inputs).map_err(ort_err)?;
-            let logits = outputs
-                .get(layout.logits.as_str())
-                .ok_or_else(|| EngineError::BadOutput(format!("no `{}` output", layout.logits)))?;
-            let (shape, data): (Vec<i64>, Cow<'_, [f32]>) = match layout.logits_type {
-                ElementType::F32 => {
-                    let (s, d) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
-                    (s.to_vec(), Cow::Borrowed(d))
+            [one] => {
+                for (name, value) in names.into_iter().zip(one.iter()) {
+                    inputs.push((name.as_str().into(), value.view().into()));
                 }
-                ElementType::F16 => {
-                    let (s, d) = logits.try_extract_tensor::<half::f16>().map_err(ort_err)?;
-                    (s.to_vec(), Cow::Owned(d.iter().map(|x| x.to_f32()).collect()))
-                }
-            };
-            let got = if keep_last { 1 } else { seq };
-            if shape.len() != 3 || shape[0] != 1 || shape[1] != got as i64 || shape[2] != v as i64 {
-                return Err(EngineError::BadOutput(format!("logits shape {shape:?}, expected [1, {got}, {v}]")));
             }
+            many => {
+                for (j, name) in names.into_iter().enumerate() {
+                    let parts: Vec<&DynValue> = many.iter().map(|c| &c[j]).collect();
+                    inputs.push((name.as_str().into(), stack(&parts, layout.kv_type)?.into()));
+                }
+            }
+        }
+        let mut outputs = session.run(inputs).map_err(ort_err)?;
+        let logits = outputs
+            .get(layout.logits.as_str())
+            .ok_or_else(|| EngineError::BadOutput(format!("no `{}` output", layout.logits)))?;
+        let (shape, data): (Vec<i64>, Cow<'_, [f32]>) = match layout.logits_type {
+            ElementType::F32 => {
+                let (s, d) = logits.try_extract_tensor::<f32>().map_err(ort_err)?;
+                (s.to_vec(), Cow::Borrowed(d))
+            }
+            ElementType::F16 => {
+                let (s, d) = logits.try_extract_tensor::<half::f16>().map_err(ort_err)?;
+                (s.to_vec(), Cow::Owned(d.iter().map(|x| x.to_f32()).collect()))
+            }
+        };
+        let got = if keep_last { 1 } else { seq };
+        if shape.len() != 3 || shape[0] != g as i64 || shape[1] != got as i64 || shape[2] != v as i64 {
+            return Err(EngineError::BadOutput(format!("logits shape {shape:?}, expected [{g}, {got}, {v}]")));
+        }
+        let mut out = Vec::with_capacity(g * v * if all_positions { seq } else { 1 });
+        for k in 0..g {
+            let row = &data[k * got * v..(k + 1) * got * v];
             if all_positions {
-                out.extend_from_slice(&data);
+                out.extend_from_slice(row);
             } else {
-                out.extend_from_slice(&data[(got - 1) * v..got * v]);
+                out.extend_from_slice(&row[(got - 1) * v..]);
             }
-            drop(data);
-            let mut cache = Vec::with_capacity(2 * layout.present_keys.len());
-            for name in layout.present_keys.iter().zip(&layout.present_values).flat_map(|(k, v)| [k, v]) {
-                let value = outputs
-                    .remove(name.as_str())
-                    .ok_or_else(|| EngineError::BadOutput(format!("no `{name}` output")))?;
-                cache.push(value);
+        }
+        drop(data);
+        let mut caches: Vec<Vec<DynValue>> = (0..g).map(|_| Vec::with_capacity(2 * layout.past_keys.len())).collect();
+        for name in layout.present_keys.iter().zip(&layout.present_values).flat_map(|(k, v)| [k, v]) {
+            let value =
+                outputs.remove(name.as_str()).ok_or_else(|| EngineError::BadOutput(format!("no `{name}` output")))?;
+            if g == 1 {
+                caches[0].push(value);
+            } else {
+                for (cache, part) in caches.iter_mut().zip(split(&value, layout.kv_type)?) {
+                    cache.push(part);
+                }
             }
+        }
+        for (&row, cache) in rows.iter().zip(caches) {
             kv.set_sequence(row, Some(Arc::new(cache)));
         }
         Ok(out)

@@ -23,9 +23,10 @@
 //! freed whenever the batch drains.
 //!
 //! Models from elsewhere ([`crate::external`], present = past ++ new) keep
-//! one cache per row instead of a shared buffer, and a decode step runs their
-//! rows one after another (one ONNX Runtime call per row): the scheduling,
-//! sampling and streaming above are the same, the matrix products are not shared.
+//! one cache per row instead of a shared buffer, and a decode step runs one
+//! ONNX Runtime call per distinct row length (rows of equal length share a
+//! call, their caches stacked): the scheduling, sampling and streaming above
+//! are the same.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

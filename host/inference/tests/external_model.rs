@@ -88,6 +88,11 @@ fn greedy_generation_matches_the_native_import() {
     let worst = la.iter().zip(lb).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0.0f32, f32::max);
     eprintln!("largest log-probability difference along the greedy path: {worst:.2e}");
     assert!(worst < 0.02, "log-probabilities differ by up to {worst}");
+    // n greedy choices decode as rows of one length, stacked into one call per step.
+    let three = f.external.chat(&france(), &GenerationParams { n: 3, ..GenerationParams::greedy(24) }).expect("n=3");
+    for c in &three.choices {
+        assert_eq!(c.token_ids, b.token_ids);
+    }
 }
 
 #[test]
@@ -230,4 +235,9 @@ fn float16_cache_and_logits_generate_like_the_native_import() {
     let worst = la.iter().zip(lb).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0.0f32, f32::max);
     eprintln!("float16 cache and logits: largest log-probability difference {worst:.2e}");
     assert!(worst < 0.05, "log-probabilities differ by up to {worst}");
+    // Two greedy choices: float16 caches stacked and split each step.
+    let two = model.chat(&france(), &GenerationParams { n: 2, ..GenerationParams::greedy(16) }).expect("n=2");
+    for c in &two.choices {
+        assert_eq!(c.token_ids, b.token_ids);
+    }
 }
