@@ -7,9 +7,11 @@
 //! with a message when `pip install onnxruntime==1.31.1` has not been run.
 
 use half::{bf16, f16};
-use techne_inference::gguf::{GgufFile, GgufWriter, MetaType, MetaValue};
+use techne_inference::gguf::{GgufFile, GgufWriter};
 use techne_inference::quant::{self, GgmlType};
 use techne_inference::{GenerationParams, LocalModel, Registry, RegistryError, Runtime};
+
+mod support;
 
 const HIDDEN: usize = 256;
 const HEADS: usize = 4;
@@ -61,29 +63,6 @@ fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-fn strs(v: &[String]) -> MetaValue {
-    MetaValue::Array(MetaType::String, v.iter().map(|s| MetaValue::String(s.clone())).collect())
-}
-
-fn vocab() -> Vec<String> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut pairs: Vec<(u32, char)> =
-        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
-    pairs.sort();
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
-    tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
-    tokens
-}
-
 struct Tiny {
     bytes: Vec<u8>,
 }
@@ -96,33 +75,19 @@ const LAYERS: [[GgmlType; 7]; 2] = [
 
 fn tiny_model(tied: bool, seed: u64) -> Tiny {
     let mut rng = Rng(seed);
-    let tokens = vocab();
+    let tokens = support::byte_level_vocab();
     let v = tokens.len();
     let mut w = GgufWriter::new();
-    w.kv("general.architecture", MetaValue::String("llama".into()))
-        .kv("general.name", MetaValue::String("tiny".into()))
-        .kv("llama.block_count", MetaValue::U32(LAYERS.len() as u32))
-        .kv("llama.context_length", MetaValue::U32(256))
-        .kv("llama.embedding_length", MetaValue::U32(HIDDEN as u32))
-        .kv("llama.feed_forward_length", MetaValue::U32(FF as u32))
-        .kv("llama.attention.head_count", MetaValue::U32(HEADS as u32))
-        .kv("llama.attention.head_count_kv", MetaValue::U32(KV_HEADS as u32))
-        .kv("llama.rope.freq_base", MetaValue::F32(THETA as f32))
-        .kv("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(EPS as f32))
-        .kv("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
-        .kv("tokenizer.ggml.pre", MetaValue::String("default".into()))
-        .kv("tokenizer.ggml.tokens", strs(&tokens))
-        .kv("tokenizer.ggml.merges", strs(&[]))
-        .kv(
-            "tokenizer.ggml.token_type",
-            MetaValue::Array(MetaType::I32, (0..v).map(|i| MetaValue::I32(if i < 3 { 3 } else { 1 })).collect()),
-        )
-        .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
-        .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
-        .kv(
-            "tokenizer.chat_template",
-            MetaValue::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()),
-        );
+    let shape = support::TinyLlama {
+        layers: LAYERS.len(),
+        hidden: HIDDEN,
+        heads: HEADS,
+        kv_heads: KV_HEADS,
+        feed_forward: FF,
+        rope_theta: THETA as f32,
+        rms_epsilon: EPS as f32,
+    };
+    shape.write_metadata(&mut w, &tokens, "{% for m in messages %}{{ m['content'] }}{% endfor %}");
     let mut tensor = |w: &mut GgufWriter, name: &str, dims: &[u64], ty: GgmlType| {
         let n = dims.iter().product::<u64>() as usize;
         w.tensor(name, dims, ty, random_tensor(ty, n, &mut rng));

@@ -4,42 +4,24 @@ use techne_inference::gguf::{GgufFile, GgufWriter, MetaType, MetaValue};
 use techne_inference::locate;
 use techne_inference::tokenizer::{ChatMessage, ChatTemplate, Tokenizer, tokenizer_json_from_gguf};
 
-fn strs(v: &[&str]) -> MetaValue {
-    MetaValue::Array(MetaType::String, v.iter().map(|s| MetaValue::String(s.to_string())).collect())
-}
+mod support;
 
 /// A tiny byte-level BPE vocabulary: all 256 byte symbols, a few merges and
 /// two control tokens.
 fn tiny_gguf() -> GgufFile {
-    // GPT-2 byte-to-unicode mapping.
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut pairs: Vec<(u32, char)> =
-        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
-    pairs.sort();
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
-    tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
+    let mut tokens = support::byte_level_vocab();
     for t in ["he", "ll", "hell", "hello", "Ġw", "Ġwor", "Ġworld", "or", "ld"] {
         tokens.push(t.to_string());
     }
     let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
     let types: Vec<MetaValue> = (0..tokens.len()).map(|i| MetaValue::I32(if i < 3 { 3 } else { 1 })).collect();
-    let tok_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let mut w = GgufWriter::new();
     w.kv("general.architecture", MetaValue::String("llama".into()))
         .kv("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
         .kv("tokenizer.ggml.pre", MetaValue::String("smollm".into()))
-        .kv("tokenizer.ggml.tokens", strs(&tok_refs))
+        .kv("tokenizer.ggml.tokens", support::string_array(&tokens))
         .kv("tokenizer.ggml.token_type", MetaValue::Array(MetaType::I32, types))
-        .kv("tokenizer.ggml.merges", strs(&merges))
+        .kv("tokenizer.ggml.merges", support::string_array(&merges))
         .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
         .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
         .kv("tokenizer.ggml.add_bos_token", MetaValue::Bool(false))

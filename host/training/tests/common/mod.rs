@@ -1,12 +1,14 @@
 //! Shared helpers: a tiny synthetic llama model written as GGUF (2 layers,
 //! hidden 64, 4 heads / 2 kv heads, byte-level vocabulary of 259 tokens,
-//! ChatML template), data files, and ONNX Runtime discovery.
+//! ChatML template; its vocabulary and metadata come from techne-inference's
+//! test support, `host/inference/tests/support/mod.rs`), data files, and ONNX
+//! Runtime discovery.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-use techne_inference::gguf::{GgufWriter, MetaType, MetaValue};
+use techne_inference::gguf::GgufWriter;
 use techne_inference::quant::GgmlType;
 use techne_training::rng::Rng;
 
@@ -19,29 +21,8 @@ pub const LAYERS: usize = 2;
 
 pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
-fn strs(v: &[String]) -> MetaValue {
-    MetaValue::Array(MetaType::String, v.iter().map(|s| MetaValue::String(s.clone())).collect())
-}
-
-/// GPT-2 byte-level symbols for the 256 bytes, after three control tokens.
-pub fn vocab() -> Vec<String> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut pairs: Vec<(u32, char)> =
-        bs.iter().zip(&cs).map(|(b, c)| (*b, char::from_u32(*c).unwrap_or('?'))).collect();
-    pairs.sort();
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
-    tokens.extend(pairs.iter().map(|(_, c)| c.to_string()));
-    tokens
-}
+#[path = "../../../inference/tests/support/mod.rs"]
+mod support;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -56,30 +37,19 @@ fn f16_bytes(v: &[f32]) -> Vec<u8> {
 /// merged export copies untouched tensors through.
 pub fn tiny_gguf(seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
-    let tokens = vocab();
+    let tokens = support::byte_level_vocab();
     let v = tokens.len();
     let mut w = GgufWriter::new();
-    w.kv("general.architecture", MetaValue::String("llama".into()))
-        .kv("general.name", MetaValue::String("tiny".into()))
-        .kv("llama.block_count", MetaValue::U32(LAYERS as u32))
-        .kv("llama.context_length", MetaValue::U32(256))
-        .kv("llama.embedding_length", MetaValue::U32(HIDDEN as u32))
-        .kv("llama.feed_forward_length", MetaValue::U32(FF as u32))
-        .kv("llama.attention.head_count", MetaValue::U32(HEADS as u32))
-        .kv("llama.attention.head_count_kv", MetaValue::U32(KV_HEADS as u32))
-        .kv("llama.rope.freq_base", MetaValue::F32(10000.0))
-        .kv("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
-        .kv("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
-        .kv("tokenizer.ggml.pre", MetaValue::String("default".into()))
-        .kv("tokenizer.ggml.tokens", strs(&tokens))
-        .kv("tokenizer.ggml.merges", strs(&[]))
-        .kv(
-            "tokenizer.ggml.token_type",
-            MetaValue::Array(MetaType::I32, (0..v).map(|i| MetaValue::I32(if i < 3 { 3 } else { 1 })).collect()),
-        )
-        .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(1))
-        .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(2))
-        .kv("tokenizer.chat_template", MetaValue::String(CHATML.into()));
+    let shape = support::TinyLlama {
+        layers: LAYERS,
+        hidden: HIDDEN,
+        heads: HEADS,
+        kv_heads: KV_HEADS,
+        feed_forward: FF,
+        rope_theta: 10000.0,
+        rms_epsilon: 1e-5,
+    };
+    shape.write_metadata(&mut w, &tokens, CHATML);
     let mut rand = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| rng.uniform(a)).collect() };
     let emb = rand(v * HIDDEN, 1.0);
     w.tensor(
