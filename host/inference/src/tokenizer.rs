@@ -146,6 +146,8 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
         Some(v) => v.as_str().unwrap_or("default").to_string(),
         None => "default".to_string(),
     };
+    // Checked before the vocabulary, so that an unknown value is the error named.
+    let pre_tokenizer = if model == "gpt2" { pre_tokenizer_for(&pre)? } else { Value::Null };
     let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
     let n = tokens.len();
     if n == 0 {
@@ -276,7 +278,7 @@ pub fn tokenizer_json_from_gguf(g: &GgufFile) -> Result<ConvertedTokenizer> {
             "padding": null,
             "added_tokens": added,
             "normalizer": null,
-            "pre_tokenizer": pre_tokenizer_for(&pre)?,
+            "pre_tokenizer": pre_tokenizer,
             "post_processor": post_processor,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {
