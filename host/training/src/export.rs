@@ -321,6 +321,14 @@ pub fn resolve_model(registry: &Registry, model: &str) -> Result<ResolvedModel> 
     }
     let entry = registry.get(model)?;
     let src = PathBuf::from(&entry.manifest.source.path);
+    if src.is_dir() {
+        return Err(TrainError::Config(format!(
+            "model `{model}` was imported from the model directory {} (ONNX weights): the native trainer reads \
+             llama GGUF weights; pass the GGUF it came from with --model FILE.gguf, or train it elsewhere with \
+             --external and import the result",
+            src.display()
+        )));
+    }
     if !src.is_file() {
         return Err(TrainError::Config(format!(
             "model `{model}` was imported from {} which no longer exists: training needs the GGUF file; pass it with --model FILE.gguf",
