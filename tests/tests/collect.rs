@@ -338,7 +338,9 @@ async fn prompt_oirl_reward_model_learns_which_prompt_suits_which_query_on_minil
     let model = instance.fit_reward_model(&examples).await.unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&model).unwrap();
     assert_eq!(parsed["embedding_dim"], 384, "all-MiniLM-L6-v2");
-    assert_eq!(parsed["training"]["fit"]["train_accuracy"], 1.0, "{}", parsed["training"]);
+    let training = &parsed["training"];
+    assert!(training["fit"]["train_accuracy"].as_f64().unwrap() >= 0.9, "{training}");
+    assert_eq!(training["l2_selection"].as_array().unwrap().len(), 6, "the default grid, cross-validated: {training}");
     // The same log gives the same model.
     let mut again = trainer.instantiate(&WorkItem { id: "fit".into(), seed: 2 }).await.unwrap();
     assert_eq!(again.fit_reward_model(&examples).await.unwrap(), model);

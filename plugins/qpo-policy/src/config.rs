@@ -101,7 +101,18 @@ pub fn parameters() -> Vec<Parameter> {
              was fitted with. Required when fitting.",
             "",
         ),
-        Parameter::float("oirl-l2", "prompt-oirl fitting: L2 penalty of the logistic regression.", 0.01),
+        Parameter::integer(
+            "oirl-cv-folds",
+            "prompt-oirl fitting: folds (grouped by query) of the cross-validation that chooses the L2 penalty \
+             from `oirl-l2-grid`; 1 uses `oirl-l2` as given.",
+            5,
+        ),
+        Parameter::text(
+            "oirl-l2-grid",
+            "prompt-oirl fitting: JSON list of the L2 penalties the cross-validation tries.",
+            "[0.001, 0.01, 0.1, 1, 10, 100]",
+        ),
+        Parameter::float("oirl-l2", "prompt-oirl fitting: L2 penalty when `oirl-cv-folds` is 1.", 0.01),
         Parameter::integer("oirl-iterations", "prompt-oirl fitting: most gradient-descent iterations.", 500),
         Parameter::text(
             "judge-model",

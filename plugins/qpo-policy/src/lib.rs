@@ -81,7 +81,9 @@
 //! | `candidate-prompts` | text | six known reasoning prompts (JSON) | prompt-oirl: the candidates |
 //! | `reward-model` | text | empty | prompt-oirl: the learned reward model's JSON (see above) |
 //! | `embedding-model` | text | empty | prompt-oirl: embedding model of the features; empty = the reward model's |
-//! | `oirl-l2` | float | 0.01 | prompt-oirl fitting: L2 penalty |
+//! | `oirl-cv-folds` | integer | 5 | prompt-oirl fitting: cross-validation folds (by query) choosing the L2 penalty; 1 = `oirl-l2` |
+//! | `oirl-l2-grid` | text | `[0.001, 0.01, 0.1, 1, 10, 100]` | prompt-oirl fitting: penalties tried |
+//! | `oirl-l2` | float | 0.01 | prompt-oirl fitting: L2 penalty when `oirl-cv-folds` is 1 |
 //! | `oirl-iterations` | integer | 500 | prompt-oirl fitting: most gradient-descent iterations |
 //! | `judge-model` | text | empty | prompt-oirl-judge: the judge; empty = the plugin's `default-model` |
 //! | `collect-temperature` | float | 1.0 | offline data: sampling temperature of the policy |
@@ -255,11 +257,18 @@ fn fit_reward_model(examples: &[LabelledPrompt], params: &Params) -> Result<oirl
              configuration (in the plugin's allowed-models)",
         ));
     }
-    let settings = oirl::FitSettings {
+    let mut settings = oirl::FitSettings {
         l2: params.f64("oirl-l2")?,
         max_iterations: params.u32("oirl-iterations")?,
         ..oirl::FitSettings::default()
     };
+    let folds = params.u32("oirl-cv-folds")?;
+    let grid: Vec<f64> = serde_json::from_str(&params.text("oirl-l2-grid")?)
+        .ok()
+        .filter(|g: &Vec<f64>| !g.is_empty() && g.iter().all(|x| x.is_finite() && *x >= 0.0))
+        .ok_or_else(|| {
+            PluginError::invalid_input("parameter `oirl-l2-grid` must be a JSON list of numbers, 0 or more")
+        })?;
     if examples.iter().any(|e| e.query.trim().is_empty() || e.prompt.trim().is_empty()) {
         return Err(PluginError::invalid_input("an example has an empty query or prompt"));
     }
@@ -288,8 +297,28 @@ fn fit_reward_model(examples: &[LabelledPrompt], params: &Params) -> Result<oirl
     }
     let rows: Vec<Vec<f64>> = pairs.iter().map(|&(q, p)| oirl::features(&vectors[q], &vectors[p])).collect();
     let labels: Vec<bool> = examples.iter().map(|e| e.correct).collect();
-    let (classifier, report) =
-        oirl::fit(&rows, &labels, &settings).map_err(|e| PluginError::invalid_input(e.to_string()))?;
+    let invalid = |e: oirl::FitError| PluginError::invalid_input(e.to_string());
+    let l2_selection = if folds >= 2 {
+        // Fold by query: each distinct query's ordinal, in first-seen order.
+        let mut ordinals: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+        let groups: Vec<usize> = pairs
+            .iter()
+            .map(|&(q, _)| {
+                let next = ordinals.len();
+                *ordinals.entry(q).or_insert(next)
+            })
+            .collect();
+        let (l2, scores) =
+            oirl::choose_l2(&rows, &labels, &groups, folds as usize, &grid, &settings).map_err(invalid)?;
+        for score in &scores {
+            log::info(format!("prompt-oirl l2 {}: cross-validated log-loss {:.4}", score.l2, score.cv_log_loss));
+        }
+        settings.l2 = l2;
+        scores
+    } else {
+        Vec::new()
+    };
+    let (classifier, report) = oirl::fit(&rows, &labels, &settings).map_err(invalid)?;
     log::info(format!(
         "prompt-oirl reward model: {} examples, {} iterations, loss {:.4} -> {:.4}, training accuracy {:.3}",
         examples.len(),
@@ -310,6 +339,7 @@ fn fit_reward_model(examples: &[LabelledPrompt], params: &Params) -> Result<oirl
             correct: labels.iter().filter(|&&l| l).count(),
             prompts,
             l2: settings.l2,
+            l2_selection,
             fit: report,
         },
     })

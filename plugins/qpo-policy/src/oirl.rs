@@ -16,7 +16,11 @@
 //!   inside the plugin in seconds and to ship as JSON). [`fit`] minimises
 //!   the mean log-loss plus `l2/2·‖w‖²` by full-batch gradient descent with
 //!   a backtracking (Armijo) line search from zero weights, so the loss
-//!   never increases and the same data give bit-identical weights.
+//!   never increases and the same data give bit-identical weights. The
+//!   penalty is chosen by k-fold cross-validation grouped by query
+//!   ([`choose_l2`]: lowest held-out log-loss over a grid), since with 4·d
+//!   features and a few hundred outcomes an unregularised fit memorises
+//!   the log.
 //! - **Artifact** ([`RewardModel`]): versioned JSON with the embedding
 //!   model's name and dimension, the feature layout, the standardisation,
 //!   the weights and a training summary. Loading it for embeddings of
@@ -251,6 +255,88 @@ impl Logistic {
     }
 }
 
+/// Mean log-loss of `model` on `rows`, with probabilities clamped away
+/// from 0 and 1 so that one confident mistake stays finite.
+pub fn log_loss(model: &Logistic, rows: &[Vec<f64>], labels: &[bool]) -> f64 {
+    let total: f64 = rows
+        .iter()
+        .zip(labels)
+        .map(|(row, &label)| {
+            let p = model.probability(row).clamp(1e-12, 1.0 - 1e-12);
+            -(if label { p } else { 1.0 - p }).ln()
+        })
+        .sum();
+    total / rows.len().max(1) as f64
+}
+
+/// The held-out log-loss of one L2 penalty in [`choose_l2`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct L2Score {
+    /// The penalty.
+    pub l2: f64,
+    /// Mean log-loss over every held-out example.
+    pub cv_log_loss: f64,
+}
+
+/// Chooses the L2 penalty among `grid` by `folds`-fold cross-validation
+/// grouped by query: example `i` is held out in fold `groups[i] % folds`, so
+/// a query's outcomes are never split between training and validation. The
+/// penalty with the lowest held-out log-loss wins (ties: the larger
+/// penalty). Folds whose training part has one class only are skipped.
+/// Deterministic. Returns the penalty and every score.
+pub fn choose_l2(
+    rows: &[Vec<f64>],
+    labels: &[bool],
+    groups: &[usize],
+    folds: usize,
+    grid: &[f64],
+    settings: &FitSettings,
+) -> Result<(f64, Vec<L2Score>), FitError> {
+    if folds < 2 || grid.is_empty() || groups.len() != rows.len() {
+        return Err(FitError::BadInput("cross-validation needs 2 or more folds, a grid and one group per row".into()));
+    }
+    let mut scores = Vec::with_capacity(grid.len());
+    for &l2 in grid {
+        let (mut loss, mut held_out) = (0.0, 0usize);
+        for fold in 0..folds {
+            let in_fold = |i: usize| groups[i] % folds == fold;
+            let split = |held: bool| -> (Vec<Vec<f64>>, Vec<bool>) {
+                (0..rows.len()).filter(|&i| in_fold(i) == held).map(|i| (rows[i].clone(), labels[i])).unzip()
+            };
+            let (train_rows, train_labels) = split(false);
+            let (test_rows, test_labels) = split(true);
+            if test_rows.is_empty() {
+                continue;
+            }
+            match fit(&train_rows, &train_labels, &FitSettings { l2, ..*settings }) {
+                Ok((model, _)) => {
+                    loss += log_loss(&model, &test_rows, &test_labels) * test_rows.len() as f64;
+                    held_out += test_rows.len();
+                }
+                Err(FitError::OneClass { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if held_out > 0 {
+            scores.push(L2Score { l2, cv_log_loss: loss / held_out as f64 });
+        }
+    }
+    let best = scores
+        .iter()
+        .fold(None::<&L2Score>, |best, s| match best {
+            Some(b) if b.cv_log_loss < s.cv_log_loss || (b.cv_log_loss == s.cv_log_loss && b.l2 > s.l2) => Some(b),
+            _ => Some(s),
+        })
+        .ok_or_else(|| {
+            FitError::BadInput(
+                "no cross-validation fold had both correct and incorrect outcomes to train on: log more queries, or \
+                 set oirl-cv-folds = 1 to use oirl-l2 as given"
+                    .into(),
+            )
+        })?;
+    Ok((best.l2, scores))
+}
+
 /// What the training data looked like, kept in the model for the record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingSummary {
@@ -262,6 +348,10 @@ pub struct TrainingSummary {
     pub prompts: Vec<String>,
     /// L2 penalty used.
     pub l2: f64,
+    /// How the penalty was chosen: the cross-validated log-loss of each
+    /// penalty tried (empty when it was given).
+    #[serde(default)]
+    pub l2_selection: Vec<L2Score>,
     /// How the fit went.
     pub fit: FitReport,
 }
@@ -399,6 +489,24 @@ mod tests {
     }
 
     #[test]
+    fn cross_validation_regularises_noise_more_than_a_clean_rule() {
+        let grid = [0.001, 0.1, 10.0];
+        let settings = FitSettings { max_iterations: 200, ..FitSettings::default() };
+        let (rows, labels) = separable(120, 21);
+        let groups: Vec<usize> = (0..rows.len()).collect();
+        let (clean, scores) = choose_l2(&rows, &labels, &groups, 4, &grid, &settings).unwrap();
+        assert_eq!(scores.len(), 3);
+        // Labels independent of the features: only a strong penalty avoids overfitting.
+        let noise_labels: Vec<bool> = noise(99, rows.len()).iter().map(|x| *x > 0.0).collect();
+        let (noisy, _) = choose_l2(&rows, &noise_labels, &groups, 4, &grid, &settings).unwrap();
+        assert!(clean < noisy, "clean rule {clean}, noise {noisy}");
+        assert_eq!(noisy, 10.0);
+        // Deterministic.
+        assert_eq!(choose_l2(&rows, &labels, &groups, 4, &grid, &settings).unwrap().1, scores);
+        assert!(choose_l2(&rows, &labels, &groups, 1, &grid, &settings).is_err());
+    }
+
+    #[test]
     fn one_class_and_bad_input_are_rejected() {
         let rows = vec![vec![1.0, 2.0], vec![2.0, 1.0]];
         let err = fit(&rows, &[true, true], &FitSettings::default()).unwrap_err();
@@ -426,7 +534,14 @@ mod tests {
             embedding_dim: 2,
             feature_layout: FEATURE_LAYOUT.into(),
             classifier,
-            training: TrainingSummary { examples: 2, correct: 1, prompts: vec!["Think.".into()], l2: 0.01, fit },
+            training: TrainingSummary {
+                examples: 2,
+                correct: 1,
+                prompts: vec!["Think.".into()],
+                l2: 0.01,
+                l2_selection: Vec::new(),
+                fit,
+            },
         }
     }
 
