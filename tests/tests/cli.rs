@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use techne_integration_tests::{artifacts, run_cli, text, write_file as write};
+use techne_integration_tests::{artifacts, rewriter_versus_baseline_tables, run_cli, text, write_file as write};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
@@ -276,31 +276,13 @@ rules = [
   {{ contains = "easy question", reply = "Rome" }},
 ]
 fallback = {{ fixed = "I do not know" }}
-
-[plugins.rewriter]
-path = "{}"
-allowed-models = ["scripted"]
-default-model = "scripted"
-
-[dataset]
-path = "items.jsonl"
-input-field = "q"
-reference-field = "a"
-id-field = "id"
-
-[techniques.baseline]
-answer-model = "scripted"
-
-[techniques.rewritten]
-rewriter = "rewriter"
-answer-model = "scripted"
-
+{tables}
 [evaluation]
 metric = "contains"
 extra-metrics = ["exact-match", "rouge1"]
 baseline = "baseline"
 "#,
-        artifacts::QUESTION_REWRITER
+        tables = rewriter_versus_baseline_tables("rewritten")
     );
     write(dir.path(), "eval.toml", &config);
     let out = techne(&["eval", "eval.toml"], dir.path());

@@ -9,15 +9,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use techne_integration_tests::fault_server::{FaultServer, RecordedRequest, Reply};
+use techne_integration_tests::text;
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 fn techne(args: &[&str], dir: &Path) -> Output {
     Command::new(CLI).args(args).current_dir(dir).output().expect("run the techne CLI")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A small TruthfulQA MC file in the canonical layout (the catalog does not

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use techne_integration_tests::{artifacts, run_cli, text, write_file as write};
+use techne_integration_tests::{artifacts, models_available, run_cli, text, write_file as write};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
@@ -236,14 +236,7 @@ metric = "contains"
 /// without them unless `TECHNE_REQUIRE_MODELS=1`.
 #[test]
 fn the_main_job_runs_one_item_of_every_technique_on_the_embedded_model() {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "TECHNE_REQUIRE_MODELS=1 but the model packages are missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with `scripts/setup.sh` to run this test");
+    if !models_available() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();

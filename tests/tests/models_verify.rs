@@ -7,28 +7,14 @@
 //! without them it says it is skipped and passes, unless
 //! `TECHNE_REQUIRE_LLAMA_SERVER=1` / `TECHNE_REQUIRE_MODELS=1`.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use techne_integration_tests::llama_server;
+use techne_integration_tests::{llama_server, models_available, outcome};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
-fn models_available() -> bool {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "TECHNE_REQUIRE_MODELS=1 but the model packages are missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with `scripts/setup.sh` to run this test");
-    }
-    found
-}
-
 fn techne(args: &[&str]) -> (Option<i32>, String, String) {
-    let Output { status, stdout, stderr } = Command::new(CLI).args(args).output().unwrap();
-    (status.code(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+    outcome(Command::new(CLI).args(args).output().unwrap())
 }
 
 #[test]

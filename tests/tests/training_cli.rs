@@ -10,23 +10,12 @@
 //! so and passes, unless `TECHNE_REQUIRE_MODELS=1` (set by `scripts/test.sh`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
+use techne_integration_tests::{models_available, outcome};
 
-fn models_available() -> bool {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "TECHNE_REQUIRE_MODELS=1 but the model packages are missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with `scripts/setup.sh` to run this test");
-    }
-    found
-}
+const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
 const SFT_DATA: &str = r#"{"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris is the capital of France."}]}
 {"prompt": "Name a primary colour.", "completion": "Red is a primary colour."}
@@ -69,12 +58,7 @@ impl Scratch {
     }
 
     fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out: Output = self.command(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(self.command(args).output().unwrap())
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
