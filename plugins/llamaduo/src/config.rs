@@ -73,10 +73,6 @@ pub fn parameters() -> Vec<Parameter> {
     ]
 }
 
-fn check(ok: bool, message: &str) -> Result<(), PluginError> {
-    if ok { Ok(()) } else { Err(PluginError::invalid_input(message)) }
-}
-
 /// The checked parameters of `judge`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JudgeConfig {
@@ -99,10 +95,10 @@ impl JudgeConfig {
             prompt: params.text("judge-prompt")?,
             max_tokens: params.u32("max-tokens")?,
         };
-        check((1..=128).contains(&config.repeats), "parameter `judge-repeats` must be from 1 to 128")?;
-        check(config.temperature >= 0.0, "parameter `judge-temperature` must be 0 or more")?;
-        check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(
+        Params::check((1..=128).contains(&config.repeats), "parameter `judge-repeats` must be from 1 to 128")?;
+        Params::check(config.temperature >= 0.0, "parameter `judge-temperature` must be 0 or more")?;
+        Params::check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
+        Params::check(
             ["{instruction}", "{reference}", "{response}"].iter().all(|p| config.prompt.contains(p)),
             "parameter `judge-prompt` must contain `{instruction}`, `{reference}` and `{response}`",
         )?;
@@ -141,12 +137,12 @@ impl SynthConfig {
             topic: params.text("topic")?,
             prompt: params.text("synthesis-prompt")?,
         };
-        check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
-        check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(config.examples_per_call >= 1, "parameter `examples-per-call` must be at least 1")?;
-        check(config.pairs_per_call >= 1, "parameter `pairs-per-call` must be at least 1")?;
-        check(config.max_calls >= 1, "parameter `max-calls` must be at least 1")?;
-        check(config.prompt.contains("{examples}"), "parameter `synthesis-prompt` must contain `{examples}`")?;
+        Params::check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
+        Params::check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
+        Params::check(config.examples_per_call >= 1, "parameter `examples-per-call` must be at least 1")?;
+        Params::check(config.pairs_per_call >= 1, "parameter `pairs-per-call` must be at least 1")?;
+        Params::check(config.max_calls >= 1, "parameter `max-calls` must be at least 1")?;
+        Params::check(config.prompt.contains("{examples}"), "parameter `synthesis-prompt` must contain `{examples}`")?;
         Ok(config)
     }
 }
@@ -183,17 +179,17 @@ impl CurateConfig {
             ngram_decontamination_threshold: params.f64("ngram-decontamination-threshold")?,
         };
         let unit = |x: f64| (0.0..=1.0).contains(&x);
-        check(unit(config.dedupe.threshold), "parameter `dedupe-threshold` must be from 0 to 1")?;
-        check((1..=16).contains(&config.dedupe.ngram_size), "parameter `ngram-size` must be from 1 to 16")?;
-        check(
+        Params::check(unit(config.dedupe.threshold), "parameter `dedupe-threshold` must be from 0 to 1")?;
+        Params::check((1..=16).contains(&config.dedupe.ngram_size), "parameter `ngram-size` must be from 1 to 16")?;
+        Params::check(
             (1..=4096).contains(&config.dedupe.permutations),
             "parameter `minhash-permutations` must be from 1 to 4096",
         )?;
-        check(
+        Params::check(
             (-1.0..=1.0).contains(&config.decontamination_threshold),
             "parameter `decontamination-threshold` must be from -1 to 1",
         )?;
-        check(
+        Params::check(
             unit(config.ngram_decontamination_threshold),
             "parameter `ngram-decontamination-threshold` must be from 0 to 1",
         )?;
@@ -206,14 +202,7 @@ mod tests {
     use super::*;
 
     fn with(overrides: &[(&str, &str)]) -> Params {
-        let mut pairs: Vec<(String, String)> = parameters().into_iter().map(|p| (p.name, p.default_value)).collect();
-        for (name, value) in overrides {
-            match pairs.iter_mut().find(|(n, _)| n == name) {
-                Some(pair) => pair.1 = (*value).to_owned(),
-                None => panic!("no parameter {name}"),
-            }
-        }
-        Params::from_pairs(pairs)
+        Params::with_defaults(&parameters(), overrides).unwrap()
     }
 
     fn invalid<T: core::fmt::Debug>(result: Result<T, PluginError>) -> String {

@@ -3,6 +3,7 @@
 //! unit-tested natively.
 
 use techne_plugin_sdk::serde_json::{Deserializer, Value};
+use techne_plugin_sdk::template::fill;
 
 /// The default judge prompt, in the style of the paper's: the instruction,
 /// the reference (human) response and the local model's response, two
@@ -35,29 +36,6 @@ Be rigorous and thorough. Reply with JSON only, in this format:
 
 {\"similarity_assessment\": {\"score\": <1-100>, \"reason\": \"<how the score was determined>\"}, \
 \"precision_assessment\": {\"score\": <1-100>, \"reason\": \"<how the score was determined>\"}}";
-
-/// Fills `{name}` placeholders of `template` in one pass (substituted text is
-/// not scanned again; unknown placeholders stay).
-pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        match values.iter().find(|(name, _)| after[1..].starts_with(name) && after[1 + name.len()..].starts_with('}')) {
-            Some((name, value)) => {
-                out.push_str(value);
-                rest = &after[name.len() + 2..];
-            }
-            None => {
-                out.push('{');
-                rest = &after[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The judge prompt for one response.
 pub fn judge_prompt(template: &str, instruction: &str, reference: &str, response: &str) -> String {

@@ -4,8 +4,7 @@
 //! unit-tested natively.
 
 use techne_plugin_sdk::serde_json::{Deserializer, Value};
-
-use crate::judge::fill;
+use techne_plugin_sdk::template::fill;
 
 /// The default synthesis prompt, in the style of the paper's: seed
 /// example(s), a request for similar but diverse pairs, JSON out.

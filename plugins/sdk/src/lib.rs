@@ -18,7 +18,8 @@
 //! host's capabilities, wrapped here: [`llm`] (chat and completion),
 //! [`scoring`] (log-likelihoods), [`embeddings`], [`log`], [`state`]
 //! (key/value state for the run) and [`randomness`] (the work item's seed).
-//! There is no filesystem, network or environment.
+//! There is no filesystem, network or environment. Pure helpers:
+//! [`template::fill`] fills a prompt template's `{name}` placeholders.
 //!
 //! # Example: a complete rewriter plugin
 //!
@@ -118,6 +119,7 @@ pub mod rewriter_trainer;
 pub mod scoring;
 pub mod solver;
 pub mod state;
+pub mod template;
 
 pub use error::{HostError, PluginError};
 pub use evolution_strategy::{EvolutionStrategy, QaPair, ScoredPair};

@@ -2,7 +2,7 @@
 //! every call (each declared parameter's configured value or its default).
 
 pub use crate::bindings::techne::plugin::types::ParameterValue;
-use crate::{ParameterKind, PluginError};
+use crate::{Parameter, ParameterKind, PluginError};
 
 /// The resolved parameters of one call, with typed getters.
 ///
@@ -35,6 +35,35 @@ impl Params {
                 .map(|(name, value)| ParameterValue { name: name.into(), value: value.into() })
                 .collect(),
         }
+    }
+
+    /// What the host passes when a configuration sets only `overrides`:
+    /// every parameter of `declared` (a plugin's metadata parameters) with
+    /// its default value, except those `overrides` sets. Handy in unit tests
+    /// of a plugin's parameter checks. An override of a parameter that
+    /// `declared` lacks is [`PluginError::InvalidInput`].
+    pub fn with_defaults(declared: &[Parameter], overrides: &[(&str, &str)]) -> Result<Self, PluginError> {
+        let mut values: Vec<ParameterValue> =
+            declared.iter().map(|p| ParameterValue { name: p.name.clone(), value: p.default_value.clone() }).collect();
+        for (name, value) in overrides {
+            match values.iter_mut().find(|v| v.name == *name) {
+                Some(declared) => declared.value = (*value).to_owned(),
+                None => {
+                    return Err(PluginError::invalid_input(format!(
+                        "parameter `{name}` is not declared: add it to the plugin's metadata"
+                    )));
+                }
+            }
+        }
+        Ok(Params { values })
+    }
+
+    /// `Ok(())` when `condition` holds, otherwise
+    /// [`PluginError::InvalidInput`] with `message`, which should name the
+    /// parameter and the values it accepts, e.g.
+    /// ``Params::check(top_p > 0.0 && top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?``.
+    pub fn check(condition: bool, message: &str) -> Result<(), PluginError> {
+        if condition { Ok(()) } else { Err(PluginError::invalid_input(message)) }
     }
 
     /// The raw text of parameter `name`, if the host passed it.
@@ -134,6 +163,24 @@ fn malformed(name: &str, kind: ParameterKind, raw: &str) -> PluginError {
 mod tests {
     use super::*;
 
+    #[test]
+    fn defaults_with_overrides_and_checks() {
+        let declared = [Parameter::integer("max-tokens", "Budget.", 64), Parameter::text("prompt", "Template.", "{q}")];
+        let p = Params::with_defaults(&declared, &[("prompt", "Say {q}")]).unwrap();
+        assert_eq!((p.u32("max-tokens").unwrap(), p.text("prompt").unwrap().as_str()), (64, "Say {q}"));
+        assert_eq!(p.len(), 2);
+        let err = Params::with_defaults(&declared, &[("max-token", "3")]).unwrap_err();
+        assert_eq!(
+            err,
+            PluginError::invalid_input("parameter `max-token` is not declared: add it to the plugin's metadata")
+        );
+        assert_eq!(Params::check(true, "unused"), Ok(()));
+        assert_eq!(
+            Params::check(false, "parameter `x` must be 1"),
+            Err(PluginError::invalid_input("parameter `x` must be 1"))
+        );
+    }
+
     fn params() -> Params {
         Params::from_pairs([
             ("model", "qwen"),
@@ -173,7 +220,10 @@ mod tests {
             msg(p.bool("broken").unwrap_err()),
             "parameter `broken` must be a boolean (`true` or `false`), got `many`"
         );
-        assert_eq!(msg(p.u32("negative").unwrap_err()), "parameter `negative` must be an integer from 0 to 4294967295, got -3");
+        assert_eq!(
+            msg(p.u32("negative").unwrap_err()),
+            "parameter `negative` must be an integer from 0 to 4294967295, got -3"
+        );
         assert_eq!(
             msg(p.text("absent").unwrap_err()),
             "parameter `absent` (text) was not passed by the host: declare it in the plugin's metadata"

@@ -72,12 +72,14 @@ impl WriteConfig {
             question_prompt: params.text("question-prompt")?,
             answer_prompt: params.text("answer-prompt")?,
         };
-        let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(PluginError::invalid_input(message)) };
-        check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
-        check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
-        check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(config.question_prompt.contains("{fragment}"), "parameter `question-prompt` must contain `{fragment}`")?;
-        check(
+        Params::check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
+        Params::check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
+        Params::check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
+        Params::check(
+            config.question_prompt.contains("{fragment}"),
+            "parameter `question-prompt` must contain `{fragment}`",
+        )?;
+        Params::check(
             config.answer_prompt.contains("{fragment}") && config.answer_prompt.contains("{question}"),
             "parameter `answer-prompt` must contain `{fragment}` and `{question}`",
         )?;
@@ -105,14 +107,7 @@ mod tests {
     use super::*;
 
     fn with(overrides: &[(&str, &str)]) -> Params {
-        let mut pairs: Vec<(String, String)> = parameters().into_iter().map(|p| (p.name, p.default_value)).collect();
-        for (name, value) in overrides {
-            match pairs.iter_mut().find(|(n, _)| n == name) {
-                Some(pair) => pair.1 = (*value).to_owned(),
-                None => panic!("no parameter {name}"),
-            }
-        }
-        Params::from_pairs(pairs)
+        Params::with_defaults(&parameters(), overrides).unwrap()
     }
 
     #[test]

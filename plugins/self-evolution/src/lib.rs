@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 use techne_plugin_sdk::prelude::*;
+use techne_plugin_sdk::template;
 
 pub mod config;
 pub mod ifd;
@@ -89,12 +90,12 @@ impl EvolutionStrategy for SelfEvolution {
         let sampling =
             Sampling::default().max_tokens(config.max_tokens).temperature(config.temperature).top_p(config.top_p);
 
-        let prompt = pairs::fill(&config.question_prompt, &[("fragment", fragment)]);
+        let prompt = template::fill(&config.question_prompt, &[("fragment", fragment)]);
         let reply = llm::chat(&model, &[Message::user(prompt)], &sampling)?;
         let question = pairs::parse_question(reply.text())
             .ok_or_else(|| PluginError::failed(format!("model `{model}` wrote no question for the fragment")))?;
 
-        let prompt = pairs::fill(&config.answer_prompt, &[("fragment", fragment), ("question", &question)]);
+        let prompt = template::fill(&config.answer_prompt, &[("fragment", fragment), ("question", &question)]);
         let reply = llm::chat(&model, &[Message::user(prompt)], &sampling)?;
         let answer = pairs::parse_answer(reply.text())
             .ok_or_else(|| PluginError::failed(format!("model `{model}` wrote no answer to its question")))?;

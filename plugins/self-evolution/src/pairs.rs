@@ -12,29 +12,6 @@ without the text above. Reply with the question only.";
 pub const DEFAULT_ANSWER_PROMPT: &str = "Answer the question using the knowledge below.\n\n\
 Knowledge:\n{fragment}\n\nQuestion: {question}\n\nReply with the answer only.";
 
-/// Fills `{name}` placeholders of `template` in one pass (substituted text is
-/// not scanned again; unknown placeholders stay).
-pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        match values.iter().find(|(name, _)| after[1..].starts_with(name) && after[1 + name.len()..].starts_with('}')) {
-            Some((name, value)) => {
-                out.push_str(value);
-                rest = &after[name.len() + 2..];
-            }
-            None => {
-                out.push('{');
-                rest = &after[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Strips a leading `label:` (ASCII letter case ignored, optionally in
 /// `**bold**`) from `text`, if present.
 fn strip_label<'a>(text: &'a str, labels: &[&str]) -> &'a str {
@@ -102,6 +79,7 @@ pub fn parse_answer(reply: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use techne_plugin_sdk::template::fill;
 
     #[test]
     fn prompts_are_filled() {

@@ -152,20 +152,19 @@ impl Config {
             max_tokens: params.u32("max-tokens")?,
             demos: prompts::parse_demos(&params.text("demos")?).map_err(invalid)?,
         };
-        let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(PluginError::invalid_input(message)) };
-        check((1..=64).contains(&config.pseudo_problems), "parameter `pseudo-problems` must be from 1 to 64")?;
-        check(
+        Params::check((1..=64).contains(&config.pseudo_problems), "parameter `pseudo-problems` must be from 1 to 64")?;
+        Params::check(
             (0.0..=1.0).contains(&config.certainty_threshold),
             "parameter `certainty-threshold` must be from 0 to 1",
         )?;
-        check(config.max_attempts >= 1, "parameter `max-attempts` must be at least 1")?;
-        check(
+        Params::check(config.max_attempts >= 1, "parameter `max-attempts` must be at least 1")?;
+        Params::check(
             (1..=MAX_SAMPLES).contains(&config.consistency_samples),
             "parameter `consistency-samples` must be from 1 to 128",
         )?;
-        check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
-        check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(
+        Params::check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
+        Params::check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
+        Params::check(
             config.mode != Mode::FewShotCot || !config.demos.is_empty(),
             "mode `few-shot-cot` needs demonstrations: set the `demos` parameter to a JSON list of \
              {\"question\": ..., \"answer\": ...}",
@@ -178,19 +177,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn defaults() -> Vec<(String, String)> {
-        parameters().into_iter().map(|p| (p.name, p.default_value)).collect()
-    }
-
     fn with(overrides: &[(&str, &str)]) -> Params {
-        let mut pairs = defaults();
-        for (name, value) in overrides {
-            match pairs.iter_mut().find(|(n, _)| n == name) {
-                Some(pair) => pair.1 = (*value).to_owned(),
-                None => panic!("no parameter {name}"),
-            }
-        }
-        Params::from_pairs(pairs)
+        Params::with_defaults(&parameters(), overrides).unwrap()
     }
 
     #[test]
