@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use techne::backends::openai::{OpenAiBackend, OpenAiModelConfig, with_fallbacks};
+use techne::backends::openai::{OpenAiBackend, OpenAiModelConfig};
 use techne::backends::{
-    BackendError, ChatMessage, GenerationRequest, ModelBackend, ModelSet, Prompt, Role, Sampling, ScoringRequest,
+    BackendError, ChatMessage, GenerationRequest, ModelBackend, Prompt, Role, Sampling, ScoringRequest,
 };
+use techne::runs::build_models;
 use techne_integration_tests::fault_server::{self, FaultServer, RecordedRequest, Reply};
 use techne_integration_tests::llama_server::{self, LlamaServer};
 
@@ -237,12 +238,7 @@ answer-model = "a"
         primary.base_url(),
         secondary.base_url()
     );
-    let config = run_config(&text).unwrap();
-    let mut models = ModelSet::new();
-    for (name, model) in &config.models {
-        models.insert(name.clone(), model.build_backend(&config.base_dir).unwrap());
-    }
-    let models = with_fallbacks(&config, models);
+    let models = build_models(&run_config(&text).unwrap()).unwrap();
     let a = models.get("a").unwrap();
     assert!(a.describe().contains("fallbacks: b"), "{}", a.describe());
     let generation = a.generate(chat("hi")).await.unwrap();
@@ -268,12 +264,7 @@ async fn an_invalid_request_does_not_fall_back() {
         primary.base_url(),
         secondary.base_url()
     );
-    let config = run_config(&text).unwrap();
-    let mut models = ModelSet::new();
-    for (name, model) in &config.models {
-        models.insert(name.clone(), model.build_backend(&config.base_dir).unwrap());
-    }
-    let models = with_fallbacks(&config, models);
+    let models = build_models(&run_config(&text).unwrap()).unwrap();
     let err = models.get("a").unwrap().generate(chat("hi")).await.unwrap_err();
     assert!(matches!(err, BackendError::InvalidRequest(_)), "{err:?}");
     assert_eq!(secondary.request_count(), 0);
