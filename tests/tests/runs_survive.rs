@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use techne_integration_tests::artifacts;
+use techne_integration_tests::{artifacts, cli_command};
 
 const CLI: &str = env!("CARGO_BIN_EXE_techne-with-test-doubles");
 
@@ -71,13 +71,8 @@ system-prompt = "Answer briefly."
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(CLI);
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("TECHNE_CACHE_DIR", self.path("cache"))
-            .env_remove("TECHNE_OUTPUT_DIR")
-            .env_remove("TECHNE_SEED");
+        let mut command = cli_command(CLI, args, &self.path("cache"));
+        command.current_dir(self.dir.path());
         command
     }
 
