@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("COUNTING_EVOLUTION", "techne-test-counting-evolution", "techne_test_counting_evolution"),
     ("MISSING_IMPORT", "techne-test-missing-import", "techne_test_missing_import"),
     ("FUTURE_VERSION", "techne-test-future-version", "techne_test_future_version"),
+    ("PROMPT_POLICY_TRAINER_V0", "techne-test-prompt-policy-trainer-v0", "techne_test_prompt_policy_trainer_v0"),
 ];
 
 fn main() {

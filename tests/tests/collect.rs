@@ -956,4 +956,32 @@ mod cli {
         assert_exit(&out, 0);
         assert!(text(&out.stdout).contains("prompt-policy-trainer-plugin"), "{}", text(&out.stdout));
     }
+
+    /// A prompt-policy trainer built before `reward-model-trainer` existed
+    /// still loads and collects; only the reward-model fit is refused.
+    #[test]
+    fn a_trainer_without_reward_model_trainer_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = techne(&["plugin", "inspect", artifacts::PROMPT_POLICY_TRAINER_V0], dir.path());
+        assert_exit(&out, 0);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("provides:    prompt policy + prompt-policy trainer\n"), "{stdout}");
+        assert!(!stdout.contains("techne:plugin/reward-model-trainer@"), "{stdout}");
+
+        write(dir.path(), "queries.jsonl", QUERIES);
+        let config = format!(
+            "[models.scripted]\nbackend = \"scripted\"\n\n[plugins.v0]\npath = {:?}\nallowed-models = [\"scripted\"]\n\n\
+             [dataset]\npath = \"queries.jsonl\"\ninput-field = \"q\"\nreference-field = \"a\"\n\n\
+             [collect]\nplugin = \"v0\"\nanswer-model = \"scripted\"\nmetric = \"exact-match\"\nseeds = 1\n\
+             output = \"records.jsonl\"\n",
+            artifacts::PROMPT_POLICY_TRAINER_V0
+        );
+        write(dir.path(), "v0.toml", &config);
+        let out = techne(&["collect", "qpo-records", "v0.toml"], dir.path());
+        assert_exit(&out, 0);
+        assert!(text(&out.stdout).contains("4 queries x 1 prompts: 4 evaluated"), "{}", text(&out.stdout));
+        let out = techne(&["collect", "oirl-reward-model", "v0.toml"], dir.path());
+        assert_exit(&out, 3);
+        assert!(text(&out.stderr).contains("does not export `reward-model-trainer`"), "{}", text(&out.stderr));
+    }
 }
