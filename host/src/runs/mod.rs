@@ -265,10 +265,20 @@ pub struct RunManifest {
     pub plugins: BTreeMap<String, String>,
 }
 
-/// The hash that identifies a configuration's results.
+/// The hash that identifies a configuration's results: its text, the
+/// overrides that change results, and the contents of every
+/// `[plugins.NAME.param-files]` file (a refitted model changes the results
+/// though the configuration's text does not).
 pub fn config_fingerprint(config: &RunConfig, source_text: &str) -> String {
     use sha2::Digest;
-    let text = format!("{source_text}\n#seed={}\n#limit={:?}\n", config.run.seed, config.run.limit);
+    let mut text = format!("{source_text}\n#seed={}\n#limit={:?}\n", config.run.seed, config.run.limit);
+    for (plugin_name, plugin) in &config.plugins {
+        for name in plugin.param_files.keys() {
+            let contents = plugin.params.get(name).map(|v| v.to_text()).unwrap_or_default();
+            let digest = hex::encode(sha2::Sha256::digest(contents.as_bytes()));
+            text.push_str(&format!("#param-file {plugin_name}.{name}={digest}\n"));
+        }
+    }
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
@@ -417,4 +427,25 @@ pub async fn run_with(
     );
     output::write_run_directory(&dir, &results, &summary)?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_covers_param_file_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "inputs = [\"q\"]\n[models.m]\nbackend = \"local\"\n[pipeline]\nanswer-model = \"m\"\n\
+                    [plugins.p]\npath = \"p.wasm\"\n[plugins.p.param-files]\nmodel = \"m.json\"\n";
+        let path = dir.path().join("run.toml");
+        let fingerprint = |model: &str| {
+            std::fs::write(dir.path().join("m.json"), model).unwrap();
+            let config = crate::config::resolve_run_config(&path, text, &Default::default()).unwrap();
+            config_fingerprint(&config, text)
+        };
+        let first = fingerprint("{\"w\": 1}");
+        assert_eq!(fingerprint("{\"w\": 1}"), first);
+        assert_ne!(fingerprint("{\"w\": 2}"), first, "a refitted model is another configuration");
+    }
 }
