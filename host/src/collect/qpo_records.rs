@@ -10,8 +10,9 @@
 //! turned into the policy's training example (`training-example`: reward
 //! prefix + query → prompt), written as `prompt`/`completion` SFT JSONL.
 //! Every outcome, kept or not, is also logged (`*.outcomes.jsonl`: query,
-//! prompt, correct, label log-likelihood), merged like the records: the
-//! logged data Prompt-OIRL's reward model is fitted on
+//! prompt, correct, label log-likelihood), merged like the records but
+//! without outcomes already logged to the bit (a re-run step): the logged
+//! data Prompt-OIRL's reward model is fitted on
 //! ([`super::oirl_reward_model`]).
 
 use std::path::{Path, PathBuf};
@@ -181,7 +182,7 @@ pub async fn collect(
     };
     let correct = outcomes.iter().filter(|o| o.correct).count();
     let prompts = outcomes.len();
-    all_outcomes.extend(outcomes);
+    merge_outcomes(&mut all_outcomes, outcomes);
     super::write_jsonl(&records_path, &existing_records)?;
     super::write_jsonl(&sft_path, &sft)?;
     super::write_jsonl(&outcomes_path, &all_outcomes)?;
@@ -198,4 +199,52 @@ pub async fn collect(
         outcomes_path,
         total_outcomes: all_outcomes.len(),
     })
+}
+
+/// Append `new` to the outcome log `log`, leaving out outcomes already in it
+/// to the bit (the same query, prompt, verdict and label log-likelihood: a
+/// greedy evaluation run again, e.g. the same collection step re-run into
+/// the same dataset), so that re-running a step does not weigh its outcomes
+/// twice when the reward model is fitted. Returns how many were added.
+fn merge_outcomes(log: &mut Vec<PromptOutcome>, new: Vec<PromptOutcome>) -> usize {
+    type Key = (String, String, bool, u64, u32);
+    let key = |o: &PromptOutcome| -> Key {
+        (o.query.clone(), o.prompt.clone(), o.correct, o.label_logprob_sum.to_bits(), o.label_token_count)
+    };
+    let mut seen: std::collections::HashSet<Key> = log.iter().map(key).collect();
+    let before = log.len();
+    for outcome in new {
+        if seen.insert(key(&outcome)) {
+            log.push(outcome);
+        }
+    }
+    log.len() - before
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn outcome(query: &str, prompt: &str, correct: bool, logprob: f64) -> PromptOutcome {
+        PromptOutcome {
+            query: query.into(),
+            prompt: prompt.into(),
+            correct,
+            label_logprob_sum: logprob,
+            label_token_count: 2,
+        }
+    }
+
+    #[test]
+    fn a_re_run_step_adds_only_outcomes_not_already_logged() {
+        let mut log = vec![outcome("q1", "p1", true, -1.5), outcome("q1", "p2", false, -3.0)];
+        let rerun = vec![outcome("q1", "p1", true, -1.5), outcome("q1", "p2", false, -3.0)];
+        assert_eq!(merge_outcomes(&mut log, rerun), 0);
+        assert_eq!(log.len(), 2);
+        // A different verdict or likelihood is a different evaluation: kept.
+        let new =
+            vec![outcome("q1", "p1", false, -1.5), outcome("q1", "p1", true, -1.25), outcome("q2", "p1", true, -1.5)];
+        assert_eq!(merge_outcomes(&mut log, new), 3);
+        assert_eq!(log.len(), 5);
+    }
 }
