@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::gguf::GgufFile;
 use crate::onnx_export::{
-    Builder, ExportError, LlamaConfig, MS, embedding, fuse, load_weight, matrix, norm_weight, rotary_caches,
+    Builder, ExportError, LlamaConfig, embedding, fuse, load_weight, matrix, norm_weight, rotary_caches,
 };
 use crate::onnx_proto::{self as pb, Dim, attr_i, attr_ints, data_type, value_info};
 use crate::tokenizer::tokenizer_json_from_gguf;
@@ -287,24 +287,7 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
             outputs.push(value_info(&format!("present.{i}.{kind}"), kv_type, &kv_dims("total_sequence_length")));
         }
     }
-    Ok(pb::ModelProto {
-        ir_version: 10,
-        producer_name: "techne-inference (hf layout)".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(pb::GraphProto {
-            node: b.nodes,
-            name: "llama".into(),
-            initializer: b.inits,
-            input: inputs,
-            output: outputs,
-            ..Default::default()
-        }),
-        opset_import: vec![
-            pb::OperatorSetIdProto { domain: String::new(), version: 21 },
-            pb::OperatorSetIdProto { domain: MS.into(), version: 1 },
-        ],
-        ..Default::default()
-    })
+    Ok(b.into_model("techne-inference (hf layout)", inputs, outputs))
 }
 
 /// Writes `gguf` as a model directory `out` in the Hugging Face / onnx-community

@@ -536,6 +536,34 @@ pub(crate) struct Builder {
 pub(crate) const MS: &str = "com.microsoft";
 
 impl Builder {
+    /// The model of this graph (named `llama`, opset 21 plus
+    /// `com.microsoft` 1) with its `inputs` and `outputs`, as `producer`.
+    pub(crate) fn into_model(
+        self,
+        producer: &str,
+        inputs: Vec<pb::ValueInfoProto>,
+        outputs: Vec<pb::ValueInfoProto>,
+    ) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: 10,
+            producer_name: producer.into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(pb::GraphProto {
+                node: self.nodes,
+                name: "llama".into(),
+                initializer: self.inits,
+                input: inputs,
+                output: outputs,
+                ..Default::default()
+            }),
+            opset_import: vec![
+                pb::OperatorSetIdProto { domain: String::new(), version: 21 },
+                pb::OperatorSetIdProto { domain: MS.into(), version: 1 },
+            ],
+            ..Default::default()
+        }
+    }
+
     /// An empty graph whose `MatMulNBits` run at `accuracy_level`.
     pub(crate) fn new(accuracy_level: i64) -> Self {
         Self { nodes: Vec::new(), inits: Vec::new(), counter: 0, accuracy_level, block_sums: HashMap::new() }
@@ -901,25 +929,8 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     }
     inputs.push(value_info("logits_to_keep", data_type::INT64, &[1i64.into()]));
     let config_json = serde_json::to_string(&cfg).unwrap_or_default();
-    let model = pb::ModelProto {
-        ir_version: 10,
-        producer_name: "techne-inference".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(pb::GraphProto {
-            node: b.nodes,
-            name: "llama".into(),
-            initializer: b.inits,
-            input: inputs,
-            output: outputs,
-            ..Default::default()
-        }),
-        opset_import: vec![
-            pb::OperatorSetIdProto { domain: String::new(), version: 21 },
-            pb::OperatorSetIdProto { domain: MS.into(), version: 1 },
-        ],
-        metadata_props: vec![pb::StringStringEntryProto { key: "techne.llama_config".into(), value: config_json }],
-        ..Default::default()
-    };
+    let mut model = b.into_model("techne-inference", inputs, outputs);
+    model.metadata_props = vec![pb::StringStringEntryProto { key: "techne.llama_config".into(), value: config_json }];
     Ok(ExportedModel { model, config: cfg, io })
 }
 
