@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use techne_inference::gguf::{GgufFile, GgufWriter, MetaValue};
+use techne_inference::gguf::GgufFile;
 use techne_training::WeightFormat;
 
 /// Why a Hugging Face checkpoint could not be converted.
@@ -185,23 +185,7 @@ pub fn hf_to_gguf(
         let map = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| io(f)(e.to_string()))?;
         weights.extend(map);
     }
-    let mut w = GgufWriter::new();
-    w.version = base.version.max(2);
-    w.alignment = base.alignment;
-    let mut named = false;
-    for (k, v) in &base.metadata {
-        if k == "general.name"
-            && let Some(n) = general_name
-        {
-            w.kv(k, MetaValue::String(n.to_string()));
-            named = true;
-            continue;
-        }
-        w.kv(k, v.clone());
-    }
-    if let (false, Some(n)) = (named, general_name) {
-        w.kv("general.name", MetaValue::String(n.to_string()));
-    }
+    let mut w = techne_training::export::writer_like(base, general_name);
     for info in &base.tensors {
         let name = hf_name(&info.name)
             .ok_or_else(|| mismatch(format!("the base tensor {} has no Hugging Face llama counterpart", info.name)))?;

@@ -142,17 +142,10 @@ pub fn quantize_q4_1(x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Writes `base` with the adapted projections replaced by their merged
-/// weights in `format` to `out` (atomically). `general_name` replaces
-/// `general.name` when given. Returns the SHA-256 of the written file.
-pub fn write_merged_gguf(
-    base: &GgufFile,
-    model: &Llama,
-    adapters: &LoraAdapters,
-    format: WeightFormat,
-    out: &Path,
-    general_name: Option<&str>,
-) -> Result<String> {
+/// A GGUF writer with `base`'s version (at least 2), alignment and metadata,
+/// `general.name` set to `general_name` when given: the start of a file that
+/// holds new weights for `base`'s architecture and tokenizer.
+pub fn writer_like(base: &GgufFile, general_name: Option<&str>) -> GgufWriter {
     let mut w = GgufWriter::new();
     w.version = base.version.max(2);
     w.alignment = base.alignment;
@@ -170,6 +163,21 @@ pub fn write_merged_gguf(
     if let (false, Some(n)) = (named, general_name) {
         w.kv("general.name", MetaValue::String(n.to_string()));
     }
+    w
+}
+
+/// Writes `base` with the adapted projections replaced by their merged
+/// weights in `format` to `out` (atomically). `general_name` replaces
+/// `general.name` when given. Returns the SHA-256 of the written file.
+pub fn write_merged_gguf(
+    base: &GgufFile,
+    model: &Llama,
+    adapters: &LoraAdapters,
+    format: WeightFormat,
+    out: &Path,
+    general_name: Option<&str>,
+) -> Result<String> {
+    let mut w = writer_like(base, general_name);
     let adapted: std::collections::HashMap<String, (usize, crate::model::Proj)> =
         adapters.adapted().iter().map(|&(l, p)| (p.gguf_tensor(l), (l, p))).collect();
     for info in &base.tensors {
