@@ -66,32 +66,42 @@ impl From<CollectError> for Failure {
     }
 }
 
-fn load(config: &std::path::Path, overrides: &OverrideArgs) -> Result<crate::config::RunConfig, Failure> {
+/// The run configuration and its `[collect]` table.
+fn load(
+    config: &std::path::Path,
+    overrides: &OverrideArgs,
+) -> Result<(crate::config::RunConfig, crate::collect::CollectSettings), Failure> {
     let overrides = Overrides::from_env()?.then(overrides.to_overrides());
     let config = load_run_config(config, &overrides)?;
-    if config.collect.is_none() {
+    let Some(settings) = config.collect.clone() else {
         return Err(Failure::new(
             exit_codes::CONFIG,
             "the configuration has no [collect] table: add one with `plugin` and `answer-model` (see examples/collect-rewriter.toml)",
         ));
-    }
-    Ok(config)
+    };
+    Ok((config, settings))
+}
+
+/// `[collect] output` (relative to the configuration's directory), else `default`.
+fn output_path(
+    config: &crate::config::RunConfig,
+    settings: &crate::collect::CollectSettings,
+    default: std::path::PathBuf,
+) -> std::path::PathBuf {
+    settings
+        .output
+        .as_ref()
+        .map(|p| if p.is_relative() { config.base_dir.join(p) } else { p.clone() })
+        .unwrap_or(default)
 }
 
 /// Run `techne collect`.
 pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
     match command {
         CollectCommand::RewriterPairs { config, overrides } => {
-            let config = load(&config, &overrides)?;
-            let Some(settings) = config.collect.clone() else {
-                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
-            };
+            let (config, settings) = load(&config, &overrides)?;
             let models = crate::runs::build_models(&config)?;
-            let path = settings
-                .output
-                .as_ref()
-                .map(|p| if p.is_relative() { config.base_dir.join(p) } else { p.clone() })
-                .unwrap_or_else(|| rewriter_pairs::default_pairs_path(&config));
+            let path = output_path(&config, &settings, rewriter_pairs::default_pairs_path(&config));
             let started = std::time::Instant::now();
             let mut progress = |q: &rewriter_pairs::QuestionOutcome| {
                 eprintln!(
@@ -118,16 +128,9 @@ pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
             Ok(exit_codes::SUCCESS)
         }
         CollectCommand::QpoRecords { config, merge_into, overrides } => {
-            let config = load(&config, &overrides)?;
-            let Some(settings) = config.collect.clone() else {
-                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
-            };
+            let (config, settings) = load(&config, &overrides)?;
             let models = crate::runs::build_models(&config)?;
-            let path = settings
-                .output
-                .as_ref()
-                .map(|p| if p.is_relative() { config.base_dir.join(p) } else { p.clone() })
-                .unwrap_or_else(|| qpo_records::default_records_path(&config));
+            let path = output_path(&config, &settings, qpo_records::default_records_path(&config));
             let existing = merge_into.unwrap_or_else(|| path.clone());
             let started = std::time::Instant::now();
             let summary = qpo_records::collect(&config, &settings, &models, Some(&existing), path).await?;
@@ -152,10 +155,7 @@ pub(crate) async fn collect(command: CollectCommand) -> Result<i32, Failure> {
             Ok(exit_codes::SUCCESS)
         }
         CollectCommand::OirlRewardModel { config, records, out, correct_reward, overrides } => {
-            let config = load(&config, &overrides)?;
-            let Some(settings) = config.collect.clone() else {
-                return Err(Failure::new(exit_codes::CONFIG, "no [collect]"));
-            };
+            let (config, settings) = load(&config, &overrides)?;
             if !correct_reward.is_finite() {
                 return Err(Failure::new(exit_codes::USAGE, "--correct-reward must be a finite number"));
             }
