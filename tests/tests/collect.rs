@@ -781,12 +781,14 @@ mod cli {
         assert_eq!(records.len(), 8, "min-reward -1000 keeps every distinct outcome");
         assert_eq!(jsonl(&data.join("records.sft.jsonl")).len(), 8);
 
-        // Again: the same records (nothing new), the outcome log grows.
+        // Again: the same records (nothing new), and the same outcomes are
+        // not logged twice (the scripted model answers the same way).
         let out = techne(&["collect", "qpo-records", "collect.toml"], dir.path());
         assert_exit(&out, 0);
         let stdout = text(&out.stdout);
         assert!(stdout.contains("0 new records (mean reward 0.00), 8 in all"), "{stdout}");
-        assert!(stdout.contains("(16 in all)"), "{stdout}");
+        assert!(stdout.contains("(8 in all)"), "{stdout}");
+        assert_eq!(jsonl(&data.join("records.outcomes.jsonl")).len(), 8);
     }
 
     /// A logged outcome line.
