@@ -185,13 +185,15 @@ impl Config {
             embedding_model: params.text("embedding-model")?,
             judge_model: params.text("judge-model")?,
         };
-        let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(PluginError::invalid_input(message)) };
-        check((1..=128).contains(&config.num_prompts), "parameter `num-prompts` must be from 1 to 128")?;
-        check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
-        check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
-        check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
-        check(config.policy_template.contains("{query}"), "parameter `policy-template` must contain `{query}`")?;
-        check(
+        Params::check((1..=128).contains(&config.num_prompts), "parameter `num-prompts` must be from 1 to 128")?;
+        Params::check(config.temperature >= 0.0, "parameter `temperature` must be 0 or more")?;
+        Params::check(config.top_p > 0.0 && config.top_p <= 1.0, "parameter `top-p` must be in (0, 1]")?;
+        Params::check(config.max_tokens >= 1, "parameter `max-tokens` must be at least 1")?;
+        Params::check(
+            config.policy_template.contains("{query}"),
+            "parameter `policy-template` must contain `{query}`",
+        )?;
+        Params::check(
             config.prompt_template.contains("{prompt}") && config.prompt_template.contains("{query}"),
             "parameter `prompt-template` must contain both `{prompt}` and `{query}`",
         )?;
@@ -204,14 +206,7 @@ mod tests {
     use super::*;
 
     fn with(overrides: &[(&str, &str)]) -> Params {
-        let mut pairs: Vec<(String, String)> = parameters().into_iter().map(|p| (p.name, p.default_value)).collect();
-        for (name, value) in overrides {
-            match pairs.iter_mut().find(|(n, _)| n == name) {
-                Some(pair) => pair.1 = (*value).to_owned(),
-                None => panic!("no parameter {name}"),
-            }
-        }
-        Params::from_pairs(pairs)
+        Params::with_defaults(&parameters(), overrides).unwrap()
     }
 
     #[test]

@@ -4,33 +4,9 @@
 //! natively.
 
 use techne_plugin_sdk::serde_json::{self, Value};
+use techne_plugin_sdk::template::fill;
 
 use crate::reward;
-
-/// Fills `{name}` placeholders of `template` in one pass: text substituted
-/// for one placeholder is never scanned again, so a prompt that happens to
-/// contain `{query}` cannot pull the query in twice. Unknown placeholders
-/// stay as they are.
-pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open..];
-        match values.iter().find(|(name, _)| after[1..].starts_with(name) && after[1 + name.len()..].starts_with('}')) {
-            Some((name, value)) => {
-                out.push_str(value);
-                rest = &after[name.len() + 2..];
-            }
-            None => {
-                out.push('{');
-                rest = &after[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The policy's input: the return-to-go prefix for `target_reward`, then
 /// `template` with `{query}` filled in.
@@ -182,15 +158,6 @@ pub fn rank(rewards: &[f64]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fill_is_single_pass() {
-        assert_eq!(fill("{prompt}\n\n{query}", &[("prompt", "Think."), ("query", "2+2?")]), "Think.\n\n2+2?");
-        // A prompt containing a placeholder is not expanded again.
-        assert_eq!(fill("{prompt} {query}", &[("prompt", "use {query}"), ("query", "Q")]), "use {query} Q");
-        assert_eq!(fill("{other} {query", &[("query", "Q")]), "{other} {query");
-        assert_eq!(fill("", &[("query", "Q")]), "");
-    }
 
     #[test]
     fn policy_input_has_the_reward_prefix() {
