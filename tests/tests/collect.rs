@@ -26,20 +26,7 @@ use techne::collect::{CollectSettings, qpo_records, rewriter_pairs};
 use techne::config::{Overrides, load_run_config};
 use techne::sandbox::plugin::{CriterionScore, JudgedQuestion, LabelledPrompt, TrainerExtension};
 use techne::sandbox::{PluginSpec, WorkItem};
-use techne_integration_tests::{artifacts, test_engine};
-
-fn models_present() -> bool {
-    let found =
-        techne_inference::locate::smollm2_gguf().is_some() && techne_inference::locate::onnxruntime_dylib().is_some();
-    if !found {
-        assert!(
-            std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "model packages missing: run scripts/setup.sh"
-        );
-        eprintln!("skipped: install the model packages with scripts/setup.sh");
-    }
-    found
-}
+use techne_integration_tests::{artifacts, models_available, test_engine};
 
 fn repo_file(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path).display().to_string()
@@ -105,7 +92,7 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriter_pairs_are_dpo_records_that_follow_the_judgements() {
-    if !models_present() {
+    if !models_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +192,7 @@ judge-max-tokens = 16
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qpo_records_are_rewarded_deduplicated_and_merged() {
-    if !models_present() {
+    if !models_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -286,7 +273,7 @@ seeds = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_oirl_reward_model_learns_which_prompt_suits_which_query_on_minilm() {
-    if !models_present() || techne_inference::locate::minilm_onnx().is_none() {
+    if !models_available() || techne_inference::locate::minilm_onnx().is_none() {
         assert!(std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"), "all-MiniLM missing: scripts/setup.sh");
         return;
     }
@@ -398,7 +385,7 @@ const REWRITE_PROMPT: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriter_dpo_loop_validates_and_keeps_the_better_model() {
-    if !models_present() {
+    if !models_available() {
         return;
     }
     remove_models("rewriter-dpo-loop-test");
@@ -496,7 +483,7 @@ validation-share = 0.34
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qpo_loop_trains_on_offline_data_then_collects_merges_and_evaluates() {
-    if !models_present() {
+    if !models_available() {
         return;
     }
     remove_models("qpo-loop-test");
