@@ -281,6 +281,7 @@ pub fn projection_format(g: &GgufFile) -> Option<WeightFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use techne_inference::gguf::{GgufWriter, MetaValue};
 
     /// A tiny llama GGUF: 2 layers, hidden 8, 2 heads, 1 KV head, vocabulary 5, tied head.
     fn tiny_gguf() -> GgufFile {
