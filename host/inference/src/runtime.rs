@@ -112,9 +112,7 @@ impl Runtime {
         if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
             builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;
         }
-        builder
-            .commit_from_file(model)
-            .map_err(|e| RuntimeError::Ort(format!("{}: {e}", model.display())))
+        builder.commit_from_file(model).map_err(|e| RuntimeError::Ort(format!("{}: {e}", model.display())))
     }
 }
 
