@@ -8,32 +8,23 @@
 use std::sync::{Arc, OnceLock, mpsc};
 
 use techne_inference::{
-    ChatMessage, EngineError, FinishReason, Generation, GenerationParams, LocalModel, Registry, Runtime, Scheduler,
-    SchedulerConfig, locate,
+    ChatMessage, EngineError, FinishReason, Generation, GenerationParams, LocalModel, Registry, Scheduler,
+    SchedulerConfig,
 };
+
+mod support;
 
 struct Fixture {
     model: Arc<LocalModel>,
     _dir: tempfile::TempDir,
 }
 
-fn skip(why: &str) -> Option<Fixture> {
-    if std::env::var("TECHNE_REQUIRE_MODELS").is_ok_and(|v| v == "1") {
-        panic!("TECHNE_REQUIRE_MODELS=1 but {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
-}
-
 fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        let runtime = match Runtime::load(None) {
-            Ok(r) => r,
-            Err(e) => return skip(&e.to_string()),
-        };
-        let Some(gguf) = locate::smollm2_gguf() else {
-            return skip(&format!("SmolLM2 GGUF not installed (run `{}`)", locate::SMOLLM2_INSTALL));
+        let (runtime, gguf) = match support::runtime_and_default_gguf() {
+            Ok(found) => found,
+            Err(why) => return support::skip(&why),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let reg = Registry::open(dir.path()).expect("registry");

@@ -15,34 +15,27 @@ use std::sync::{Arc, OnceLock};
 use techne_inference::external::{ElementType, KvLayout};
 use techne_inference::hf_export::{HfExportOptions, export_hf_dir};
 use techne_inference::{
-    ChatMessage, GenerationParams, LocalModel, Registry, RegistryError, Runtime, Scheduler, SchedulerConfig, locate,
+    ChatMessage, GenerationParams, LocalModel, Registry, RegistryError, Runtime, Scheduler, SchedulerConfig,
 };
+
+mod support;
 
 struct Fixture {
     native: LocalModel,
     external: Arc<LocalModel>,
     hf_dir: std::path::PathBuf,
+    /// The GGUF both imports come from, and the runtime that loaded them.
+    gguf: std::path::PathBuf,
+    runtime: Runtime,
     _dir: tempfile::TempDir,
-}
-
-fn skip(why: String) -> Option<Fixture> {
-    assert!(
-        std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
-        "TECHNE_REQUIRE_MODELS=1 but {why}: run scripts/setup.sh"
-    );
-    eprintln!("SKIPPED: {why}");
-    None
 }
 
 fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
-        let runtime = match Runtime::load(None) {
-            Ok(r) => r,
-            Err(e) => return skip(e.to_string()),
-        };
-        let Some(gguf) = locate::smollm2_gguf() else {
-            return skip(format!("the SmolLM2 GGUF is not installed (`{}`)", locate::SMOLLM2_INSTALL));
+        let (runtime, gguf) = match support::runtime_and_default_gguf() {
+            Ok(found) => found,
+            Err(why) => return support::skip(&why),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let hf_dir = dir.path().join("SmolLM2-135M-Instruct-onnx");
@@ -64,7 +57,7 @@ fn fixture() -> Option<&'static Fixture> {
         assert!(external.is_concat_layout());
         let native_entry = reg.import(&gguf).expect("native import");
         let native = LocalModel::load(&runtime, &native_entry, 0).expect("load the native import");
-        Some(Fixture { native, external: Arc::new(external), hf_dir, _dir: dir })
+        Some(Fixture { native, external: Arc::new(external), hf_dir, gguf, runtime, _dir: dir })
     })
     .as_ref()
 }
@@ -215,17 +208,15 @@ fn incomplete_directories_say_what_is_missing() {
 #[test]
 fn float16_cache_and_logits_generate_like_the_native_import() {
     let Some(f) = fixture() else { return };
-    let Some(gguf) = locate::smollm2_gguf() else { return };
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().join("smollm2-kv-f16");
     let options = HfExportOptions { max_context: Some(512), kv_f16: true, logits_f16: true };
-    export_hf_dir(&gguf, &dir, &options).expect("export");
+    export_hf_dir(&f.gguf, &dir, &options).expect("export");
     let reg = Registry::open(scratch.path().join("registry")).expect("registry");
     let entry = reg.import_dir(&dir, Some("kv-f16"), None).expect("import");
     let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
     assert_eq!((layout.kv_type, layout.logits_type), (ElementType::F16, ElementType::F16));
-    let runtime = Runtime::load(None).expect("runtime");
-    let model = LocalModel::load(&runtime, &entry, 0).expect("load");
+    let model = LocalModel::load(&f.runtime, &entry, 0).expect("load");
     let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
     let ours = model.chat(&france(), &params).expect("chat");
     let reference = f.native.chat(&france(), &params).expect("native chat");

@@ -1,12 +1,37 @@
-//! Pieces of synthetic GGUF files that several test crates write: the
-//! GPT-2 byte-level vocabulary and the metadata of a tiny llama model.
+//! Test support shared by several test crates: pieces of synthetic GGUF
+//! files (the GPT-2 byte-level vocabulary and the metadata of a tiny llama
+//! model; each test writes its own weights), and the way tests on the real
+//! default model find ONNX Runtime and the SmolLM2 GGUF or skip.
 //! techne-inference's tests use it as `mod support;`; techne-training's tests
 //! include this file by path (`host/training/tests/common/mod.rs`), so both
-//! write the same layout. Each test writes its own weights.
+//! write the same layout.
 
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use techne_inference::gguf::{GgufWriter, MetaType, MetaValue};
+use techne_inference::{Runtime, locate};
+
+/// A test on the real model cannot run because of `why`: `None` after
+/// printing `SKIPPED`, or a panic when `TECHNE_REQUIRE_MODELS=1` (as in
+/// scripts/test.sh), where a missing model is a failure.
+pub fn skip<T>(why: &str) -> Option<T> {
+    assert!(
+        std::env::var("TECHNE_REQUIRE_MODELS").as_deref() != Ok("1"),
+        "TECHNE_REQUIRE_MODELS=1 but {why}: run scripts/setup.sh"
+    );
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// ONNX Runtime and the embedded default model's GGUF, or why either is missing.
+pub fn runtime_and_default_gguf() -> Result<(Runtime, PathBuf), String> {
+    let runtime = Runtime::load(None).map_err(|e| e.to_string())?;
+    let gguf = locate::smollm2_gguf()
+        .ok_or_else(|| format!("the SmolLM2 GGUF is not installed (run `{}`)", locate::SMOLLM2_INSTALL))?;
+    Ok((runtime, gguf))
+}
 
 /// A GGUF string array of `values`.
 pub fn string_array<S: AsRef<str>>(values: &[S]) -> MetaValue {
