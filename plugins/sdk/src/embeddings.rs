@@ -1,8 +1,8 @@
 //! Sentence embeddings.
 
+use crate::HostError;
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::techne::plugin::embeddings as wit;
-use crate::HostError;
 
 /// Embed each of `texts` with `model`, one vector per text, in order.
 /// Vectors are L2-normalised, so a dot product ([`cosine`]) is the cosine

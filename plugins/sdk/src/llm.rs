@@ -118,15 +118,7 @@ impl Default for Sampling {
     /// (the host derives one from the run seed and the work item), n 1, no
     /// logprobs.
     fn default() -> Self {
-        Sampling {
-            max_tokens: 256,
-            temperature: 0.0,
-            top_p: 1.0,
-            stop: Vec::new(),
-            seed: None,
-            n: 1,
-            logprobs: false,
-        }
+        Sampling { max_tokens: 256, temperature: 0.0, top_p: 1.0, stop: Vec::new(), seed: None, n: 1, logprobs: false }
     }
 }
 
@@ -247,16 +239,16 @@ mod tests {
 
     #[test]
     fn completion_text_is_the_first_choice() {
-        let mut c = Completion {
-            model: "m".into(),
-            choices: vec![],
-            usage: Usage { prompt_tokens: 1, completion_tokens: 0 },
-        };
+        let mut c =
+            Completion { model: "m".into(), choices: vec![], usage: Usage { prompt_tokens: 1, completion_tokens: 0 } };
         assert_eq!(c.text(), "");
         c.choices.push(Choice {
             text: "first".into(),
             finish_reason: FinishReason::Stop,
-            logprobs: vec![TokenLogprob { token: "a".into(), logprob: -0.5 }, TokenLogprob { token: "b".into(), logprob: -1.5 }],
+            logprobs: vec![
+                TokenLogprob { token: "a".into(), logprob: -0.5 },
+                TokenLogprob { token: "b".into(), logprob: -1.5 },
+            ],
         });
         assert_eq!(c.text(), "first");
         assert_eq!(c.choices[0].logprob_sum(), -2.0);

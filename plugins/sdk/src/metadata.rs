@@ -8,12 +8,7 @@ impl Metadata {
     /// the plugin's own semver `version` (e.g. `env!("CARGO_PKG_VERSION")`)
     /// and a one-paragraph `description` (which technique, which paper).
     pub fn new(name: impl Into<String>, version: impl Into<String>, description: impl Into<String>) -> Self {
-        Metadata {
-            name: name.into(),
-            version: version.into(),
-            description: description.into(),
-            parameters: Vec::new(),
-        }
+        Metadata { name: name.into(), version: version.into(), description: description.into(), parameters: Vec::new() }
     }
 
     /// Adds a parameter the plugin reads.
@@ -85,11 +80,7 @@ impl ParameterKind {
 /// Writes a float so that it reads back as a float (`1` becomes `1.0`).
 fn format_float(value: f64) -> String {
     let text = value.to_string();
-    if value.is_finite() && !text.contains(['.', 'e', 'E']) {
-        format!("{text}.0")
-    } else {
-        text
-    }
+    if value.is_finite() && !text.contains(['.', 'e', 'E']) { format!("{text}.0") } else { text }
 }
 
 #[cfg(test)]

@@ -11,7 +11,12 @@ pub use crate::bindings::exports::techne::plugin::migration_strategy::{Example, 
 pub trait MigrationStrategy: Plugin {
     /// Judge the local model's `response` to `reference.prompt` against
     /// `reference.response`, using `service_model`.
-    fn judge(reference: &Example, response: &str, service_model: &str, params: &Params) -> Result<Judgement, PluginError>;
+    fn judge(
+        reference: &Example,
+        response: &str,
+        service_model: &str,
+        params: &Params,
+    ) -> Result<Judgement, PluginError>;
 
     /// Write about `count` new examples in the style of `seeds` with
     /// `service_model` (`round` is 0-based).

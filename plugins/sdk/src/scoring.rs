@@ -8,16 +8,20 @@
 //! # let _ = ppl; Ok(()) }
 //! ```
 
+use crate::HostError;
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::techne::plugin::scoring as wit;
-use crate::HostError;
 use crate::llm::Message;
 
 pub use crate::bindings::techne::plugin::scoring::ContinuationScore;
 
 /// Score each of `continuations` after the raw `prompt` (which may be
 /// empty), one [`ContinuationScore`] per continuation, in order.
-pub fn score(model: &str, prompt: &str, continuations: &[impl AsRef<str>]) -> Result<Vec<ContinuationScore>, HostError> {
+pub fn score(
+    model: &str,
+    prompt: &str,
+    continuations: &[impl AsRef<str>],
+) -> Result<Vec<ContinuationScore>, HostError> {
     let continuations = owned(continuations);
     #[cfg(target_arch = "wasm32")]
     {
@@ -52,11 +56,7 @@ pub fn score_chat(
 /// Mean log-probability per token of a scored continuation (0 for an empty
 /// continuation).
 pub fn mean_logprob(score: &ContinuationScore) -> f64 {
-    if score.token_count == 0 {
-        0.0
-    } else {
-        score.logprob_sum / f64::from(score.token_count)
-    }
+    if score.token_count == 0 { 0.0 } else { score.logprob_sum / f64::from(score.token_count) }
 }
 
 /// Perplexity of a scored continuation: `exp(-mean_logprob)` (1 for an empty

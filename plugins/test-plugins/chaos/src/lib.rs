@@ -66,13 +66,13 @@ impl Solver for Chaos {
             }
             Command::State { key, value } => {
                 state::set_text(key, value)?;
-                let read = state::get_text(key)?
-                    .ok_or_else(|| PluginError::failed(format!("state key `{key}` was set but reads back as missing")))?;
+                let read = state::get_text(key)?.ok_or_else(|| {
+                    PluginError::failed(format!("state key `{key}` was set but reads back as missing"))
+                })?;
                 Ok(Solution::new(read))
             }
             Command::Seed => {
-                let random = getrandom::u64()
-                    .map_err(|e| PluginError::failed(format!("wasi:random failed: {e}")))?;
+                let random = getrandom::u64().map_err(|e| PluginError::failed(format!("wasi:random failed: {e}")))?;
                 Ok(Solution::new(format!("{}/{}", randomness::item_seed(), random)))
             }
             Command::Log(message) => {
@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(parse("oversize:10").unwrap(), Command::Oversize(10));
         assert_eq!(parse("hang-in-host").unwrap(), Command::HangInHost);
         assert_eq!(parse("chat:hi there").unwrap(), Command::Chat("hi there"));
-        assert_eq!(parse("score:The sky is| blue").unwrap(), Command::Score { prompt: "The sky is", continuation: " blue" });
+        assert_eq!(
+            parse("score:The sky is| blue").unwrap(),
+            Command::Score { prompt: "The sky is", continuation: " blue" }
+        );
         assert_eq!(parse("state:k=v=w").unwrap(), Command::State { key: "k", value: "v=w" });
         assert_eq!(parse("seed").unwrap(), Command::Seed);
         assert_eq!(parse("log:hello").unwrap(), Command::Log("hello"));
