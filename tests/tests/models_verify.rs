@@ -30,29 +30,47 @@ fn techne_agrees_with_llama_cpp_on_the_shipped_prompts() {
         return;
     }
     let registry = tempfile::tempdir().unwrap();
+    let registry = registry.path().to_str().unwrap();
+    let verify = |model: Option<&str>| {
+        let mut args = vec!["models", "verify", "--server", binary.to_str().unwrap(), "--registry", registry];
+        args.extend(["--threads", "1"]);
+        if let Some(model) = model {
+            args.extend(["--model", model]);
+        }
+        let (code, stdout, stderr) = techne(&args);
+        eprintln!("{stdout}");
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
+        let summary = stdout.lines().find(|l| l.starts_with("overall top-1 agreement")).unwrap().to_string();
+        let percent: f64 = summary.split_whitespace().nth(3).unwrap().trim_end_matches('%').parse().unwrap();
+        assert!(percent >= 95.0, "{summary}");
+        assert!(summary.contains("tokenizer mismatches 0"), "{summary}");
+        // Every shipped prompt has a row, and each compared some tokens.
+        for id in ["capital", "python", "story", "unicode"] {
+            let row = stdout.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no row {id}:\n{stdout}"));
+            let compared: usize = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+            assert!(compared > 0, "{row}");
+        }
+        summary
+    };
+    verify(None);
+    // The int8-activation export computes as llama.cpp does (int8 blocks of
+    // activations) and must agree as well: its 4-bit codes are centred on
+    // their zero points, which halves the error the int8 rounding adds.
+    let gguf = techne_inference::locate::smollm2_gguf().unwrap();
     let (code, stdout, stderr) = techne(&[
         "models",
-        "verify",
-        "--server",
-        binary.to_str().unwrap(),
+        "import",
+        gguf.to_str().unwrap(),
+        "--name",
+        "smollm2-int8",
+        "--accuracy-level",
+        "4",
         "--registry",
-        registry.path().to_str().unwrap(),
-        "--threads",
-        "1",
+        registry,
     ]);
-    eprintln!("{stdout}");
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
-    let summary = stdout.lines().find(|l| l.starts_with("overall top-1 agreement")).unwrap();
-    let percent: f64 = summary.split_whitespace().nth(3).unwrap().trim_end_matches('%').parse().unwrap();
-    assert!(percent >= 95.0, "{summary}");
-    assert!(summary.contains("tokenizer mismatches 0"), "{summary}");
-    // Every shipped prompt has a row, and each compared some tokens.
-    for id in ["capital", "python", "story", "unicode"] {
-        let row = stdout.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no row {id}:\n{stdout}"));
-        let compared: usize = row.split_whitespace().nth(3).unwrap().parse().unwrap();
-        assert!(compared > 0, "{row}");
-    }
+    verify(Some("smollm2-int8"));
 }
 
 #[test]
