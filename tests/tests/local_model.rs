@@ -123,6 +123,17 @@ fn models_and_generate_commands_work_on_a_private_registry() {
     let manifest = std::fs::read_to_string(registry.path().join("smol-int8").join("manifest.json")).unwrap();
     assert!(manifest.contains("\"accuracy_level\": 4") || manifest.contains("\"accuracy_level\":4"), "{manifest}");
     answers_france("smol-int8");
+    // `--default --accuracy-level 4` registers the embedded model's int8 export
+    // under a name of its own, next to (not over) the default f32 export.
+    let (code, stdout, stderr) = run(&["models", "import", "--default", "--accuracy-level", "4", "--registry", reg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let int8 = techne_inference::registry::DEFAULT_INT8_MODEL_NAME;
+    assert!(stdout.contains(&format!("imported `{int8}`")), "{stdout}");
+    answers_france(int8);
+    // ... and `model = "default-int8"` (here `--model default-int8`) names it.
+    answers_france("default-int8");
+    let (code, _, _) = run(&["models", "remove", int8, "--registry", reg]);
+    assert_eq!(code, Some(0));
     let (code, _, stderr) =
         run(&["models", "import", gguf.to_str().unwrap(), "--accuracy-level", "2", "--registry", reg]);
     assert_eq!(code, Some(2), "{stderr}");

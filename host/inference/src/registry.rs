@@ -27,6 +27,11 @@ use crate::tokenizer::{SpecialTokens, TokenizerError, tokenizer_json_from_gguf};
 pub const MANIFEST_VERSION: u32 = 1;
 /// The name the default chat model is imported under.
 pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1";
+/// Registry name of the default model exported with int8 activations
+/// (`techne models import --default --accuracy-level 4`).
+pub const DEFAULT_INT8_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1-int8";
+/// Suffix of the name an int8-activation import gets when none is given.
+pub const INT8_NAME_SUFFIX: &str = "-int8";
 
 /// Errors raised by the registry.
 #[derive(Debug, thiserror::Error)]
@@ -477,12 +482,29 @@ impl Registry {
     pub fn ensure_default(&self) -> Result<ModelEntry> {
         if let Ok(e) = self.get(DEFAULT_MODEL_NAME)
             && e.manifest.graph_version == onnx_export::GRAPH_VERSION
+            && e.manifest.export_options == ExportOptions::default()
             && e.manifest.files.iter().all(|f| e.dir.join(&f.name).is_file())
         {
             return Ok(e);
         }
         let path = locate::smollm2_gguf().ok_or(RegistryError::DefaultModelMissing)?;
         self.import_as(&path, DEFAULT_MODEL_NAME, &ExportOptions::default())
+    }
+
+    /// Imports the default chat model exported with int8 activations
+    /// (`MatMulNBits` accuracy level 4) as [`DEFAULT_INT8_MODEL_NAME`] unless
+    /// it is already there with the current graph version.
+    pub fn ensure_default_int8(&self) -> Result<ModelEntry> {
+        let options = ExportOptions { accuracy_level: 4, ..ExportOptions::default() };
+        if let Ok(e) = self.get(DEFAULT_INT8_MODEL_NAME)
+            && e.manifest.graph_version == onnx_export::GRAPH_VERSION
+            && e.manifest.export_options == options
+            && e.manifest.files.iter().all(|f| e.dir.join(&f.name).is_file())
+        {
+            return Ok(e);
+        }
+        let path = locate::smollm2_gguf().ok_or(RegistryError::DefaultModelMissing)?;
+        self.import_as(&path, DEFAULT_INT8_MODEL_NAME, &options)
     }
 
     /// Reads a model's manifest.

