@@ -37,18 +37,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let same = g.token_ids == cont;
             let scored = model.score_ids(&ids, &cont)?;
             let base = models[0].1.score_ids(&ids, &cont)?;
-            let mut gen_vs_score: f32 = 0.0;
-            if let Some(lps) = &g.logprobs {
-                for (a, b) in lps.iter().zip(&scored.tokens).take_while(|(a, b)| a.token_id == b.token_id) {
-                    gen_vs_score = gen_vs_score.max((a.logprob - b.logprob).abs());
-                }
-            }
+            // This level's own continuation: generated vs scored log-probabilities.
+            let own = model.score_ids(&ids, &g.token_ids)?;
+            let gen_vs_score: Vec<f32> =
+                g.logprobs.iter().flatten().zip(&own.tokens).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
+            let gen_mean = gen_vs_score.iter().sum::<f32>() / gen_vs_score.len().max(1) as f32;
+            let gen_max = gen_vs_score.iter().cloned().fold(0.0, f32::max);
             let vs_f32: Vec<f32> =
                 scored.tokens.iter().zip(&base.tokens).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
             let mean = vs_f32.iter().sum::<f32>() / vs_f32.len().max(1) as f32;
             let max = vs_f32.iter().cloned().fold(0.0, f32::max);
             println!(
-                "  level {level}: greedy same as level 0: {same}; max |gen - score| {gen_vs_score:.4}; score vs level-0 score mean {mean:.4} max {max:.4}"
+                "  level {level}: greedy same as level 0: {same}; |generated - scored| over {} tokens mean {gen_mean:.4} max {gen_max:.4}; scored vs level 0 mean {mean:.4} max {max:.4}",
+                gen_vs_score.len()
             );
         }
     }

@@ -93,10 +93,10 @@ pub struct ExportOptions {
     /// `MatMulNBits` accuracy level. 0 (the default) computes in f32: 8-bit
     /// codes are then split into two exact 4-bit matrices, because ONNX
     /// Runtime has no pre-packed f32 kernel for 8-bit weights. 4 quantises
-    /// activations to int8 blocks (like llama.cpp) and decodes ~1.4× faster.
+    /// activations to int8 blocks (like llama.cpp) and decodes ~1.5× faster.
     /// Its rows are computed alike in any batch, but the rounding to int8
     /// turns the last-bit differences between a one-token decode step and a
-    /// many-token pass into log-probability differences of ~0.01 (up to ~0.3
+    /// many-token pass into log-probability differences of ~0.03 on average (up to ~0.4
     /// at some tokens), so scoring a text and generating it disagree slightly.
     pub accuracy_level: i64,
 }

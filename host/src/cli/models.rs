@@ -33,9 +33,9 @@ pub enum ModelsCommand {
         default: bool,
         /// ONNX Runtime `MatMulNBits` accuracy level of the 4-bit matrix products: 0 computes in f32
         /// (the default: scoring a text and generating it give the same log-probabilities); 4 quantises
-        /// activations to int8 blocks as llama.cpp does and decodes ~1.4× faster (batched rows still equal
+        /// activations to int8 blocks as llama.cpp does and decodes ~1.5× faster (batched rows still equal
         /// unbatched ones, and llama.cpp agreement is the same), but scoring and generation log-probabilities
-        /// then differ by ~0.01 (up to ~0.3 at some tokens). Without --name such an import is named
+        /// then differ by ~0.03 on average (up to ~0.4 at some tokens). Without --name such an import is named
         /// `<name>-int8`.
         #[arg(long, default_value_t = 0, value_parser = parse_accuracy_level)]
         accuracy_level: i64,
