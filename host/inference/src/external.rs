@@ -411,7 +411,9 @@ fn detect_layout(
             "num_logits_to_keep" | "logits_to_keep" if p.elem_type == data_type::INT64 && p.dims.len() <= 1 => {
                 logits_to_keep = Some(control(p))
             }
-            "use_cache_branch" if p.elem_type == 9 && p.dims.len() <= 1 => use_cache_branch = Some(control(p)),
+            "use_cache_branch" if p.elem_type == data_type::BOOL && p.dims.len() <= 1 => {
+                use_cache_branch = Some(control(p))
+            }
             other => {
                 return Err(bad(format!(
                     "unrecognised input `{other}` (techne feeds only input_ids, attention_mask, position_ids, \

@@ -77,6 +77,14 @@ pub struct HfExportOptions {
     pub kv_f16: bool,
     /// Return the logits as float16 (as `model_fp16.onnx` exports do).
     pub logits_f16: bool,
+    /// Take a scalar int64 `num_logits_to_keep` input, as recent
+    /// transformers exports do: logits only for that many last positions
+    /// (0 = all).
+    pub num_logits_to_keep: bool,
+    /// Take a `use_cache_branch` bool `[1]` input, as Optimum's merged
+    /// decoders do: when it is false the past inputs are ignored (a first
+    /// step), when true they are attended to.
+    pub use_cache_branch: bool,
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HfExportError> {
@@ -166,7 +174,7 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
     let axes_last = b.const_i64("axes_1", &[1], &[1]);
     let query_pos = b.op("Unsqueeze", "", &[&query_pos, &axes_last], vec![]);
     let causal = b.op("LessOrEqual", "", &[&key_pos, &query_pos], vec![]);
-    let keep = b.op("Cast", "", &["attention_mask"], vec![attr_i("to", 9)]); // BOOL
+    let keep = b.op("Cast", "", &["attention_mask"], vec![attr_i("to", data_type::BOOL.into())]);
     let mask_axes = b.const_i64("mask_axes", &[3], &[1, 2, 3]);
     let keep = b.op("Unsqueeze", "", &[&keep, &mask_axes], vec![]);
     let allowed = b.op("And", "", &[&causal, &keep], vec![]);
@@ -185,6 +193,16 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
     let axis2 = b.const_i64("axis_2", &[1], &[2]);
     let qkv_split = b.const_i64("qkv_split", &[3], &[(nh * hd) as i64, (nkv * hd) as i64, (nkv * hd) as i64]);
     let gu_split = b.const_i64("gate_up_split", &[2], &[ff as i64, ff as i64]);
+
+    // With `use_cache_branch`: how many past positions to keep, `[past]` when
+    // the flag is set, `[0]` when not.
+    let past_kept = options.use_cache_branch.then(|| {
+        let flag = b.op("Cast", "", &["use_cache_branch"], vec![attr_i("to", data_type::INT64.into())]);
+        let past_len = scalar(&mut b, "past_key_values.0.key", 2);
+        let kept = b.op("Mul", "", &[&past_len, &flag], vec![]);
+        let one_d = b.const_i64("one_d_shape", &[1], &[1]);
+        b.op("Reshape", "", &[&kept, &one_d], vec![])
+    });
 
     for i in 0..cfg.n_layers {
         let p = format!("model.layers.{i}");
@@ -208,7 +226,13 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
         let k = b.op("Reshape", "", &[&k, &heads_shape], vec![]);
         let v = b.op("Reshape", "", &[&v, &v_shape], vec![]);
         let v = b.op("Transpose", "", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let (past_k, past_v) = (format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value"));
+        let (mut past_k, mut past_v) = (format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value"));
+        if let Some(ends) = &past_kept {
+            // The merged decoder's branch without a cache: no past positions.
+            let starts = b.const_i64("past_starts", &[1], &[0]);
+            past_k = b.op("Slice", "", &[&past_k, &starts, ends, &axis2], vec![]);
+            past_v = b.op("Slice", "", &[&past_v, &starts, ends, &axis2], vec![]);
+        }
         let (present_k, present_v) = (format!("present.{i}.key"), format!("present.{i}.value"));
         let (k_all, v_all) = if kv_f16 {
             let to_f16 = vec![attr_i("to", data_type::FLOAT16.into())];
@@ -258,7 +282,16 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
     }
     let w = norm_weight(g, "output_norm.weight", h)?;
     let wn = b.init(pb::tensor_f32("model.norm.weight", &[h as i64], &w));
-    let xf = rms_norm(&mut b, &hidden, &wn, cfg.rms_eps);
+    let mut xf = rms_norm(&mut b, &hidden, &wn, cfg.rms_eps);
+    if options.num_logits_to_keep {
+        // The last `num_logits_to_keep` positions (0 keeps them all).
+        let one_d = b.const_i64("keep_shape", &[1], &[1]);
+        let keep = b.op("Reshape", "", &["num_logits_to_keep", &one_d], vec![]);
+        let starts = b.op("Neg", "", &[&keep], vec![]);
+        let ends = b.const_i64("keep_ends", &[1], &[i64::MAX]);
+        let axes = b.const_i64("keep_axes", &[1], &[1]);
+        xf = b.op("Slice", "", &[&xf, &starts, &ends, &axes], vec![]);
+    }
     let head = g.tensor("output.weight").unwrap_or(embd);
     let head = load_weight(g, matrix(g, &head.name, h, cfg.vocab)?)?;
     let logits = b.linear("lm_head", &xf, head);
@@ -279,13 +312,23 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
     let mut outputs = vec![value_info(
         "logits",
         if options.logits_f16 { data_type::FLOAT16 } else { data_type::FLOAT },
-        &["batch_size".into(), "sequence_length".into(), (cfg.vocab as i64).into()],
+        &[
+            "batch_size".into(),
+            if options.num_logits_to_keep { "logits_length" } else { "sequence_length" }.into(),
+            (cfg.vocab as i64).into(),
+        ],
     )];
     for i in 0..cfg.n_layers {
         for kind in ["key", "value"] {
             inputs.push(value_info(&format!("past_key_values.{i}.{kind}"), kv_type, &kv_dims("past_sequence_length")));
             outputs.push(value_info(&format!("present.{i}.{kind}"), kv_type, &kv_dims("total_sequence_length")));
         }
+    }
+    if options.num_logits_to_keep {
+        inputs.push(value_info("num_logits_to_keep", data_type::INT64, &[]));
+    }
+    if options.use_cache_branch {
+        inputs.push(value_info("use_cache_branch", data_type::BOOL, &[1i64.into()]));
     }
     Ok(b.into_model("techne-inference (hf layout)", inputs, outputs))
 }

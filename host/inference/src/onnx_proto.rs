@@ -16,6 +16,8 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     /// int64.
     pub const INT64: i32 = 7;
+    /// bool.
+    pub const BOOL: i32 = 9;
     /// float16.
     pub const FLOAT16: i32 = 10;
 }

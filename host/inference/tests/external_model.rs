@@ -210,7 +210,7 @@ fn float16_cache_and_logits_generate_like_the_native_import() {
     let Some(f) = fixture() else { return };
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = scratch.path().join("smollm2-kv-f16");
-    let options = HfExportOptions { max_context: Some(512), kv_f16: true, logits_f16: true };
+    let options = HfExportOptions { max_context: Some(512), kv_f16: true, logits_f16: true, ..Default::default() };
     export_hf_dir(&f.gguf, &dir, &options).expect("export");
     let reg = Registry::open(scratch.path().join("registry")).expect("registry");
     let entry = reg.import_dir(&dir, Some("kv-f16"), None).expect("import");
@@ -230,5 +230,42 @@ fn float16_cache_and_logits_generate_like_the_native_import() {
     let two = model.chat(&france(), &GenerationParams { n: 2, ..GenerationParams::greedy(16) }).expect("n=2");
     for c in &two.choices {
         assert_eq!(c.token_ids, b.token_ids);
+    }
+}
+
+#[test]
+fn merged_decoder_inputs_are_fed_as_transformers_and_optimum_expect() {
+    let Some(f) = fixture() else { return };
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("smollm2-merged");
+    let options = HfExportOptions {
+        max_context: Some(512),
+        num_logits_to_keep: true,
+        use_cache_branch: true,
+        ..Default::default()
+    };
+    export_hf_dir(&f.gguf, &dir, &options).expect("export");
+    let reg = Registry::open(scratch.path().join("registry")).expect("registry");
+    let entry = reg.import_dir(&dir, Some("merged"), None).expect("import");
+    let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
+    assert_eq!(layout.logits_to_keep.as_ref().map(|c| c.name.as_str()), Some("num_logits_to_keep"));
+    assert_eq!(layout.use_cache_branch.as_ref().map(|c| c.name.as_str()), Some("use_cache_branch"));
+    let model = LocalModel::load(&f.runtime, &entry, 0).expect("load");
+    // Generation: a prefill keeping one position's logits, then steps whose
+    // past is used only because `use_cache_branch` is true (were it false,
+    // the graph would drop the past and the tokens would differ).
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
+    let ours = model.chat(&france(), &params).expect("chat");
+    let reference = f.native.chat(&france(), &params).expect("native chat");
+    let (a, b) = (&ours.choices[0], &reference.choices[0]);
+    assert_eq!(a.token_ids, b.token_ids, "{:?} vs {:?}", a.text, b.text);
+    // Scoring asks for every position's logits (num_logits_to_keep = 0) and,
+    // for the continuation after a cached prompt, uses the cache branch.
+    let prompt = model.chat_ids(&france()).expect("prompt ids");
+    let scored = model.score_ids(&prompt, &a.token_ids).expect("score");
+    assert!(scored.is_greedy);
+    let generated = a.logprobs.as_ref().expect("logprobs");
+    for (s, g) in scored.tokens.iter().zip(generated) {
+        assert!((s.logprob - g.logprob).abs() < 1e-3, "{} vs {}", s.logprob, g.logprob);
     }
 }

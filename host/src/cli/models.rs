@@ -59,6 +59,12 @@ pub enum ModelsCommand {
         /// Largest context (rotary tables, max_position_embeddings); default: the model's, capped at 32768.
         #[arg(long)]
         max_context: Option<usize>,
+        /// Add a scalar `num_logits_to_keep` input (logits for that many last positions; 0 = all).
+        #[arg(long)]
+        num_logits_to_keep: bool,
+        /// Add a `use_cache_branch` input, as Optimum's merged decoders have (false: ignore the past inputs).
+        #[arg(long)]
+        use_cache_branch: bool,
     },
     /// Re-hash a model's files against its manifest.
     Check {
@@ -245,14 +251,28 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
             }
             Ok(exit_codes::SUCCESS)
         }
-        ModelsCommand::ExportHf { file, out, kv_f16, logits_f16, max_context } => {
+        ModelsCommand::ExportHf {
+            file,
+            out,
+            kv_f16,
+            logits_f16,
+            max_context,
+            num_logits_to_keep,
+            use_cache_branch,
+        } => {
             if out.exists() {
                 return Err(Failure::new(
                     exit_codes::USAGE,
                     format!("{} already exists: choose a new directory", out.display()),
                 ));
             }
-            let options = techne_inference::hf_export::HfExportOptions { max_context, kv_f16, logits_f16 };
+            let options = techne_inference::hf_export::HfExportOptions {
+                max_context,
+                kv_f16,
+                logits_f16,
+                num_logits_to_keep,
+                use_cache_branch,
+            };
             techne_inference::hf_export::export_hf_dir(&file, &out, &options).map_err(model_failure)?;
             println!("wrote {} (import it with `techne models import {}`)", out.display(), out.display());
             Ok(exit_codes::SUCCESS)
