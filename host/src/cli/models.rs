@@ -103,6 +103,10 @@ pub struct VerifyArgs {
     /// The required top-1 agreement, in percent.
     #[arg(long, default_value_t = 95.0)]
     pub threshold: f64,
+    /// A greedy continuation may part from llama.cpp's only at a near-tie: where llama.cpp ranked
+    /// techne's token within this many nats of its own.
+    #[arg(long, default_value_t = techne_inference::verify::DEFAULT_TIE_GAP)]
+    pub tie_gap: f32,
     /// Intra-op threads for techne (0 = physical cores); llama-server runs on one thread.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -304,6 +308,9 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
     if !(0.0..=100.0).contains(&args.threshold) {
         return Err(Failure::new(exit_codes::USAGE, "--threshold is a percentage from 0 to 100"));
     }
+    if !(args.tie_gap.is_finite() && args.tie_gap >= 0.0) {
+        return Err(Failure::new(exit_codes::USAGE, "--tie-gap is a log-probability gap of 0 or more"));
+    }
     let prompts = match &args.prompts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -365,7 +372,7 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
         gguf.display(),
         prompts.len()
     );
-    let result = verify::compare(&model, &llama, &prompts, args.threshold / 100.0, |p| {
+    let result = verify::compare(&model, &llama, &prompts, args.threshold / 100.0, args.tie_gap, |p| {
         eprintln!("  {}: {}/{} top-1 agree", p.id, p.top1_agree, p.positions);
     });
     drop(llama);
@@ -378,10 +385,12 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
         Err(Failure::new(
             exit_codes::MODEL,
             format!(
-                "techne disagrees with llama.cpp: top-1 agreement {:.1}% (required {:.1}%), {} tokenizer mismatches",
+                "techne disagrees with llama.cpp: top-1 agreement {:.1}% (required {:.1}%), {} tokenizer mismatches, \
+                 {} greedy continuations parting away from a near-tie",
                 100.0 * report.agreement(),
                 args.threshold,
-                report.tokenizer_mismatches()
+                report.tokenizer_mismatches(),
+                report.real_divergences()
             ),
         ))
     }
