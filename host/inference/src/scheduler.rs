@@ -403,10 +403,15 @@ fn advance<T>(
         st.finish = Some(FinishReason::Stop);
     } else {
         st.tokens.push(tok);
-        let (max, lse) = log_softmax_at(logits);
-        token_lp = Some((f64::from(logits[tok as usize] - max) - lse) as f32);
+        // The log-probability is for `logprobs` and for streaming callers; a
+        // softmax over the vocabulary costs a noticeable part of a step.
         if params.logprobs {
-            st.logprobs.push(model.logprob_entry(logits, tok, params.top_logprobs));
+            let entry = model.logprob_entry(logits, tok, params.top_logprobs);
+            token_lp = Some(entry.logprob);
+            st.logprobs.push(entry);
+        } else if request.on_token.is_some() {
+            let (max, lse) = log_softmax_at(logits);
+            token_lp = Some((f64::from(logits[tok as usize] - max) - lse) as f32);
         }
     }
     if !request.need_text {
