@@ -339,7 +339,20 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
         let lens: Vec<usize> = self.rows.iter().map(|r| r.len).collect();
         let logits = {
             let mut session = lock(self.model);
-            self.model.run_rows(&mut session, arena, 0, &lens, ids, 1, false)
+            if lens.len() < self.model.single_row_steps_below() {
+                // Cheaper one row at a time (see `single_row_steps_below`).
+                let mut all = Vec::with_capacity(lens.len() * self.model.config().vocab);
+                lens.iter()
+                    .zip(ids)
+                    .enumerate()
+                    .try_for_each(|(row, (&len, id))| {
+                        all.extend(self.model.run_rows(&mut session, arena, row, &[len], vec![id], 1, false)?);
+                        Ok::<_, EngineError>(())
+                    })
+                    .map(|()| all)
+            } else {
+                self.model.run_rows(&mut session, arena, 0, &lens, ids, 1, false)
+            }
         };
         match logits {
             Ok(logits) => {

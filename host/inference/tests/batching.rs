@@ -85,6 +85,30 @@ fn batched_greedy_matches_decoding_alone() {
 }
 
 #[test]
+fn two_row_steps_of_the_f32_export_run_row_by_row_with_the_same_tokens() {
+    let Some(f) = fixture() else { return };
+    // The default (f32-compute) export decodes one or two rows per call (its
+    // multi-row kernel is slower for two); three and more share one call.
+    assert_eq!(f.model.single_row_steps_below(), 3);
+    let prompts = prompts(&f.model);
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(12) };
+    let alone: Vec<Generation> =
+        prompts[..2].iter().map(|p| f.model.generate_ids(p, &params).expect("alone")).collect();
+    let scheduler = Scheduler::new(f.model.clone(), SchedulerConfig::default()).expect("scheduler");
+    let pending: Vec<_> = prompts[..2].iter().map(|p| scheduler.submit_ids(p, &params)).collect();
+    let together: Vec<Generation> = pending.into_iter().map(|p| p.wait().expect("together")).collect();
+    for (a, b) in alone.iter().zip(&together) {
+        same(a, b);
+        let (la, lb) = (a.choices[0].logprobs.as_ref().expect("lp"), b.choices[0].logprobs.as_ref().expect("lp"));
+        for (x, y) in la.iter().zip(lb) {
+            assert_eq!(x.logprob, y.logprob, "row by row, a row's numbers are those of decoding it alone");
+        }
+    }
+    assert_eq!(scheduler.stats().largest_batch, 2, "{:?}", scheduler.stats());
+    assert_eq!(techne_inference::engine::single_row_steps_below(4), 0, "int8 activations always batch");
+}
+
+#[test]
 fn seeded_sampling_is_the_same_in_a_batch() {
     let Some(f) = fixture() else { return };
     let prompts = prompts(&f.model);
