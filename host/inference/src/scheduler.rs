@@ -100,6 +100,9 @@ struct ActiveRequest<'cb, T> {
     on_token: Option<TokenCallback<'cb>>,
     abandoned: Option<Arc<AtomicBool>>,
     tag: T,
+    /// The logits after the prompt, for a later request with the same
+    /// prompt that copies this one's cache instead of running a prefill.
+    first_logits: Vec<f32>,
 }
 
 /// One choice being decoded: a row of the arena.
@@ -130,6 +133,11 @@ pub(crate) struct BatchDecoder<'m, 'cb, T> {
     requests: Vec<Option<ActiveRequest<'cb, T>>>,
     finished: Vec<(T, Result<Generation>)>,
     history: Vec<u32>,
+    /// Prompt prefills run.
+    pub(crate) prefills: u64,
+    /// Requests admitted by copying the cache of an active request with the
+    /// same prompt instead of a prefill.
+    pub(crate) shared_prefills: u64,
 }
 
 fn lock(model: &LocalModel) -> MutexGuard<'_, Session> {
@@ -147,6 +155,8 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
             requests: Vec::new(),
             finished: Vec::new(),
             history: Vec::new(),
+            prefills: 0,
+            shared_prefills: 0,
         }
     }
 
@@ -216,6 +226,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
             on_token: request.on_token,
             abandoned: request.abandoned,
             tag: request.tag,
+            first_logits: Vec::new(),
         };
         if active_request.params.max_tokens == 0 {
             for c in &mut active_request.choices {
@@ -235,10 +246,32 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
         let Some(arena) = self.arena.as_mut() else {
             unreachable!("the arena was just allocated");
         };
-        let ids: Vec<i64> = active_request.prompt.iter().map(|&t| i64::from(t)).collect();
-        let first = {
-            let mut session = lock(self.model);
-            self.model.run_rows(&mut session, arena, active, &[0], ids, prompt_len, false)
+        // A request with the same prompt already holds that prompt's keys and
+        // values in its row (positions 0..prompt_len do not change as it
+        // decodes) and its first logits: copy them instead of a prefill. The
+        // numbers are the ones a prefill would compute. A model from
+        // elsewhere keeps whole sequences, so there only a row that has not
+        // decoded yet can give its cache.
+        let concat = self.model.is_concat_layout();
+        let donor = self.rows.iter().position(|r| {
+            (!concat || r.len == prompt_len)
+                && self.requests[r.request]
+                    .as_ref()
+                    .is_some_and(|q| q.prompt == active_request.prompt && !q.first_logits.is_empty())
+        });
+        let first = match donor {
+            Some(row) => {
+                arena.copy_row(row, active, prompt_len);
+                self.shared_prefills += 1;
+                let donor_request = self.rows[row].request;
+                Ok(self.requests[donor_request].as_ref().map(|q| q.first_logits.clone()).unwrap_or_default())
+            }
+            None => {
+                let ids: Vec<i64> = active_request.prompt.iter().map(|&t| i64::from(t)).collect();
+                let mut session = lock(self.model);
+                self.prefills += 1;
+                self.model.run_rows(&mut session, arena, active, &[0], ids, prompt_len, false)
+            }
         };
         let first = match first {
             Ok(l) => l,
@@ -251,6 +284,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
         for i in 1..n {
             arena.copy_row(active, active + i, prompt_len);
         }
+        active_request.first_logits = first.clone();
         let key = match self.requests.iter().position(Option::is_none) {
             Some(k) => k,
             None => {
@@ -637,6 +671,11 @@ pub struct SchedulerStats {
     pub row_steps: u64,
     /// The most rows decoded in one step.
     pub largest_batch: u64,
+    /// Prompt prefills run.
+    pub prefills: u64,
+    /// Requests that copied the prompt cache of an active request with the
+    /// same prompt instead of running a prefill.
+    pub shared_prefills: u64,
 }
 
 #[derive(Debug, Default)]
@@ -644,6 +683,8 @@ struct StatCounters {
     steps: AtomicU64,
     row_steps: AtomicU64,
     largest_batch: AtomicU64,
+    prefills: AtomicU64,
+    shared_prefills: AtomicU64,
 }
 
 /// Continuous batching for a [`LocalModel`]: requests submitted from any
@@ -684,6 +725,8 @@ impl Scheduler {
             steps: self.stats.steps.load(Ordering::Relaxed),
             row_steps: self.stats.row_steps.load(Ordering::Relaxed),
             largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+            prefills: self.stats.prefills.load(Ordering::Relaxed),
+            shared_prefills: self.stats.shared_prefills.load(Ordering::Relaxed),
         }
     }
 
@@ -800,6 +843,9 @@ fn run_worker(model: &LocalModel, config: &SchedulerConfig, queue: &mpsc::Receiv
                 break;
             }
         }
+        // Before any reply goes out, so that a caller sees its own prefill counted.
+        stats.prefills.store(decoder.prefills, Ordering::Relaxed);
+        stats.shared_prefills.store(decoder.shared_prefills, Ordering::Relaxed);
         decoder.sample_pending();
         for (reply, result) in decoder.take_finished() {
             let _ = reply.send(result);

@@ -109,6 +109,34 @@ fn two_row_steps_of_the_f32_export_run_row_by_row_with_the_same_tokens() {
 }
 
 #[test]
+fn identical_prompts_share_one_prefill_and_decode_as_alone() {
+    let Some(f) = fixture() else { return };
+    let prompts = prompts(&f.model);
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(10) };
+    let alone = f.model.generate_ids(&prompts[1], &params).expect("alone");
+    let scheduler = Scheduler::new(f.model.clone(), SchedulerConfig::default()).expect("scheduler");
+    // A longer request keeps the worker busy while four identical ones queue.
+    let long = scheduler.submit_ids(&prompts[2], &GenerationParams::greedy(40));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pending: Vec<_> = (0..4).map(|_| scheduler.submit_ids(&prompts[1], &params)).collect();
+    for p in pending {
+        let together = p.wait().expect("together");
+        same(&alone, &together);
+        let (la, lb) =
+            (alone.choices[0].logprobs.as_ref().expect("lp"), together.choices[0].logprobs.as_ref().expect("lp"));
+        for (x, y) in la.iter().zip(lb) {
+            assert!((x.logprob - y.logprob).abs() < 1e-3, "{} vs {}", x.logprob, y.logprob);
+        }
+    }
+    long.wait().expect("long");
+    let stats = scheduler.stats();
+    // Every request either prefilled or copied an identical prompt's cache,
+    // and at least one of the four copied.
+    assert_eq!(stats.prefills + stats.shared_prefills, 5, "{stats:?}");
+    assert!(stats.shared_prefills >= 1, "{stats:?}");
+}
+
+#[test]
 fn seeded_sampling_is_the_same_in_a_batch() {
     let Some(f) = fixture() else { return };
     let prompts = prompts(&f.model);
