@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use techne_inference::external::{ElementType, KvLayout};
 use techne_inference::hf_export::{HfExportOptions, export_hf_dir};
 use techne_inference::{
-    ChatMessage, GenerationParams, LocalModel, Registry, RegistryError, Runtime, Scheduler, SchedulerConfig,
+    ChatMessage, Choice, GenerationParams, LocalModel, Registry, RegistryError, Runtime, Scheduler, SchedulerConfig,
 };
 
 mod support;
@@ -205,23 +205,36 @@ fn incomplete_directories_say_what_is_missing() {
     assert!(err.to_string().contains("not an ONNX model"), "{err}");
 }
 
+/// `f`'s GGUF written as a model directory with `options`, imported as
+/// `name` into a registry under `scratch` and loaded.
+fn export_and_load(f: &Fixture, scratch: &Path, name: &str, options: &HfExportOptions) -> (KvLayout, LocalModel) {
+    let dir = scratch.join(format!("smollm2-{name}"));
+    export_hf_dir(&f.gguf, &dir, options).expect("export");
+    let reg = Registry::open(scratch.join("registry")).expect("registry");
+    let entry = reg.import_dir(&dir, Some(name), None).expect("import");
+    let model = LocalModel::load(&f.runtime, &entry, 0).expect("load");
+    (entry.manifest.layout, model)
+}
+
+/// `model`'s greedy answer to the France question with log-probabilities,
+/// checked to be the native import's tokens; returns both choices.
+fn greedy_like_native(f: &Fixture, model: &LocalModel) -> (Choice, Choice) {
+    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
+    let ours = model.chat(&france(), &params).expect("chat").choices.remove(0);
+    let reference = f.native.chat(&france(), &params).expect("native chat").choices.remove(0);
+    assert_eq!(ours.token_ids, reference.token_ids, "{:?} vs {:?}", ours.text, reference.text);
+    (ours, reference)
+}
+
 #[test]
 fn float16_cache_and_logits_generate_like_the_native_import() {
     let Some(f) = fixture() else { return };
     let scratch = tempfile::tempdir().expect("tempdir");
-    let dir = scratch.path().join("smollm2-kv-f16");
     let options = HfExportOptions { max_context: Some(512), kv_f16: true, logits_f16: true, ..Default::default() };
-    export_hf_dir(&f.gguf, &dir, &options).expect("export");
-    let reg = Registry::open(scratch.path().join("registry")).expect("registry");
-    let entry = reg.import_dir(&dir, Some("kv-f16"), None).expect("import");
-    let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
+    let (layout, model) = export_and_load(f, scratch.path(), "kv-f16", &options);
+    let KvLayout::Concat(layout) = &layout else { panic!("not a concat layout") };
     assert_eq!((layout.kv_type, layout.logits_type), (ElementType::F16, ElementType::F16));
-    let model = LocalModel::load(&f.runtime, &entry, 0).expect("load");
-    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
-    let ours = model.chat(&france(), &params).expect("chat");
-    let reference = f.native.chat(&france(), &params).expect("native chat");
-    let (a, b) = (&ours.choices[0], &reference.choices[0]);
-    assert_eq!(a.token_ids, b.token_ids, "{:?} vs {:?}", a.text, b.text);
+    let (a, b) = greedy_like_native(f, &model);
     let (la, lb) = (a.logprobs.as_ref().expect("logprobs"), b.logprobs.as_ref().expect("logprobs"));
     let worst = la.iter().zip(lb).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0.0f32, f32::max);
     eprintln!("float16 cache and logits: largest log-probability difference {worst:.2e}");
@@ -237,28 +250,20 @@ fn float16_cache_and_logits_generate_like_the_native_import() {
 fn merged_decoder_inputs_are_fed_as_transformers_and_optimum_expect() {
     let Some(f) = fixture() else { return };
     let scratch = tempfile::tempdir().expect("tempdir");
-    let dir = scratch.path().join("smollm2-merged");
     let options = HfExportOptions {
         max_context: Some(512),
         num_logits_to_keep: true,
         use_cache_branch: true,
         ..Default::default()
     };
-    export_hf_dir(&f.gguf, &dir, &options).expect("export");
-    let reg = Registry::open(scratch.path().join("registry")).expect("registry");
-    let entry = reg.import_dir(&dir, Some("merged"), None).expect("import");
-    let KvLayout::Concat(layout) = &entry.manifest.layout else { panic!("not a concat layout") };
+    let (layout, model) = export_and_load(f, scratch.path(), "merged", &options);
+    let KvLayout::Concat(layout) = &layout else { panic!("not a concat layout") };
     assert_eq!(layout.logits_to_keep.as_ref().map(|c| c.name.as_str()), Some("num_logits_to_keep"));
     assert_eq!(layout.use_cache_branch.as_ref().map(|c| c.name.as_str()), Some("use_cache_branch"));
-    let model = LocalModel::load(&f.runtime, &entry, 0).expect("load");
     // Generation: a prefill keeping one position's logits, then steps whose
     // past is used only because `use_cache_branch` is true (were it false,
     // the graph would drop the past and the tokens would differ).
-    let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(16) };
-    let ours = model.chat(&france(), &params).expect("chat");
-    let reference = f.native.chat(&france(), &params).expect("native chat");
-    let (a, b) = (&ours.choices[0], &reference.choices[0]);
-    assert_eq!(a.token_ids, b.token_ids, "{:?} vs {:?}", a.text, b.text);
+    let (a, _) = greedy_like_native(f, &model);
     // Scoring asks for every position's logits (num_logits_to_keep = 0) and,
     // for the continuation after a cached prompt, uses the cache branch.
     let prompt = model.chat_ids(&france()).expect("prompt ids");
