@@ -16,7 +16,8 @@ pub const PLUGIN: i32 = 4;
 pub const ITEMS_FAILED: i32 = 5;
 /// A file could not be read or written (dataset, output directory, scaffold).
 pub const IO: i32 = 6;
-/// A model could not be opened (ONNX Runtime missing, model not found or not importable).
+/// A model could not be opened (ONNX Runtime missing, model not found or not importable), or
+/// `techne models verify` found it disagreeing with llama.cpp.
 pub const MODEL: i32 = 7;
 /// The run stopped when its request or token budget was spent; resumable.
 pub const BUDGET: i32 = 8;
