@@ -366,9 +366,25 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
         ),
     };
     let single = median(decode);
+    // Sampling as the techniques do (temperature, nucleus), against greedy:
+    // what choosing a token costs on top of the model.
+    let sampling_params = techne_inference::GenerationParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: Some(1),
+        stop: Vec::new(),
+        ..techne_inference::GenerationParams::greedy(128)
+    };
+    let sampled = median(decode_rates_with(&model, &seed_ids, reps, &sampling_params)?);
     let mut notes = vec![peer_note];
     let mut rows = vec![
         InferenceRow { case: "decode, single stream (tg128)".into(), techne: single, peer: peer_tg, unit: "tokens/s" },
+        InferenceRow {
+            case: "decode, sampling (temperature 0.8, top-p 0.95)".into(),
+            techne: sampled,
+            peer: Some(single),
+            unit: "tokens/s (peer: our greedy single stream)",
+        },
         InferenceRow {
             case: "prefill / scoring (pp512)".into(),
             techne: median(prefill),
@@ -441,9 +457,20 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
 /// Single-stream decode rates (tokens/s), one per repetition: 128 greedy
 /// tokens less the time of a 1-token generation (prefill + first token).
 fn decode_rates(model: &techne_inference::LocalModel, seed_ids: &[u32], reps: usize) -> Result<Vec<f64>, String> {
-    use techne_inference::GenerationParams;
-    let mut params = GenerationParams::greedy(128);
+    let mut params = techne_inference::GenerationParams::greedy(128);
     params.stop.clear();
+    decode_rates_with(model, seed_ids, reps, &params)
+}
+
+/// Single-stream decode rates (tokens/s) with `params`, one per repetition:
+/// the generation less the time of a 1-token generation (prefill + first token).
+fn decode_rates_with(
+    model: &techne_inference::LocalModel,
+    seed_ids: &[u32],
+    reps: usize,
+    params: &techne_inference::GenerationParams,
+) -> Result<Vec<f64>, String> {
+    use techne_inference::GenerationParams;
     let one = GenerationParams::greedy(1);
     let mut decode = Vec::new();
     for _ in 0..reps {
@@ -451,7 +478,7 @@ fn decode_rates(model: &techne_inference::LocalModel, seed_ids: &[u32], reps: us
         model.generate_ids(seed_ids, &one).map_err(|e| e.to_string())?;
         let first = t1.elapsed().as_secs_f64();
         let t = Instant::now();
-        let g = model.generate_ids(seed_ids, &params).map_err(|e| e.to_string())?;
+        let g = model.generate_ids(seed_ids, params).map_err(|e| e.to_string())?;
         let total = t.elapsed().as_secs_f64();
         let tokens = g.usage.completion_tokens.saturating_sub(1).max(1) as f64;
         decode.push(tokens / (total - first).max(1e-9));
