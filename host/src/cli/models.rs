@@ -328,17 +328,9 @@ fn verify(args: VerifyArgs) -> Result<i32, Failure> {
         )));
     }
     let registry = args.registry.open()?;
-    let entry = match args.model.as_deref() {
-        None | Some("default") => registry.ensure_default(),
-        Some("default-int8") => registry.ensure_default_int8(),
-        Some(file) if file.ends_with(".gguf") => {
-            let path = PathBuf::from(file);
-            let name = techne_inference::registry::name_from_path(&path);
-            registry.get(&name).or_else(|_| registry.import(&path))
-        }
-        Some(name) => registry.get(name),
-    }
-    .map_err(model_failure)?;
+    let entry = LocalModelSource::parse(args.model.as_deref(), std::path::Path::new("."))
+        .entry(&registry)
+        .map_err(model_failure)?;
     if matches!(entry.manifest.layout, techne_inference::external::KvLayout::Concat(_)) {
         return Err(Failure::new(
             exit_codes::USAGE,
