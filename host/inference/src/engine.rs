@@ -843,7 +843,8 @@ impl LocalModel {
     /// the logits of each row's last position (`[rows][vocab]`), or of every new
     /// position (`[rows][seq][vocab]`) when `all_positions` is set. Rows of
     /// different lengths share a step through a right-padded attention mask:
-    /// the graph takes each row's length from the sum of its mask.
+    /// the graph takes each row's length from the sum of its mask. A one-token
+    /// step of fewer rows than [`single_row_steps_below`] runs one call per row.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_rows(
         &self,
@@ -857,6 +858,14 @@ impl LocalModel {
     ) -> Result<Vec<f32>> {
         if let Some(layout) = &self.concat {
             return self.run_rows_concat(layout, session, kv, first_row, lens, ids, seq, all_positions);
+        }
+        if seq == 1 && lens.len() > 1 && lens.len() < self.single_row_steps_below && ids.len() == lens.len() {
+            // Cheaper one row at a time (see `single_row_steps_below`).
+            let mut out = Vec::with_capacity(lens.len() * self.config.vocab);
+            for (row, (&len, id)) in lens.iter().zip(ids).enumerate() {
+                out.extend(self.run_rows(session, kv, first_row + row, &[len], vec![id], 1, all_positions)?);
+            }
+            return Ok(out);
         }
         let batch = lens.len();
         if batch == 0 || first_row + batch > kv.rows || ids.len() != batch * seq || (seq > 1 && batch > 1) {

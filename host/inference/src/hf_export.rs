@@ -194,14 +194,15 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
     let qkv_split = b.const_i64("qkv_split", &[3], &[(nh * hd) as i64, (nkv * hd) as i64, (nkv * hd) as i64]);
     let gu_split = b.const_i64("gate_up_split", &[2], &[ff as i64, ff as i64]);
 
-    // With `use_cache_branch`: how many past positions to keep, `[past]` when
-    // the flag is set, `[0]` when not.
+    // With `use_cache_branch`: the slice of the past inputs to keep, from
+    // `[0]` to `[past]` when the flag is set and to `[0]` when not.
     let past_kept = options.use_cache_branch.then(|| {
         let flag = b.op("Cast", "", &["use_cache_branch"], vec![attr_i("to", data_type::INT64.into())]);
         let past_len = scalar(&mut b, "past_key_values.0.key", 2);
         let kept = b.op("Mul", "", &[&past_len, &flag], vec![]);
         let one_d = b.const_i64("one_d_shape", &[1], &[1]);
-        b.op("Reshape", "", &[&kept, &one_d], vec![])
+        let ends = b.op("Reshape", "", &[&kept, &one_d], vec![]);
+        (b.const_i64("past_starts", &[1], &[0]), ends)
     });
 
     for i in 0..cfg.n_layers {
@@ -227,11 +228,10 @@ fn build_graph(g: &GgufFile, cfg: &LlamaConfig, options: &HfExportOptions) -> Re
         let v = b.op("Reshape", "", &[&v, &v_shape], vec![]);
         let v = b.op("Transpose", "", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let (mut past_k, mut past_v) = (format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value"));
-        if let Some(ends) = &past_kept {
+        if let Some((starts, ends)) = &past_kept {
             // The merged decoder's branch without a cache: no past positions.
-            let starts = b.const_i64("past_starts", &[1], &[0]);
-            past_k = b.op("Slice", "", &[&past_k, &starts, ends, &axis2], vec![]);
-            past_v = b.op("Slice", "", &[&past_v, &starts, ends, &axis2], vec![]);
+            past_k = b.op("Slice", "", &[&past_k, starts, ends, &axis2], vec![]);
+            past_v = b.op("Slice", "", &[&past_v, starts, ends, &axis2], vec![]);
         }
         let (present_k, present_v) = (format!("present.{i}.key"), format!("present.{i}.value"));
         let (k_all, v_all) = if kv_f16 {

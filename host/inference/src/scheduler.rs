@@ -284,7 +284,6 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
         for i in 1..n {
             arena.copy_row(active, active + i, prompt_len);
         }
-        active_request.first_logits = first.clone();
         let key = match self.requests.iter().position(Option::is_none) {
             Some(k) => k,
             None => {
@@ -292,10 +291,11 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
                 self.requests.len() - 1
             }
         };
-        self.requests[key] = Some(active_request);
         for choice in 0..n {
             self.rows.push(Row { request: key, choice, len: prompt_len, logits: first.clone(), pending: true });
         }
+        active_request.first_logits = first;
+        self.requests[key] = Some(active_request);
         Ok(())
     }
 
@@ -373,20 +373,7 @@ impl<'m, 'cb, T> BatchDecoder<'m, 'cb, T> {
         let lens: Vec<usize> = self.rows.iter().map(|r| r.len).collect();
         let logits = {
             let mut session = lock(self.model);
-            if lens.len() < self.model.single_row_steps_below() {
-                // Cheaper one row at a time (see `single_row_steps_below`).
-                let mut all = Vec::with_capacity(lens.len() * self.model.config().vocab);
-                lens.iter()
-                    .zip(ids)
-                    .enumerate()
-                    .try_for_each(|(row, (&len, id))| {
-                        all.extend(self.model.run_rows(&mut session, arena, row, &[len], vec![id], 1, false)?);
-                        Ok::<_, EngineError>(())
-                    })
-                    .map(|()| all)
-            } else {
-                self.model.run_rows(&mut session, arena, 0, &lens, ids, 1, false)
-            }
+            self.model.run_rows(&mut session, arena, 0, &lens, ids, 1, false)
         };
         match logits {
             Ok(logits) => {
