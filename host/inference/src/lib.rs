@@ -22,6 +22,7 @@ pub mod engine;
 pub mod external;
 pub mod gguf;
 pub mod hf_export;
+pub mod kernels;
 pub mod locate;
 pub mod onnx_export;
 pub mod onnx_proto;

@@ -39,6 +39,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::kernels::block_quant_matmul::{self, BlockQuantShape};
+use crate::kernels::ort_operator::{BLOCK_QUANT_MATMUL, DOMAIN, DOMAIN_VERSION};
 use crate::onnx_proto::{self as pb, Dim, attr_f, attr_i, data_type, value_info};
 use crate::quant::{self, GgmlType};
 
@@ -78,7 +80,7 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// The version of the exported graph layout; bumped whenever the exporter's
 /// output changes so that registries re-import stale models.
-pub const GRAPH_VERSION: u32 = 3;
+pub const GRAPH_VERSION: u32 = 4;
 
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
@@ -99,6 +101,15 @@ pub struct ExportOptions {
     /// many-token pass into log-probability differences of ~0.03 on average (up to ~0.4
     /// at some tokens), so scoring a text and generating it disagree slightly.
     pub accuracy_level: i64,
+    /// Only ONNX Runtime's own operators, so that any ONNX Runtime runs the
+    /// file: every quantised product becomes `MatMulNBits`. Without it, the
+    /// f32-compute export (accuracy level 0) runs 4- and 8-bit blocks of 32
+    /// with f16 scales (Q4_0, Q4_1, Q8_0) on techne's
+    /// `ai.techne.BlockQuantMatMul` ([`crate::kernels`]), which decodes each
+    /// block once per group of rows instead of dequantising the matrix, and
+    /// computes every row the same in any batch and in any pass.
+    #[serde(default)]
+    pub stock_operators: bool,
 }
 
 /// Hyperparameters of a llama-architecture model.
@@ -365,6 +376,28 @@ impl QWeight {
         }
     }
 
+    /// The matrix packed for [`BLOCK_QUANT_MATMUL`], when its blocks fit:
+    /// 4 or 8 bits, blocks of 32, scales and offsets `m − s·zp` exact in f16.
+    fn block_quant_packed(&self, what: &str) -> Option<(BlockQuantShape, Vec<u8>)> {
+        if self.group != block_quant_matmul::BLOCK {
+            return None;
+        }
+        let shape = BlockQuantShape { k: self.k, n: self.n, bits: self.bits };
+        let offsets: Vec<f32> = match &self.mins {
+            Some(mins) => {
+                mins.iter().zip(&self.scales).zip(&self.zps).map(|((m, s), &z)| m - s * f32::from(z)).collect()
+            }
+            None => self.scales.iter().zip(&self.zps).map(|(s, &z)| -(s * f32::from(z))).collect(),
+        };
+        match block_quant_matmul::pack(shape, &self.codes, &self.scales, &offsets) {
+            Ok(packed) => Some((shape, packed)),
+            Err(e) => {
+                tracing::debug!("{what}: MatMulNBits instead of {BLOCK_QUANT_MATMUL}: {e}");
+                None
+            }
+        }
+    }
+
     /// Splits groups to `group` elements and widens codes to `bits`.
     fn reshape(mut self, bits: u8, group: usize, want_mins: bool) -> Self {
         if group < self.group {
@@ -558,6 +591,10 @@ pub(crate) struct Builder {
     counter: usize,
     accuracy_level: i64,
     block_sums: HashMap<(String, usize), String>,
+    /// Whether quantised products may use [`BLOCK_QUANT_MATMUL`].
+    block_quant_kernel: bool,
+    /// Whether a node of techne's [`DOMAIN`] was added.
+    uses_techne_domain: bool,
 }
 
 pub(crate) const MS: &str = "com.microsoft";
@@ -583,17 +620,32 @@ impl Builder {
                 output: outputs,
                 ..Default::default()
             }),
-            opset_import: vec![
+            opset_import: [
                 pb::OperatorSetIdProto { domain: String::new(), version: 21 },
                 pb::OperatorSetIdProto { domain: MS.into(), version: 1 },
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.uses_techne_domain
+                    .then(|| pb::OperatorSetIdProto { domain: DOMAIN.into(), version: DOMAIN_VERSION }),
+            )
+            .collect(),
             ..Default::default()
         }
     }
 
-    /// An empty graph whose `MatMulNBits` run at `accuracy_level`.
+    /// An empty graph whose `MatMulNBits` run at `accuracy_level`, with
+    /// stock operators only.
     pub(crate) fn new(accuracy_level: i64) -> Self {
-        Self { nodes: Vec::new(), inits: Vec::new(), counter: 0, accuracy_level, block_sums: HashMap::new() }
+        Self {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            counter: 0,
+            accuracy_level,
+            block_sums: HashMap::new(),
+            block_quant_kernel: false,
+            uses_techne_domain: false,
+        }
     }
 
     pub(crate) fn name(&mut self, prefix: &str) -> String {
@@ -652,6 +704,21 @@ impl Builder {
     }
 
     pub(crate) fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
+        if self.block_quant_kernel
+            && let Weight::Quant(q) = &w
+            && let Some((shape, packed)) = q.block_quant_packed(prefix)
+        {
+            let w = self.init(pb::tensor_raw(
+                &format!("{prefix}.block_quant"),
+                data_type::UINT8,
+                &[packed.len() as i64],
+                packed,
+            ));
+            self.uses_techne_domain = true;
+            let attrs =
+                vec![attr_i("K", shape.k as i64), attr_i("N", shape.n as i64), attr_i("bits", shape.bits.into())];
+            return self.op(BLOCK_QUANT_MATMUL, DOMAIN, &[x, &w], attrs);
+        }
         match w {
             Weight::Float { n, k, data } => {
                 let mut t = vec![0f32; n * k];
@@ -803,13 +870,8 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     }
     let (h, hd, nh, nkv, ff) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.ff);
     let io = ModelIo::for_layers(cfg.n_layers);
-    let mut b = Builder {
-        nodes: Vec::new(),
-        inits: Vec::new(),
-        counter: 0,
-        accuracy_level: opts.accuracy_level,
-        block_sums: HashMap::new(),
-    };
+    let mut b = Builder::new(opts.accuracy_level);
+    b.block_quant_kernel = opts.accuracy_level == 0 && !opts.stock_operators;
 
     // Embedding.
     let embd = g.require_tensor("token_embd.weight")?;

@@ -108,6 +108,8 @@ impl Runtime {
             .with_intra_threads(threads)
             .map_err(ort_err)?
             .with_inter_threads(1)
+            .map_err(ort_err)?
+            .with_operators(crate::kernels::ort_operator::operator_domain().map_err(ort_err)?)
             .map_err(ort_err)?;
         if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
             builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;

@@ -85,11 +85,18 @@ fn batched_greedy_matches_decoding_alone() {
 }
 
 #[test]
-fn two_row_steps_of_the_f32_export_run_row_by_row_with_the_same_tokens() {
+fn two_row_steps_of_the_default_export_are_one_call_with_the_same_numbers_as_alone() {
     let Some(f) = fixture() else { return };
-    // The default (f32-compute) export decodes one or two rows per call (its
-    // multi-row kernel is slower for two); three and more share one call.
-    assert_eq!(f.model.single_row_steps_below(), 3);
+    // The default export's BlockQuantMatMul decodes each weight block once
+    // for all rows, so every step is one call; only the stock-operator f32
+    // export runs one or two rows per call (MatMulNBits dequantises the
+    // matrix for two or more).
+    assert_eq!(f.model.single_row_steps_below(), 0);
+    use techne_inference::engine::single_row_steps_below;
+    use techne_inference::onnx_export::ExportOptions;
+    assert_eq!(single_row_steps_below(&ExportOptions { stock_operators: true, ..Default::default() }), 3);
+    let int8 = ExportOptions { accuracy_level: 4, ..Default::default() };
+    assert_eq!(single_row_steps_below(&int8), 0, "int8 activations always batch");
     let prompts = prompts(&f.model);
     let params = GenerationParams { logprobs: true, ..GenerationParams::greedy(12) };
     let alone: Vec<Generation> =
@@ -101,11 +108,10 @@ fn two_row_steps_of_the_f32_export_run_row_by_row_with_the_same_tokens() {
         same(a, b);
         let (la, lb) = (a.choices[0].logprobs.as_ref().expect("lp"), b.choices[0].logprobs.as_ref().expect("lp"));
         for (x, y) in la.iter().zip(lb) {
-            assert_eq!(x.logprob, y.logprob, "row by row, a row's numbers are those of decoding it alone");
+            assert_eq!(x.logprob, y.logprob, "in a batch, a row's numbers are those of decoding it alone");
         }
     }
     assert_eq!(scheduler.stats().largest_batch, 2, "{:?}", scheduler.stats());
-    assert_eq!(techne_inference::engine::single_row_steps_below(4), 0, "int8 activations always batch");
 }
 
 #[test]

@@ -1,0 +1,617 @@
+//! `y = x · Wᵀ` for a weight matrix stored in 4- or 8-bit blocks, computed in
+//! f32 without ever materialising the f32 weights: the kernel behind techne's
+//! `BlockQuantMatMul` operator ([`super::ort_operator`]).
+//!
+//! ONNX Runtime's `MatMulNBits` with f32 compute decodes one row well but, for
+//! two or more rows, dequantises the whole matrix on every call; its int8
+//! kernels round the activations, which turns last-bit differences between a
+//! one-token decode step and a many-token pass into visible log-probability
+//! differences. This kernel decodes each block of weights once per group of
+//! up to [`ROWS_PER_PASS`] rows, straight into registers, and computes every
+//! output element in one fixed order whatever the number of rows, the
+//! thread count or the code path (AVX-512 or portable): a row of a batch is
+//! bit-identical to the same row alone, and to [`reference`].
+//!
+//! # Packed layout
+//! The `N` output columns are cut into tiles of [`TILE`] columns (the last
+//! one padded with zero weights), the `K` inputs into blocks of [`BLOCK`].
+//! For each tile, then each block, one record of [`record_bytes`] bytes:
+//! - the codes: for 4 bits, 16 groups of 16 bytes, group `p` holding
+//!   column `j`'s codes of inputs `2p` (low nibble) and `2p+1` (high
+//!   nibble) in byte `j`; for 8 bits, 32 groups of 16 bytes, one per input;
+//! - 16 scales `s`, then 16 offsets `o`, as little-endian IEEE f16.
+//!
+//! A weight is `w = s·c + o`: Q4_1's `d·q + m` directly, Q4_0's and Q8_0's
+//! `d·(q − zp)` as `o = −d·zp`.
+//!
+//! # Order of operations
+//! For output column `n` of row `x`, with `S_b` the sum of the row's inputs
+//! in block `b` (added in increasing `k` from 0.0) and `y` starting at 0.0,
+//! for each block in turn: `even` and `odd` accumulate `x[k]·c[n][k]` with
+//! `fma` over the block's even and odd inputs in increasing `k` from 0.0,
+//! then `y = fma(o, S_b, fma(s, even + odd, y))`. Decoding a weight takes no
+//! arithmetic beyond turning its code into a float.
+
+use half::f16;
+
+/// Inputs per block (one scale and one offset per block and column).
+pub const BLOCK: usize = 32;
+/// Output columns per tile (one AVX-512 register of f32).
+pub const TILE: usize = 16;
+/// Rows decoded together against one pass over the weights.
+pub const ROWS_PER_PASS: usize = 4;
+/// Rows per unit of parallel work (keeps a group of activations in cache).
+const ROWS_PER_ITEM: usize = 64;
+
+/// Bytes of the codes of one (tile, block) record.
+pub const fn code_bytes(bits: u8) -> usize {
+    BLOCK * TILE * bits as usize / 8
+}
+
+/// Bytes of one (tile, block) record: codes, then 16 f16 scales and 16 f16
+/// offsets.
+pub const fn record_bytes(bits: u8) -> usize {
+    code_bytes(bits) + 2 * TILE * 2
+}
+
+/// Why a weight matrix cannot be packed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PackError {
+    /// Only 4- and 8-bit codes are supported.
+    #[error("{0}-bit codes are not supported (4 or 8)")]
+    Bits(u8),
+    /// `K` must be a positive multiple of [`BLOCK`].
+    #[error("K = {0} is not a positive multiple of {BLOCK}")]
+    K(usize),
+    /// The arrays do not match the shape.
+    #[error("expected {expected} {what}, found {found}")]
+    Length {
+        /// Which array.
+        what: &'static str,
+        /// The length the shape implies.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+    /// A code does not fit in the bit width.
+    #[error("code {0} does not fit in {1} bits")]
+    Code(u8, u8),
+    /// A scale or offset is not exactly representable as f16.
+    #[error("{what} {value} of block {block} is not exactly representable as f16")]
+    NotF16 {
+        /// Scale or offset.
+        what: &'static str,
+        /// The value.
+        value: f32,
+        /// Its block index (`n · K/32 + block`).
+        block: usize,
+    },
+}
+
+/// The shape of a packed weight matrix: `n` outputs of `k` inputs, `bits`
+/// per code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockQuantShape {
+    /// Inputs (a multiple of [`BLOCK`]).
+    pub k: usize,
+    /// Outputs.
+    pub n: usize,
+    /// Bits per code: 4 or 8.
+    pub bits: u8,
+}
+
+impl BlockQuantShape {
+    /// Tiles of [`TILE`] output columns.
+    pub fn tiles(&self) -> usize {
+        self.n.div_ceil(TILE)
+    }
+
+    /// Blocks of [`BLOCK`] inputs.
+    pub fn blocks(&self) -> usize {
+        self.k / BLOCK
+    }
+
+    /// The length of the packed weights in bytes.
+    pub fn packed_len(&self) -> usize {
+        self.tiles() * self.blocks() * record_bytes(self.bits)
+    }
+
+    /// Checks the bit width and `K`.
+    pub fn validate(&self) -> Result<(), PackError> {
+        if self.bits != 4 && self.bits != 8 {
+            return Err(PackError::Bits(self.bits));
+        }
+        if self.k == 0 || !self.k.is_multiple_of(BLOCK) {
+            return Err(PackError::K(self.k));
+        }
+        Ok(())
+    }
+}
+
+fn exact_f16(what: &'static str, value: f32, block: usize) -> Result<f16, PackError> {
+    let h = f16::from_f32(value);
+    if h.to_f32() == value || (value.is_nan() && h.is_nan()) {
+        Ok(h)
+    } else {
+        Err(PackError::NotF16 { what, value, block })
+    }
+}
+
+/// Packs a matrix given as one code per byte (`[n][k]`, row-major) and one
+/// scale and offset per block (`[n][k / 32]`), so that
+/// `w[n][k] = fma(scale, code, offset)`. Scales and offsets must be exact
+/// f16 values (they are for ggml's Q4_0, Q4_1 and Q8_0).
+pub fn pack(shape: BlockQuantShape, codes: &[u8], scales: &[f32], offsets: &[f32]) -> Result<Vec<u8>, PackError> {
+    shape.validate()?;
+    let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+    let check = |what, expected, found| {
+        if expected == found { Ok(()) } else { Err(PackError::Length { what, expected, found }) }
+    };
+    check("codes", n * k, codes.len())?;
+    check("scales", n * nb, scales.len())?;
+    check("offsets", n * nb, offsets.len())?;
+    if let Some(&c) = codes.iter().find(|&&c| shape.bits == 4 && c > 15) {
+        return Err(PackError::Code(c, shape.bits));
+    }
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let mut out = vec![0u8; shape.packed_len()];
+    for t in 0..shape.tiles() {
+        for b in 0..nb {
+            let r = &mut out[(t * nb + b) * rec..][..rec];
+            for j in 0..TILE {
+                let col = t * TILE + j;
+                if col >= n {
+                    continue;
+                }
+                let src = &codes[col * k + b * BLOCK..][..BLOCK];
+                if shape.bits == 4 {
+                    for p in 0..BLOCK / 2 {
+                        r[p * TILE + j] = src[2 * p] | (src[2 * p + 1] << 4);
+                    }
+                } else {
+                    for (kk, &c) in src.iter().enumerate() {
+                        r[kk * TILE + j] = c;
+                    }
+                }
+                let block = col * nb + b;
+                let s = exact_f16("scale", scales[block], block)?;
+                let o = exact_f16("offset", offsets[block], block)?;
+                r[cb + 2 * j..][..2].copy_from_slice(&s.to_le_bytes());
+                r[cb + 2 * TILE + 2 * j..][..2].copy_from_slice(&o.to_le_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Why a product cannot be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatMulError {
+    /// The shape is invalid.
+    #[error(transparent)]
+    Shape(#[from] PackError),
+    /// An array has the wrong length.
+    #[error("{what}: expected {expected} values, found {found}")]
+    Length {
+        /// Which array.
+        what: &'static str,
+        /// The length the shape implies.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+}
+
+fn check_lengths(shape: &BlockQuantShape, packed: &[u8], x: &[f32], rows: usize, y: &[f32]) -> Result<(), MatMulError> {
+    shape.validate()?;
+    for (what, expected, found) in [
+        ("packed weights", shape.packed_len(), packed.len()),
+        ("activations", rows * shape.k, x.len()),
+        ("output", rows * shape.n, y.len()),
+    ] {
+        if expected != found {
+            return Err(MatMulError::Length { what, expected, found });
+        }
+    }
+    Ok(())
+}
+
+/// The portable definition of the product (`y` is `[rows][n]`, `x` is
+/// `[rows][k]`), in the order every code path follows.
+pub fn reference(
+    shape: &BlockQuantShape,
+    packed: &[u8],
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+) -> Result<(), MatMulError> {
+    check_lengths(shape, packed, x, rows, y)?;
+    let (k, n) = (shape.k, shape.n);
+    let sums = block_sums(x);
+    for m in 0..rows {
+        for col in 0..n {
+            y[m * n + col] = dot_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+        }
+    }
+    Ok(())
+}
+
+/// `S_b` for every row and block (`[rows][k / 32]`; `x` holds whole rows of
+/// a multiple of 32 inputs).
+fn block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(BLOCK).map(|b| b.iter().fold(0f32, |acc, &v| acc + v)).collect()
+}
+
+/// Output column `col` of one row `xr`, in the documented order.
+fn dot_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], col: usize) -> f32 {
+    let nb = shape.blocks();
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let (t, j) = (col / TILE, col % TILE);
+    let mut y = 0f32;
+    for b in 0..nb {
+        let (mut even, mut odd) = (0f32, 0f32);
+        let r = &packed[(t * nb + b) * rec..][..rec];
+        let s = f16::from_le_bytes([r[cb + 2 * j], r[cb + 2 * j + 1]]).to_f32();
+        let o = f16::from_le_bytes([r[cb + 2 * TILE + 2 * j], r[cb + 2 * TILE + 2 * j + 1]]).to_f32();
+        for p in 0..BLOCK / 2 {
+            let (c0, c1) = if shape.bits == 4 {
+                let byte = r[p * TILE + j];
+                (byte & 0xF, byte >> 4)
+            } else {
+                (r[2 * p * TILE + j], r[(2 * p + 1) * TILE + j])
+            };
+            even = xr[b * BLOCK + 2 * p].mul_add(f32::from(c0), even);
+            odd = xr[b * BLOCK + 2 * p + 1].mul_add(f32::from(c1), odd);
+        }
+        y = o.mul_add(sums[b], s.mul_add(even + odd, y));
+    }
+    y
+}
+
+/// A pointer to the output, shared by the parallel work items, which write
+/// disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every work item writes a disjoint set of elements (its rows × its
+// tiles), and the caller's `parallel` returns only when all items are done.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Computes `y = x · Wᵀ` (`x` is `[rows][k]`, `y` is `[rows][n]`).
+///
+/// `parallel(items, f)` must call `f(i)` once for every `i < items`, in any
+/// order and on any threads, and return when all calls have returned (ONNX
+/// Runtime's `par_for`, or a plain loop). The result does not depend on how
+/// the items are scheduled.
+pub fn matmul<E>(
+    shape: &BlockQuantShape,
+    packed: &[u8],
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+    parallel: impl FnOnce(usize, &(dyn Fn(usize) + Sync + Send)) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<MatMulError>,
+{
+    check_lengths(shape, packed, x, rows, y)?;
+    if rows == 0 || shape.n == 0 {
+        return Ok(());
+    }
+    let pairs = shape.tiles().div_ceil(2);
+    let row_items = rows.div_ceil(ROWS_PER_ITEM);
+    let out = SharedOut(y.as_mut_ptr());
+    let shape = *shape;
+    let sums = block_sums(x);
+    let sums = sums.as_slice();
+    let item = move |i: usize| {
+        let (ri, pair) = (i / pairs, i % pairs);
+        let rows_here = ROWS_PER_ITEM.min(rows - ri * ROWS_PER_ITEM);
+        // SAFETY: lengths were checked above; item `i` covers rows
+        // `ri·64 ..` and tiles `2·pair ..= 2·pair + 1`, disjoint from every
+        // other item's.
+        unsafe { tile_pair(&shape, packed, x, sums, ri * ROWS_PER_ITEM, rows_here, 2 * pair, out) };
+    };
+    parallel(row_items * pairs, &item)
+}
+
+/// Computes tiles `t0` and `t0 + 1` (if it exists) for `rows` rows from
+/// `row0`.
+///
+/// # Safety
+/// The lengths of `packed` and `x` and of the buffer behind `out` must match
+/// `shape` (checked by [`matmul`]), and no other thread may write the same
+/// elements of `out`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_pair(
+    shape: &BlockQuantShape,
+    packed: &[u8],
+    x: &[f32],
+    sums: &[f32],
+    row0: usize,
+    rows: usize,
+    t0: usize,
+    out: SharedOut,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F; bounds as promised by the caller.
+        unsafe { avx512::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) };
+        return;
+    }
+    let (k, n) = (shape.k, shape.n);
+    for m in row0..row0 + rows {
+        for col in t0 * TILE..((t0 + 2) * TILE).min(n) {
+            let v = dot_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+            // SAFETY: row `m` and column `col < n` are in bounds of the
+            // output, and this item alone writes them.
+            unsafe { *out.0.add(m * n + col) = v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The AVX-512 path: 16 columns per register, up to 4 rows × 2 tiles
+    //! accumulated at once.
+
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BlockQuantShape, ROWS_PER_PASS, TILE, code_bytes, record_bytes};
+
+    /// See [`super::tile_pair`].
+    ///
+    /// # Safety
+    /// AVX-512F must be available; bounds as in [`super::tile_pair`].
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile_pair(
+        shape: &BlockQuantShape,
+        packed: &[u8],
+        x: &[f32],
+        sums: &[f32],
+        row0: usize,
+        rows: usize,
+        t0: usize,
+        y: *mut f32,
+    ) {
+        let two = t0 + 1 < shape.tiles();
+        let mut m = row0;
+        let end = row0 + rows;
+        while m < end {
+            let r = (end - m).min(ROWS_PER_PASS);
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match (r, two) {
+                    (4, true) => pass::<4, 2>(shape, packed, x, sums, m, t0, y),
+                    (3, true) => pass::<3, 2>(shape, packed, x, sums, m, t0, y),
+                    (2, true) => pass::<2, 2>(shape, packed, x, sums, m, t0, y),
+                    (1, true) => pass::<1, 2>(shape, packed, x, sums, m, t0, y),
+                    (4, false) => pass::<4, 1>(shape, packed, x, sums, m, t0, y),
+                    (3, false) => pass::<3, 1>(shape, packed, x, sums, m, t0, y),
+                    (2, false) => pass::<2, 1>(shape, packed, x, sums, m, t0, y),
+                    _ => pass::<1, 1>(shape, packed, x, sums, m, t0, y),
+                }
+            }
+            m += r;
+        }
+    }
+
+    /// `R` rows from `m`, `T` tiles from `t0`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn pass<const R: usize, const T: usize>(
+        shape: &BlockQuantShape,
+        packed: &[u8],
+        x: &[f32],
+        sums: &[f32],
+        m: usize,
+        t0: usize,
+        y: *mut f32,
+    ) {
+        let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+        let rec = record_bytes(shape.bits);
+        let cb = code_bytes(shape.bits);
+        let four = shape.bits == 4;
+        let table = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
+        let mut acc = [[_mm512_setzero_ps(); R]; T];
+        let xp = x.as_ptr();
+        let sp = sums.as_ptr();
+        let wp = packed.as_ptr();
+        for b in 0..nb {
+            let mut even = [[_mm512_setzero_ps(); R]; T];
+            let mut odd = [[_mm512_setzero_ps(); R]; T];
+            let mut base = [wp; T];
+            let mut s = [_mm512_setzero_ps(); T];
+            let mut o = [_mm512_setzero_ps(); T];
+            for t in 0..T {
+                // SAFETY: record (t0 + t, b) lies inside `packed`.
+                unsafe {
+                    base[t] = wp.add(((t0 + t) * nb + b) * rec);
+                    s[t] = _mm512_cvtph_ps(_mm256_loadu_si256(base[t].add(cb).cast()));
+                    o[t] = _mm512_cvtph_ps(_mm256_loadu_si256(base[t].add(cb + 2 * TILE).cast()));
+                }
+            }
+            for p in 0..BLOCK / 2 {
+                let kk = b * BLOCK + 2 * p;
+                for t in 0..T {
+                    // SAFETY: code bytes of the record; activations of rows
+                    // m..m+R, inputs kk and kk+1 < k.
+                    unsafe {
+                        let (w0, w1) = if four {
+                            let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(base[t].add(p * TILE).cast()));
+                            (_mm512_permutexvar_ps(v, table), _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(v), table))
+                        } else {
+                            let v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(base[t].add(2 * p * TILE).cast()));
+                            let v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(base[t].add((2 * p + 1) * TILE).cast()));
+                            (_mm512_cvtepi32_ps(v0), _mm512_cvtepi32_ps(v1))
+                        };
+                        for r in 0..R {
+                            let xr = xp.add((m + r) * k + kk);
+                            even[t][r] = _mm512_fmadd_ps(_mm512_set1_ps(*xr), w0, even[t][r]);
+                            odd[t][r] = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(1)), w1, odd[t][r]);
+                        }
+                    }
+                }
+            }
+            for t in 0..T {
+                for r in 0..R {
+                    // SAFETY: row m + r's block sums are in `sums`.
+                    let sb = _mm512_set1_ps(unsafe { *sp.add((m + r) * nb + b) });
+                    let block = _mm512_add_ps(even[t][r], odd[t][r]);
+                    acc[t][r] = _mm512_fmadd_ps(o[t], sb, _mm512_fmadd_ps(s[t], block, acc[t][r]));
+                }
+            }
+        }
+        for (t, tile) in acc.iter().enumerate() {
+            let col0 = (t0 + t) * TILE;
+            let valid = (n - col0).min(TILE);
+            let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
+            for (r, &v) in tile.iter().enumerate() {
+                // SAFETY: row m + r, columns col0..col0+valid are in `y`.
+                unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random stream.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        fn f(&mut self) -> f32 {
+            (self.next() % 20001) as f32 / 10000.0 - 1.0
+        }
+    }
+
+    fn random_matrix(shape: BlockQuantShape, seed: u64) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+        let mut g = Lcg(seed);
+        let max = if shape.bits == 4 { 16 } else { 256 };
+        let codes: Vec<u8> = (0..shape.n * shape.k).map(|_| (g.next() % max) as u8).collect();
+        let nb = shape.n * shape.blocks();
+        let scales: Vec<f32> = (0..nb).map(|_| f16::from_f32(g.f() * 0.05).to_f32()).collect();
+        let offsets: Vec<f32> = (0..nb).map(|_| f16::from_f32(g.f() * 0.2).to_f32()).collect();
+        (codes, scales, offsets)
+    }
+
+    fn sequential(items: usize, f: &(dyn Fn(usize) + Sync + Send)) -> Result<(), MatMulError> {
+        (0..items).for_each(f);
+        Ok(())
+    }
+
+    /// The f64 product of the dequantised weights, for a tolerance check.
+    fn exact(
+        codes: &[u8],
+        scales: &[f32],
+        offsets: &[f32],
+        shape: BlockQuantShape,
+        x: &[f32],
+        rows: usize,
+    ) -> Vec<f64> {
+        let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+        let mut y = vec![0f64; rows * n];
+        for m in 0..rows {
+            for c in 0..n {
+                let mut acc = 0f64;
+                for i in 0..k {
+                    let blk = c * nb + i / BLOCK;
+                    let w = f64::from(scales[blk]) * f64::from(codes[c * k + i]) + f64::from(offsets[blk]);
+                    acc += f64::from(x[m * k + i]) * w;
+                }
+                y[m * n + c] = acc;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_path_computes_the_reference_bit_for_bit_and_close_to_the_exact_product() {
+        for (bits, k, n) in [(4u8, 64usize, 40usize), (4, 96, 16), (8, 64, 33), (4, 32, 5), (8, 128, 64)] {
+            let shape = BlockQuantShape { k, n, bits };
+            let (codes, scales, offsets) = random_matrix(shape, u64::from(bits) * 1000 + k as u64 + n as u64);
+            let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
+            let rows = 71;
+            let mut g = Lcg(7);
+            let x: Vec<f32> = (0..rows * k).map(|_| g.f()).collect();
+            let mut want = vec![0f32; rows * n];
+            reference(&shape, &packed, &x, rows, &mut want).expect("reference");
+            let exact = exact(&codes, &scales, &offsets, shape, &x, rows);
+            for (w, e) in want.iter().zip(&exact) {
+                assert!((f64::from(*w) - e).abs() < 1e-4 * (1.0 + e.abs()), "{w} vs {e}");
+            }
+            let mut got = vec![f32::NAN; rows * n];
+            matmul(&shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "bits {bits} k {k} n {n}"
+            );
+            // Each row alone, in every batch size: the same bits.
+            for m in [0usize, 3, 64, 70] {
+                let mut one = vec![0f32; n];
+                matmul(&shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
+                assert_eq!(one, want[m * n..][..n].to_vec(), "row {m}");
+            }
+            for batch in 2..=6 {
+                let mut b = vec![0f32; batch * n];
+                matmul(&shape, &packed, &x[..batch * k], batch, &mut b, sequential).expect("matmul");
+                assert_eq!(b, want[..batch * n].to_vec(), "batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn scheduling_the_items_in_reverse_on_threads_changes_nothing() {
+        let shape = BlockQuantShape { k: 64, n: 100, bits: 4 };
+        let (codes, scales, offsets) = random_matrix(shape, 3);
+        let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
+        let rows = 130;
+        let mut g = Lcg(9);
+        let x: Vec<f32> = (0..rows * shape.k).map(|_| g.f()).collect();
+        let mut want = vec![0f32; rows * shape.n];
+        reference(&shape, &packed, &x, rows, &mut want).expect("reference");
+        let mut got = vec![0f32; rows * shape.n];
+        matmul(&shape, &packed, &x, rows, &mut got, |items, f| {
+            std::thread::scope(|s| {
+                let (a, b) = (0..items).rev().partition::<Vec<usize>, _>(|i| i % 2 == 0);
+                s.spawn(|| a.into_iter().for_each(f));
+                s.spawn(|| b.into_iter().for_each(f));
+            });
+            Ok::<(), MatMulError>(())
+        })
+        .expect("matmul");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let shape = BlockQuantShape { k: 48, n: 2, bits: 4 };
+        assert_eq!(pack(shape, &[0; 96], &[0.0; 2], &[0.0; 2]), Err(PackError::K(48)));
+        let shape = BlockQuantShape { k: 32, n: 2, bits: 5 };
+        assert_eq!(pack(shape, &[0; 64], &[0.0; 2], &[0.0; 2]), Err(PackError::Bits(5)));
+        let shape = BlockQuantShape { k: 32, n: 2, bits: 4 };
+        assert_eq!(pack(shape, &[16; 64], &[0.0; 2], &[0.0; 2]), Err(PackError::Code(16, 4)));
+        assert!(matches!(
+            pack(shape, &[0; 64], &[0.1, 0.0], &[0.0; 2]),
+            Err(PackError::NotF16 { what: "scale", block: 0, .. })
+        ));
+        assert!(matches!(pack(shape, &[0; 63], &[0.0; 2], &[0.0; 2]), Err(PackError::Length { what: "codes", .. })));
+        let packed = pack(shape, &[1; 64], &[0.5; 2], &[0.0; 2]).expect("pack");
+        let mut y = vec![0f32; 2];
+        assert!(matches!(
+            matmul(&shape, &packed, &[1.0; 31], 1, &mut y, sequential),
+            Err(MatMulError::Length { what: "activations", .. })
+        ));
+        matmul(&shape, &packed, &[1.0; 32], 1, &mut y, sequential).expect("matmul");
+        assert_eq!(y, vec![16.0, 16.0]);
+    }
+}

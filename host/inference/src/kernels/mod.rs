@@ -1,0 +1,11 @@
+//! CPU kernels that techne adds to ONNX Runtime as custom operators, for the
+//! products its stock operators compute slowly or inconsistently.
+//!
+//! - [`block_quant_matmul`]: the math, independent of ONNX Runtime (tested
+//!   against its portable reference);
+//! - [`ort_operator`]: the operators as ONNX Runtime sees them, in the
+//!   [`ort_operator::DOMAIN`] domain that [`crate::runtime::Runtime`]
+//!   registers in every session.
+
+pub mod block_quant_matmul;
+pub mod ort_operator;

@@ -1,0 +1,97 @@
+//! techne's kernels as ONNX Runtime custom operators.
+//!
+//! `ai.techne.BlockQuantMatMul(X: float[..., K], W: uint8[packed]) → float[..., N]`
+//! with integer attributes `K`, `N` and `bits` (4 or 8): `W` is packed by
+//! [`crate::kernels::block_quant_matmul::pack`]. The product runs on ONNX
+//! Runtime's intra-op thread pool.
+
+use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
+use ort::value::TensorElementType;
+
+use super::block_quant_matmul::{self, BlockQuantShape, MatMulError};
+
+/// The operator domain of techne's kernels.
+pub const DOMAIN: &str = "ai.techne";
+/// The domain's version that exported graphs import.
+pub const DOMAIN_VERSION: i64 = 1;
+/// The block-quantised matrix product.
+pub const BLOCK_QUANT_MATMUL: &str = "BlockQuantMatMul";
+
+/// The domain with every techne operator, to register in a session.
+pub fn operator_domain() -> ort::Result<OperatorDomain> {
+    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator)
+}
+
+/// [`BLOCK_QUANT_MATMUL`] as an ONNX Runtime operator.
+struct BlockQuantMatMulOperator;
+
+/// One node's kernel: the weight shape from the node's attributes.
+struct BlockQuantMatMulKernel {
+    shape: BlockQuantShape,
+}
+
+impl From<MatMulError> for ort::Error {
+    fn from(e: MatMulError) -> Self {
+        ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}"))
+    }
+}
+
+impl Operator for BlockQuantMatMulOperator {
+    type Kernel<'attr> = BlockQuantMatMulKernel;
+
+    fn name(&self) -> &str {
+        BLOCK_QUANT_MATMUL
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        [OperatorInput::required(TensorElementType::Float32), OperatorInput::required(TensorElementType::Uint8)]
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+        let attr = |name: &str| -> ort::Result<usize> {
+            let v: i64 = kctx
+                .get(name)
+                .ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: missing attribute `{name}`")))?;
+            usize::try_from(v).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: `{name}` = {v}")))
+        };
+        let bits = attr("bits")?;
+        let shape = BlockQuantShape {
+            k: attr("K")?,
+            n: attr("N")?,
+            bits: u8::try_from(bits).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: bits = {bits}")))?,
+        };
+        shape.validate().map_err(|e| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}")))?;
+        Ok(BlockQuantMatMulKernel { shape })
+    }
+}
+
+impl Kernel for BlockQuantMatMulKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = |i: usize| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: input {i} is missing"));
+        let x = ctx.input(0)?.ok_or_else(|| missing(0))?;
+        let w = ctx.input(1)?.ok_or_else(|| missing(1))?;
+        let (x_shape, x) = x.try_extract_tensor::<f32>()?;
+        let (_, w) = w.try_extract_tensor::<u8>()?;
+        let dims: Vec<i64> = x_shape.iter().copied().collect();
+        let last = dims.last().copied().unwrap_or(0);
+        if usize::try_from(last).ok() != Some(self.shape.k) {
+            return Err(ort::Error::new(format!(
+                "{BLOCK_QUANT_MATMUL}: input has shape {dims:?}, its last dimension must be K = {}",
+                self.shape.k
+            )));
+        }
+        let rows = x.len() / self.shape.k;
+        let mut out_dims = dims;
+        if let Some(l) = out_dims.last_mut() {
+            *l = self.shape.n as i64;
+        }
+        let mut y =
+            ctx.output(0, out_dims)?.ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: no output")))?;
+        let (_, y) = y.try_extract_tensor_mut::<f32>()?;
+        block_quant_matmul::matmul(&self.shape, w, x, rows, y, |items, f| ctx.par_for(items, 0, f))
+    }
+}
