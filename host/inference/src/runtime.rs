@@ -105,11 +105,13 @@ impl Runtime {
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(ort_err)?
-            .with_intra_threads(threads)
+            .with_intra_threads(std::env::var("ORT_INTRA").ok().and_then(|v| v.parse().ok()).unwrap_or(threads))
             .map_err(ort_err)?
             .with_inter_threads(1)
             .map_err(ort_err)?
-            .with_operators(crate::kernels::ort_operator::operator_domain().map_err(ort_err)?)
+            .with_intra_op_spinning(false)
+            .map_err(ort_err)?
+            .with_operators(crate::kernels::ort_operator::operator_domain(threads).map_err(ort_err)?)
             .map_err(ort_err)?;
         if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
             builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;

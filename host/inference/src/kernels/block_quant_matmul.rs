@@ -13,9 +13,11 @@
 //! bit-identical to the same row alone, and to [`reference`].
 //!
 //! # Packed layout
-//! The `N` output columns are cut into tiles of [`TILE`] columns (the last
-//! one padded with zero weights), the `K` inputs into blocks of [`BLOCK`].
-//! For each tile, then each block, one record of [`record_bytes`] bytes:
+//! The `N` output columns are cut into pairs of tiles of [`TILE`] columns
+//! (the last ones padded with zero weights), the `K` inputs into blocks of
+//! [`BLOCK`]. For each pair of tiles, then each block, then each tile of the
+//! pair, one record of [`record_bytes`] bytes, so that a pair (the unit of
+//! parallel work) reads one contiguous stream:
 //! - the codes: for 4 bits, 16 groups of 16 bytes, group `p` holding
 //!   column `j`'s codes of inputs `2p` (low nibble) and `2p+1` (high
 //!   nibble) in byte `j`; for 8 bits, 32 groups of 16 bytes, one per input;
@@ -52,6 +54,12 @@ pub const fn code_bytes(bits: u8) -> usize {
 /// offsets.
 pub const fn record_bytes(bits: u8) -> usize {
     code_bytes(bits) + 2 * TILE * 2
+}
+
+/// The position of the record of tile `t`, block `b` among a matrix's
+/// records (`nb` blocks per tile).
+const fn record_index(nb: usize, t: usize, b: usize) -> usize {
+    ((t / 2) * nb + b) * 2 + t % 2
 }
 
 /// Why a weight matrix cannot be packed.
@@ -101,9 +109,10 @@ pub struct BlockQuantShape {
 }
 
 impl BlockQuantShape {
-    /// Tiles of [`TILE`] output columns.
+    /// Tiles of [`TILE`] output columns, padded to an even count (pairs of
+    /// tiles are the unit of work).
     pub fn tiles(&self) -> usize {
-        self.n.div_ceil(TILE)
+        self.n.div_ceil(2 * TILE) * 2
     }
 
     /// Blocks of [`BLOCK`] inputs.
@@ -158,7 +167,7 @@ pub fn pack(shape: BlockQuantShape, codes: &[u8], scales: &[f32], offsets: &[f32
     let mut out = vec![0u8; shape.packed_len()];
     for t in 0..shape.tiles() {
         for b in 0..nb {
-            let r = &mut out[(t * nb + b) * rec..][..rec];
+            let r = &mut out[record_index(nb, t, b) * rec..][..rec];
             for j in 0..TILE {
                 let col = t * TILE + j;
                 if col >= n {
@@ -252,7 +261,7 @@ fn dot_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], 
     let mut y = 0f32;
     for b in 0..nb {
         let (mut even, mut odd) = (0f32, 0f32);
-        let r = &packed[(t * nb + b) * rec..][..rec];
+        let r = &packed[record_index(nb, t, b) * rec..][..rec];
         let s = f16::from_le_bytes([r[cb + 2 * j], r[cb + 2 * j + 1]]).to_f32();
         let o = f16::from_le_bytes([r[cb + 2 * TILE + 2 * j], r[cb + 2 * TILE + 2 * j + 1]]).to_f32();
         for p in 0..BLOCK / 2 {
@@ -300,7 +309,7 @@ where
     if rows == 0 || shape.n == 0 {
         return Ok(());
     }
-    let pairs = shape.tiles().div_ceil(2);
+    let pairs = shape.tiles() / 2;
     let row_items = rows.div_ceil(ROWS_PER_ITEM);
     let out = SharedOut(y.as_mut_ptr());
     let shape = *shape;
@@ -317,7 +326,7 @@ where
     parallel(row_items * pairs, &item)
 }
 
-/// Computes tiles `t0` and `t0 + 1` (if it exists) for `rows` rows from
+/// Computes tiles `t0` and `t0 + 1` (a pair) for `rows` rows from
 /// `row0`.
 ///
 /// # Safety
@@ -359,7 +368,7 @@ mod avx512 {
 
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockQuantShape, ROWS_PER_PASS, TILE, code_bytes, record_bytes};
+    use super::{BLOCK, BlockQuantShape, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
 
     /// See [`super::tile_pair`].
     ///
@@ -377,32 +386,30 @@ mod avx512 {
         t0: usize,
         y: *mut f32,
     ) {
-        let two = t0 + 1 < shape.tiles();
         let mut m = row0;
         let end = row0 + rows;
         while m < end {
             let r = (end - m).min(ROWS_PER_PASS);
             // SAFETY: forwarded from the caller.
             unsafe {
-                match (r, two) {
-                    (4, true) => pass::<4, 2>(shape, packed, x, sums, m, t0, y),
-                    (3, true) => pass::<3, 2>(shape, packed, x, sums, m, t0, y),
-                    (2, true) => pass::<2, 2>(shape, packed, x, sums, m, t0, y),
-                    (1, true) => pass::<1, 2>(shape, packed, x, sums, m, t0, y),
-                    (4, false) => pass::<4, 1>(shape, packed, x, sums, m, t0, y),
-                    (3, false) => pass::<3, 1>(shape, packed, x, sums, m, t0, y),
-                    (2, false) => pass::<2, 1>(shape, packed, x, sums, m, t0, y),
-                    _ => pass::<1, 1>(shape, packed, x, sums, m, t0, y),
+                match r {
+                    4 => pass::<4>(shape, packed, x, sums, m, t0, y),
+                    3 => pass::<3>(shape, packed, x, sums, m, t0, y),
+                    2 => pass::<2>(shape, packed, x, sums, m, t0, y),
+                    _ => pass::<1>(shape, packed, x, sums, m, t0, y),
                 }
             }
             m += r;
         }
     }
 
-    /// `R` rows from `m`, `T` tiles from `t0`.
+    /// Tiles `t0` and `t0 + 1`.
+    const T: usize = 2;
+
+    /// `R` rows from `m`, tiles `t0` and `t0 + 1`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn pass<const R: usize, const T: usize>(
+    unsafe fn pass<const R: usize>(
         shape: &BlockQuantShape,
         packed: &[u8],
         x: &[f32],
@@ -429,7 +436,7 @@ mod avx512 {
             for t in 0..T {
                 // SAFETY: record (t0 + t, b) lies inside `packed`.
                 unsafe {
-                    base[t] = wp.add(((t0 + t) * nb + b) * rec);
+                    base[t] = wp.add(record_index(nb, t0 + t, b) * rec);
                     s[t] = _mm512_cvtph_ps(_mm256_loadu_si256(base[t].add(cb).cast()));
                     o[t] = _mm512_cvtph_ps(_mm256_loadu_si256(base[t].add(cb + 2 * TILE).cast()));
                 }
@@ -467,7 +474,7 @@ mod avx512 {
         }
         for (t, tile) in acc.iter().enumerate() {
             let col0 = (t0 + t) * TILE;
-            let valid = (n - col0).min(TILE);
+            let valid = n.saturating_sub(col0).min(TILE);
             let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
             for (r, &v) in tile.iter().enumerate() {
                 // SAFETY: row m + r, columns col0..col0+valid are in `y`.

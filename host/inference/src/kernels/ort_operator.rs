@@ -2,13 +2,19 @@
 //!
 //! `ai.techne.BlockQuantMatMul(X: float[..., K], W: uint8[packed]) → float[..., N]`
 //! with integer attributes `K`, `N` and `bits` (4 or 8): `W` is packed by
-//! [`crate::kernels::block_quant_matmul::pack`]. The product runs on ONNX
-//! Runtime's intra-op thread pool.
+//! [`crate::kernels::block_quant_matmul::pack`]. The product runs on the
+//! domain's own [`SpinPool`] rather than ONNX Runtime's intra-op pool, whose
+//! per-operator wake-ups left the second thread mostly idle on products this
+//! short (see [`super::spin_pool`]).
+
+use std::sync::Arc;
+
 
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
 use super::block_quant_matmul::{self, BlockQuantShape, MatMulError};
+use super::spin_pool::SpinPool;
 
 /// The operator domain of techne's kernels.
 pub const DOMAIN: &str = "ai.techne";
@@ -17,17 +23,23 @@ pub const DOMAIN_VERSION: i64 = 1;
 /// The block-quantised matrix product.
 pub const BLOCK_QUANT_MATMUL: &str = "BlockQuantMatMul";
 
-/// The domain with every techne operator, to register in a session.
-pub fn operator_domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator)
+/// The domain with every techne operator, to register in a session; its
+/// kernels run on `threads` threads (the calling one and `threads − 1`
+/// workers of a pool shared by the session's nodes).
+pub fn operator_domain(threads: usize) -> ort::Result<OperatorDomain> {
+    let pool = SpinPool::new(threads).map_err(|e| ort::Error::new(format!("cannot start kernel threads: {e}")))?;
+    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { pool: Arc::new(pool) })
 }
 
 /// [`BLOCK_QUANT_MATMUL`] as an ONNX Runtime operator.
-struct BlockQuantMatMulOperator;
+struct BlockQuantMatMulOperator {
+    pool: Arc<SpinPool>,
+}
 
 /// One node's kernel: the weight shape from the node's attributes.
 struct BlockQuantMatMulKernel {
     shape: BlockQuantShape,
+    pool: Arc<SpinPool>,
 }
 
 impl From<MatMulError> for ort::Error {
@@ -65,7 +77,7 @@ impl Operator for BlockQuantMatMulOperator {
             bits: u8::try_from(bits).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: bits = {bits}")))?,
         };
         shape.validate().map_err(|e| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}")))?;
-        Ok(BlockQuantMatMulKernel { shape })
+        Ok(BlockQuantMatMulKernel { shape, pool: self.pool.clone() })
     }
 }
 
@@ -92,6 +104,9 @@ impl Kernel for BlockQuantMatMulKernel {
         let mut y =
             ctx.output(0, out_dims)?.ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: no output")))?;
         let (_, y) = y.try_extract_tensor_mut::<f32>()?;
-        block_quant_matmul::matmul(&self.shape, w, x, rows, y, |items, f| ctx.par_for(items, 0, f))
+        block_quant_matmul::matmul(&self.shape, w, x, rows, y, |items, f| {
+            self.pool.run(items, f);
+            Ok(())
+        })
     }
 }

@@ -1,0 +1,78 @@
+//! Measures techne's `BlockQuantMatMul` kernel alone (no ONNX Runtime) on the
+//! matrix shapes of one SmolLM2-135M decode step, for 1 to 16 rows: the
+//! microseconds per step's worth of products and the weight bytes read per
+//! second, on the same [`SpinPool`] the operator uses. With `KERNEL_SHAPES=1`
+//! it also prints each shape's time (the same matrix again and again, so
+//! cache-warm).
+//!
+//! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions]`
+
+use std::time::Instant;
+
+use techne_inference::kernels::block_quant_matmul::{BlockQuantShape, MatMulError, matmul, pack};
+use techne_inference::kernels::spin_pool::SpinPool;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2).max(1);
+    let reps: usize = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(50).max(1);
+    // (K, N, bits, count per step): q‖k‖v, o, gate‖up, down per layer × 30, and the 8-bit head.
+    let shapes = [(576, 960, 4, 30), (576, 576, 4, 30), (576, 3072, 4, 30), (1536, 576, 4, 30), (576, 49152, 8, 1)];
+    let mut seed = 1u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    let mut mats = Vec::new();
+    for &(k, n, bits, count) in &shapes {
+        let shape = BlockQuantShape { k, n, bits };
+        let max = if bits == 4 { 16 } else { 256 };
+        let codes: Vec<u8> = (0..n * k).map(|_| (next() % max) as u8).collect();
+        let blocks = n * k / 32;
+        let scales = vec![0.0078125f32; blocks];
+        let offsets = vec![-0.0625f32; blocks];
+        mats.push((shape, pack(shape, &codes, &scales, &offsets)?, count));
+    }
+    let pool = SpinPool::new(threads)?;
+    println!("{threads} threads, {reps} repetitions (median)");
+    println!("{:>5} {:>12} {:>10} {:>10}", "rows", "µs/step", "GB/s", "GMAC/s");
+    for rows in [1usize, 2, 4, 8, 16] {
+        let x: Vec<f32> = (0..rows * 1536).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            for (shape, packed, count) in &mats {
+                let mut y = vec![0f32; rows * shape.n];
+                for _ in 0..*count {
+                    matmul(shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
+                        pool.run(items, f);
+                        Ok::<(), MatMulError>(())
+                    })?;
+                }
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        let bytes: usize = mats.iter().map(|(_, p, c)| p.len() * c).sum();
+        let macs: usize = mats.iter().map(|(s, _, c)| s.k * s.n * c * rows).sum();
+        println!("{rows:>5} {:>12.0} {:>10.1} {:>10.1}", t * 1e6, bytes as f64 / t / 1e9, macs as f64 / t / 1e9);
+        if std::env::var_os("KERNEL_SHAPES").is_some() {
+            for (shape, packed, _) in &mats {
+                let mut y = vec![0f32; rows * shape.n];
+                let mut ts = Vec::new();
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    matmul(shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
+                        pool.run(items, f);
+                        Ok::<(), MatMulError>(())
+                    })?;
+                    ts.push(t.elapsed().as_secs_f64());
+                }
+                ts.sort_by(f64::total_cmp);
+                println!("      {:>5}×{:<6} {:>8.1} µs", shape.k, shape.n, ts[ts.len() / 2] * 1e6);
+            }
+        }
+    }
+    Ok(())
+}
