@@ -16,22 +16,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2).max(1);
     let reps: usize = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(50).max(1);
-    // (K, N, bits, count per step): q‖k‖v, o, gate‖up, down per layer × 30, and the 8-bit head.
+    // (K, N, bits, layers): q‖k‖v, o, gate‖up, down in each of 30 layers, and the 8-bit head.
     let shapes = [(576, 960, 4, 30), (576, 576, 4, 30), (576, 3072, 4, 30), (1536, 576, 4, 30), (576, 49152, 8, 1)];
     let mut seed = 1u64;
     let mut next = move || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) as u32
     };
+    // One matrix per layer, as in the model (the same matrix 30 times would
+    // stay in cache and flatter the kernel).
     let mut mats = Vec::new();
     for &(k, n, bits, count) in &shapes {
         let shape = BlockQuantShape { k, n, bits };
         let max = if bits == 4 { 16 } else { 256 };
-        let codes: Vec<u8> = (0..n * k).map(|_| (next() % max) as u8).collect();
-        let blocks = n * k / 32;
-        let scales = vec![0.0078125f32; blocks];
-        let offsets = vec![-0.0625f32; blocks];
-        mats.push((shape, pack(shape, &codes, &scales, &offsets)?, count));
+        let mut layers = Vec::new();
+        for _ in 0..count {
+            let codes: Vec<u8> = (0..n * k).map(|_| (next() % max) as u8).collect();
+            let blocks = n * k / 32;
+            let scales = vec![0.0078125f32; blocks];
+            let offsets = vec![-0.0625f32; blocks];
+            layers.push(pack(shape, &codes, &scales, &offsets)?);
+        }
+        mats.push((shape, layers));
     }
     let pool = SpinPool::new(threads)?;
     println!("{threads} threads, {reps} repetitions (median)");
@@ -41,9 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();
-            for (shape, packed, count) in &mats {
-                let mut y = vec![0f32; rows * shape.n];
-                for _ in 0..*count {
+            for layer in 0..30 {
+                for (shape, layers) in &mats {
+                    let Some(packed) = layers.get(layer) else { continue };
+                    let mut y = vec![0f32; rows * shape.n];
                     matmul(shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
                         pool.run(items, f);
                         Ok::<(), MatMulError>(())
@@ -54,11 +61,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         times.sort_by(f64::total_cmp);
         let t = times[times.len() / 2];
-        let bytes: usize = mats.iter().map(|(_, p, c)| p.len() * c).sum();
-        let macs: usize = mats.iter().map(|(s, _, c)| s.k * s.n * c * rows).sum();
+        let bytes: usize = mats.iter().flat_map(|(_, l)| l.iter().map(Vec::len)).sum();
+        let macs: usize = mats.iter().map(|(s, l)| s.k * s.n * l.len() * rows).sum();
         println!("{rows:>5} {:>12.0} {:>10.1} {:>10.1}", t * 1e6, bytes as f64 / t / 1e9, macs as f64 / t / 1e9);
         if std::env::var_os("KERNEL_SHAPES").is_some() {
-            for (shape, packed, _) in &mats {
+            for (shape, layers) in &mats {
+                let packed = &layers[0];
                 let mut y = vec![0f32; rows * shape.n];
                 let mut ts = Vec::new();
                 for _ in 0..reps {

@@ -105,7 +105,7 @@ impl Runtime {
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(ort_err)?
-            .with_intra_threads(std::env::var("ORT_INTRA").ok().and_then(|v| v.parse().ok()).unwrap_or(threads))
+            .with_intra_threads(threads)
             .map_err(ort_err)?
             .with_inter_threads(1)
             .map_err(ort_err)?

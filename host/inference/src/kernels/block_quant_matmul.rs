@@ -406,6 +406,10 @@ mod avx512 {
     /// Tiles `t0` and `t0 + 1`.
     const T: usize = 2;
 
+    /// How many blocks ahead of the one being computed the weights are
+    /// prefetched.
+    const PREFETCH_BLOCKS: usize = 12;
+
     /// `R` rows from `m`, tiles `t0` and `t0 + 1`.
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -428,6 +432,13 @@ mod avx512 {
         let sp = sums.as_ptr();
         let wp = packed.as_ptr();
         for b in 0..nb {
+            // The pair's records are contiguous and a work item's pairs
+            // follow one another: fetch a few blocks ahead so that the
+            // weights arrive while this block is computed.
+            let ahead = wp.wrapping_add((record_index(nb, t0, b) + 2 * PREFETCH_BLOCKS) * rec);
+            for line in (0..2 * rec).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
             let mut even = [[_mm512_setzero_ps(); R]; T];
             let mut odd = [[_mm512_setzero_ps(); R]; T];
             let mut base = [wp; T];

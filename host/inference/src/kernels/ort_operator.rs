@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
