@@ -80,7 +80,7 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// The version of the exported graph layout; bumped whenever the exporter's
 /// output changes so that registries re-import stale models.
-pub const GRAPH_VERSION: u32 = 4;
+pub const GRAPH_VERSION: u32 = 5;
 
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
@@ -715,8 +715,12 @@ impl Builder {
                 packed,
             ));
             self.uses_techne_domain = true;
-            let attrs =
-                vec![attr_i("K", shape.k as i64), attr_i("N", shape.n as i64), attr_i("bits", shape.bits.into())];
+            let attrs = vec![
+                attr_i("K", shape.k as i64),
+                attr_i("N", shape.n as i64),
+                attr_i("bits", shape.bits.into()),
+                attr_i("layout", block_quant_matmul::LAYOUT_VERSION),
+            ];
             return self.op(BLOCK_QUANT_MATMUL, DOMAIN, &[x, &w], attrs);
         }
         match w {

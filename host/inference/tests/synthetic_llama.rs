@@ -8,6 +8,7 @@
 
 use half::{bf16, f16};
 use techne_inference::gguf::{GgufFile, GgufWriter};
+use techne_inference::onnx_export::ExportOptions;
 use techne_inference::quant::{self, GgmlType};
 use techne_inference::{GenerationParams, LocalModel, Registry, RegistryError, Runtime};
 
@@ -223,13 +224,36 @@ fn runtime() -> Option<Runtime> {
     }
 }
 
-fn check_against_reference(tied: bool, seed: u64) {
+/// The number of nodes of each operator type in an exported model.
+fn op_counts(entry: &techne_inference::ModelEntry) -> std::collections::HashMap<String, usize> {
+    use prost::Message;
+    let bytes = std::fs::read(entry.model_path()).expect("read model");
+    let model = techne_inference::onnx_proto::ModelProto::decode(bytes.as_slice()).expect("decode");
+    let mut counts = std::collections::HashMap::new();
+    for node in model.graph.expect("graph").node {
+        *counts.entry(node.op_type).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn check_against_reference(tied: bool, seed: u64, options: &ExportOptions) {
     let tiny = tiny_model(tied, seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tiny.gguf");
     std::fs::write(&path, &tiny.bytes).expect("write");
     let reg = Registry::open(dir.path().join("reg")).expect("registry");
-    let entry = reg.import(&path).expect("import");
+    let entry = reg.import_as(&path, "tiny", options).expect("import");
+    let counts = op_counts(&entry);
+    let techne_kernels = counts.get("BlockQuantMatMul").copied().unwrap_or(0);
+    eprintln!("operators: {counts:?}");
+    if options.stock_operators {
+        assert_eq!(techne_kernels, 0, "a stock-operator export uses only ONNX Runtime's operators");
+    } else {
+        // The Q4_0/Q4_1/Q8_0 products (and the tied Q8_0 head) run on techne's kernel;
+        // K-quants (scales not exact in f16) stay on MatMulNBits.
+        assert!(techne_kernels >= 2, "{counts:?}");
+        assert!(counts.get("MatMulNBits").copied().unwrap_or(0) >= 1, "{counts:?}");
+    }
     let Some(rt) = runtime() else { return };
     let model = LocalModel::load(&rt, &entry, 1).expect("load");
     let g = GgufFile::from_bytes(tiny.bytes).expect("parse");
@@ -267,12 +291,17 @@ fn check_against_reference(tied: bool, seed: u64) {
 
 #[test]
 fn tied_model_matches_reference() {
-    check_against_reference(true, 0x1234_5678);
+    check_against_reference(true, 0x1234_5678, &ExportOptions::default());
 }
 
 #[test]
 fn untied_model_matches_reference() {
-    check_against_reference(false, 0x0bad_cafe);
+    check_against_reference(false, 0x0bad_cafe, &ExportOptions::default());
+}
+
+#[test]
+fn stock_operator_export_matches_reference() {
+    check_against_reference(true, 0x5eed_0001, &ExportOptions { stock_operators: true, ..Default::default() });
 }
 
 #[test]

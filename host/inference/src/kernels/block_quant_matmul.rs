@@ -36,6 +36,10 @@
 
 use half::f16;
 
+/// The version of the packed layout below; an operator node records the
+/// version its weights were packed with, and a kernel refuses others.
+pub const LAYOUT_VERSION: i64 = 1;
+
 /// Inputs per block (one scale and one offset per block and column).
 pub const BLOCK: usize = 32;
 /// Output columns per tile (one AVX-512 register of f32).

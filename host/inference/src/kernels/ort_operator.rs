@@ -1,8 +1,9 @@
 //! techne's kernels as ONNX Runtime custom operators.
 //!
 //! `ai.techne.BlockQuantMatMul(X: float[..., K], W: uint8[packed]) → float[..., N]`
-//! with integer attributes `K`, `N` and `bits` (4 or 8): `W` is packed by
-//! [`crate::kernels::block_quant_matmul::pack`]. The product runs on the
+//! with integer attributes `K`, `N`, `bits` (4 or 8) and `layout`: `W` is
+//! packed by [`crate::kernels::block_quant_matmul::pack`] in layout
+//! [`crate::kernels::block_quant_matmul::LAYOUT_VERSION`]. The product runs on the
 //! domain's own [`SpinPool`] rather than ONNX Runtime's intra-op pool, whose
 //! per-operator wake-ups left the second thread mostly idle on products this
 //! short (see [`super::spin_pool`]).
@@ -69,6 +70,14 @@ impl Operator for BlockQuantMatMulOperator {
                 .ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: missing attribute `{name}`")))?;
             usize::try_from(v).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: `{name}` = {v}")))
         };
+        let layout: i64 = kctx.get("layout").unwrap_or(0);
+        if layout != block_quant_matmul::LAYOUT_VERSION {
+            return Err(ort::Error::new(format!(
+                "{BLOCK_QUANT_MATMUL}: weights packed with layout {layout}, this build reads layout {}: \
+                 re-import the model (techne models import)",
+                block_quant_matmul::LAYOUT_VERSION
+            )));
+        }
         let bits = attr("bits")?;
         let shape = BlockQuantShape {
             k: attr("K")?,
