@@ -569,7 +569,7 @@ impl LocalModel {
         };
         if let KvLayout::Concat(layout) = &m.layout {
             let model_path = entry.dir.join(&m.model_file);
-            let session = runtime.session(&model_path, threads)?;
+            let session = runtime.session_with_kernels(&model_path, threads)?;
             let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
             if let Some(missing) = m.io.inputs.iter().find(|n| !names.contains(&n.as_str())) {
                 return Err(EngineError::BadOutput(format!(
@@ -626,7 +626,7 @@ impl LocalModel {
         name: &str,
         threads: usize,
     ) -> Result<Self> {
-        let session = runtime.session(model_path, threads)?;
+        let session = runtime.session_with_kernels(model_path, threads)?;
         let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         for want in &io.inputs {
             if !names.contains(&want.as_str()) {

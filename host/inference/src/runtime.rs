@@ -95,11 +95,24 @@ impl Runtime {
     }
 
     /// Opens a session on an ONNX file with `threads` intra-op threads
-    /// (0 = [`default_threads`]). With `TECHNE_ORT_PROFILE=PREFIX` in the
-    /// environment, ONNX Runtime writes a per-operator profile of the
-    /// session to `PREFIX_<date>.json` when it is dropped (for developers:
-    /// where a decode step spends its time).
+    /// (0 = [`default_threads`]) and ONNX Runtime's operators only. With
+    /// `TECHNE_ORT_PROFILE=PREFIX` in the environment, ONNX Runtime writes a
+    /// per-operator profile of the session to `PREFIX_<date>.json` when it is
+    /// dropped (for developers: where a decode step spends its time).
     pub fn session(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
+        self.open(model, threads, false)
+    }
+
+    /// [`Runtime::session`] for a graph that may use techne's operators
+    /// ([`crate::kernels`], the `ai.techne` domain of techne's GGUF exports).
+    /// Their products run on a pool of `threads` threads of their own, and
+    /// ONNX Runtime's intra-op workers stop spinning between operators so
+    /// that the two pools do not compete for the cores.
+    pub fn session_with_kernels(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
+        self.open(model, threads, true)
+    }
+
+    fn open(&self, model: &Path, threads: usize, techne_kernels: bool) -> Result<Session, RuntimeError> {
         let threads = if threads == 0 { default_threads() } else { threads };
         let mut builder = Session::builder(&self.env)
             .map_err(ort_err)?
@@ -108,11 +121,14 @@ impl Runtime {
             .with_intra_threads(threads)
             .map_err(ort_err)?
             .with_inter_threads(1)
-            .map_err(ort_err)?
-            .with_intra_op_spinning(false)
-            .map_err(ort_err)?
-            .with_operators(crate::kernels::ort_operator::operator_domain(threads).map_err(ort_err)?)
             .map_err(ort_err)?;
+        if techne_kernels {
+            builder = builder
+                .with_intra_op_spinning(false)
+                .map_err(ort_err)?
+                .with_operators(crate::kernels::ort_operator::operator_domain(threads).map_err(ort_err)?)
+                .map_err(ort_err)?;
+        }
         if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
             builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;
         }
