@@ -5,17 +5,26 @@
 //! it also prints each shape's time (the same matrix again and again, so
 //! cache-warm).
 //!
-//! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions]`
+//! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions] [avx512|avx2|portable]`
 
 use std::time::Instant;
 
-use techne_inference::kernels::block_quant_matmul::{BlockQuantShape, MatMulError, matmul, pack};
+use techne_inference::kernels::block_quant_matmul::{BlockQuantShape, Isa, MatMulError, matmul_on, pack};
 use techne_inference::kernels::spin_pool::SpinPool;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(2).max(1);
     let reps: usize = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(50).max(1);
+    let isa = match args.get(3).map(String::as_str) {
+        Some("avx512") => Isa::Avx512,
+        Some("avx2") => Isa::Avx2,
+        Some("portable") => Isa::Portable,
+        _ => Isa::best(),
+    };
+    if !isa.available() {
+        return Err(format!("{isa:?} is not available on this CPU").into());
+    }
     // (K, N, bits, layers): q‖k‖v, o, gate‖up, down in each of 30 layers, and the 8-bit head.
     let shapes = [(576, 960, 4, 30), (576, 576, 4, 30), (576, 3072, 4, 30), (1536, 576, 4, 30), (576, 49152, 8, 1)];
     let mut seed = 1u64;
@@ -40,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mats.push((shape, layers));
     }
     let pool = SpinPool::new(threads)?;
-    println!("{threads} threads, {reps} repetitions (median)");
+    println!("{isa:?}, {threads} threads, {reps} repetitions (median)");
     println!("{:>5} {:>12} {:>10} {:>10}", "rows", "µs/step", "GB/s", "GMAC/s");
     for rows in [1usize, 2, 4, 8, 16] {
         let x: Vec<f32> = (0..rows * 1536).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
@@ -51,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for (shape, layers) in &mats {
                     let Some(packed) = layers.get(layer) else { continue };
                     let mut y = vec![0f32; rows * shape.n];
-                    matmul(shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
+                    matmul_on(isa, shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
                         pool.run(items, f);
                         Ok::<(), MatMulError>(())
                     })?;
@@ -71,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut ts = Vec::new();
                 for _ in 0..reps {
                     let t = Instant::now();
-                    matmul(shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
+                    matmul_on(isa, shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
                         pool.run(items, f);
                         Ok::<(), MatMulError>(())
                     })?;

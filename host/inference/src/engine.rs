@@ -539,15 +539,15 @@ pub struct LocalModel {
 }
 
 /// Below how many rows a decode step of techne's own export is cheaper as
-/// one ONNX Runtime call per row. Only the stock-operator f32 export
-/// (`stock_operators`, accuracy level 0) gains from it: its `MatMulNBits`
+/// one ONNX Runtime call per row. Only the f32 export on stock operators
+/// (`stock_operators`, or a CPU without the kernel's SIMD paths) gains: its `MatMulNBits`
 /// takes a fused one-row kernel, but for two or more rows it dequantises the
 /// weights and runs an f32 GEMM (measured on 2 cores: 7.7 ms for one row,
 /// 20.6 for two, 24.3 for four, so two rows go faster one at a time). techne's
 /// `BlockQuantMatMul` and the int8 kernels decode each block once for all
 /// rows: always batch. Either way each row's numbers are the same.
 pub fn single_row_steps_below(options: &crate::onnx_export::ExportOptions) -> usize {
-    if options.accuracy_level == 0 && options.stock_operators { 3 } else { 0 }
+    if options.accuracy_level == 0 && !options.uses_block_quant_kernel() { 3 } else { 0 }
 }
 
 impl std::fmt::Debug for LocalModel {

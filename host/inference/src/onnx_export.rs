@@ -112,6 +112,19 @@ pub struct ExportOptions {
     pub stock_operators: bool,
 }
 
+impl ExportOptions {
+    /// Whether the export runs its quantised products on techne's
+    /// `BlockQuantMatMul`: at accuracy level 0, unless `stock_operators`, and
+    /// when this CPU has one of the kernel's SIMD paths (AVX-512 or AVX2);
+    /// elsewhere ONNX Runtime's `MatMulNBits` (with its NEON kernels, for
+    /// example) is faster than the portable path.
+    pub fn uses_block_quant_kernel(&self) -> bool {
+        self.accuracy_level == 0
+            && !self.stock_operators
+            && block_quant_matmul::Isa::best() != block_quant_matmul::Isa::Portable
+    }
+}
+
 /// Hyperparameters of a llama-architecture model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
@@ -875,7 +888,7 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     let (h, hd, nh, nkv, ff) = (cfg.hidden, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.ff);
     let io = ModelIo::for_layers(cfg.n_layers);
     let mut b = Builder::new(opts.accuracy_level);
-    b.block_quant_kernel = opts.accuracy_level == 0 && !opts.stock_operators;
+    b.block_quant_kernel = opts.uses_block_quant_kernel();
 
     // Embedding.
     let embd = g.require_tensor("token_embd.weight")?;

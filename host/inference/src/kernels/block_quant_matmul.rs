@@ -292,7 +292,50 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
-/// Computes `y = x · Wᵀ` (`x` is `[rows][k]`, `y` is `[rows][n]`).
+/// The instruction sets a product can run on. Every one computes the same
+/// bits (the documented order, with IEEE `fma`); they differ in speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: one register per tile, up to 4 rows × 2 tiles at once.
+    Avx512,
+    /// AVX2 with FMA and F16C: two registers per tile, up to 2 rows × 1 tile.
+    Avx2,
+    /// Plain Rust (`f32::mul_add`), for other CPUs.
+    Portable,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub fn best() -> Isa {
+        if Isa::Avx512.available() {
+            Isa::Avx512
+        } else if Isa::Avx2.available() {
+            Isa::Avx2
+        } else {
+            Isa::Portable
+        }
+    }
+
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Isa::Portable => true,
+                Isa::Avx2 => has!("avx2") && has!("fma") && has!("f16c"),
+                Isa::Avx512 => has!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Portable
+        }
+    }
+}
+
+/// Computes `y = x · Wᵀ` (`x` is `[rows][k]`, `y` is `[rows][n]`) on the
+/// fastest instruction set of this CPU ([`Isa::best`]).
 ///
 /// `parallel(items, f)` must call `f(i)` once for every `i < items`, in any
 /// order and on any threads, and return when all calls have returned (ONNX
@@ -309,6 +352,24 @@ pub fn matmul<E>(
 where
     E: From<MatMulError>,
 {
+    matmul_on(Isa::best(), shape, packed, x, rows, y, parallel)
+}
+
+/// [`matmul`] on a chosen instruction set; one this CPU lacks falls back to
+/// [`Isa::Portable`].
+pub fn matmul_on<E>(
+    isa: Isa,
+    shape: &BlockQuantShape,
+    packed: &[u8],
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+    parallel: impl FnOnce(usize, &(dyn Fn(usize) + Sync + Send)) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<MatMulError>,
+{
+    let isa = if isa.available() { isa } else { Isa::Portable };
     check_lengths(shape, packed, x, rows, y)?;
     if rows == 0 || shape.n == 0 {
         return Ok(());
@@ -325,7 +386,7 @@ where
         // SAFETY: lengths were checked above; item `i` covers rows
         // `ri·64 ..` and tiles `2·pair ..= 2·pair + 1`, disjoint from every
         // other item's.
-        unsafe { tile_pair(&shape, packed, x, sums, ri * ROWS_PER_ITEM, rows_here, 2 * pair, out) };
+        unsafe { tile_pair(isa, &shape, packed, x, sums, ri * ROWS_PER_ITEM, rows_here, 2 * pair, out) };
     };
     parallel(row_items * pairs, &item)
 }
@@ -339,6 +400,7 @@ where
 /// elements of `out`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_pair(
+    isa: Isa,
     shape: &BlockQuantShape,
     packed: &[u8],
     x: &[f32],
@@ -349,10 +411,12 @@ unsafe fn tile_pair(
     out: SharedOut,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; bounds as promised by the caller.
-        unsafe { avx512::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) };
-        return;
+    match isa {
+        // SAFETY: `isa` is available (checked by `matmul_on`); bounds as
+        // promised by the caller.
+        Isa::Avx512 => return unsafe { avx512::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) },
+        Isa::Avx2 => return unsafe { avx2::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) },
+        Isa::Portable => {}
     }
     let (k, n) = (shape.k, shape.n);
     for m in row0..row0 + rows {
@@ -499,6 +563,135 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The AVX2 path: each tile is two registers of 8 columns; up to 2 rows
+    //! of one tile at once (16 registers leave no room for more).
+
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BlockQuantShape, TILE, code_bytes, record_bytes, record_index};
+
+    /// How many blocks ahead of the one being computed the weights are
+    /// prefetched.
+    const PREFETCH_BLOCKS: usize = 12;
+
+    /// See [`super::tile_pair`].
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; bounds as in
+    /// [`super::tile_pair`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile_pair(
+        shape: &BlockQuantShape,
+        packed: &[u8],
+        x: &[f32],
+        sums: &[f32],
+        row0: usize,
+        rows: usize,
+        t0: usize,
+        y: *mut f32,
+    ) {
+        for t in t0..t0 + 2 {
+            let mut m = row0;
+            while m < row0 + rows {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    if row0 + rows - m >= 2 {
+                        pass::<2>(shape, packed, x, sums, m, t, y);
+                        m += 2;
+                    } else {
+                        pass::<1>(shape, packed, x, sums, m, t, y);
+                        m += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `R` rows from `m`, tile `t`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn pass<const R: usize>(
+        shape: &BlockQuantShape,
+        packed: &[u8],
+        x: &[f32],
+        sums: &[f32],
+        m: usize,
+        t: usize,
+        y: *mut f32,
+    ) {
+        let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+        let rec = record_bytes(shape.bits);
+        let cb = code_bytes(shape.bits);
+        let four = shape.bits == 4;
+        let low = _mm256_set1_epi32(0xF);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let xp = x.as_ptr();
+        let sp = sums.as_ptr();
+        let wp = packed.as_ptr();
+        for b in 0..nb {
+            // SAFETY (all below): record (t, b) lies inside `packed`;
+            // activations of rows m..m+R, inputs < k; sums of those rows.
+            unsafe {
+                let base = wp.add(record_index(nb, t, b) * rec);
+                if t.is_multiple_of(2) {
+                    let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
+                    for line in (0..2 * rec).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                    }
+                }
+                let mut even = [[_mm256_setzero_ps(); 2]; R];
+                let mut odd = [[_mm256_setzero_ps(); 2]; R];
+                for p in 0..BLOCK / 2 {
+                    let kk = b * BLOCK + 2 * p;
+                    for h in 0..2 {
+                        let (c0, c1) = if four {
+                            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add(p * TILE + 8 * h).cast()));
+                            (
+                                _mm256_cvtepi32_ps(_mm256_and_si256(v, low)),
+                                _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(v)),
+                            )
+                        } else {
+                            let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add(2 * p * TILE + 8 * h).cast()));
+                            let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add((2 * p + 1) * TILE + 8 * h).cast()));
+                            (_mm256_cvtepi32_ps(v0), _mm256_cvtepi32_ps(v1))
+                        };
+                        for r in 0..R {
+                            let xr = xp.add((m + r) * k + kk);
+                            even[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(*xr), c0, even[r][h]);
+                            odd[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(1)), c1, odd[r][h]);
+                        }
+                    }
+                }
+                for h in 0..2 {
+                    let s = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 16 * h).cast()));
+                    let o = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 2 * TILE + 16 * h).cast()));
+                    for r in 0..R {
+                        let sb = _mm256_set1_ps(*sp.add((m + r) * nb + b));
+                        let block = _mm256_add_ps(even[r][h], odd[r][h]);
+                        acc[r][h] = _mm256_fmadd_ps(o, sb, _mm256_fmadd_ps(s, block, acc[r][h]));
+                    }
+                }
+            }
+        }
+        let col0 = t * TILE;
+        for (r, halves) in acc.iter().enumerate() {
+            let mut lanes = [0f32; TILE];
+            // SAFETY: `lanes` holds two registers.
+            unsafe {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), halves[1]);
+            }
+            for (j, &v) in lanes.iter().enumerate().take(n.saturating_sub(col0).min(TILE)) {
+                // SAFETY: row m + r, column col0 + j < n is in `y`.
+                unsafe { *y.add((m + r) * n + col0 + j) = v };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,13 +763,19 @@ mod tests {
             for (w, e) in want.iter().zip(&exact) {
                 assert!((f64::from(*w) - e).abs() < 1e-4 * (1.0 + e.abs()), "{w} vs {e}");
             }
-            let mut got = vec![f32::NAN; rows * n];
-            matmul(&shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "bits {bits} k {k} n {n}"
-            );
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+                if !isa.available() {
+                    eprintln!("{isa:?} is not available on this CPU: not compared");
+                    continue;
+                }
+                let mut got = vec![f32::NAN; rows * n];
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?}: bits {bits} k {k} n {n}"
+                );
+            }
             // Each row alone, in every batch size: the same bits.
             for m in [0usize, 3, 64, 70] {
                 let mut one = vec![0f32; n];
