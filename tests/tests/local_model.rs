@@ -105,8 +105,24 @@ fn models_and_generate_commands_work_on_a_private_registry() {
         assert!(stdout.contains("Paris"), "{stdout}");
     };
     answers_france("smol");
-    // The faster export with int8 activations (`--accuracy-level 4`) is a
-    // model of its own that still answers; unsupported levels are refused.
+    // `--stock-operators` exports with ONNX Runtime's operators only, under a
+    // name of its own (`<file>-stock`), and answers alike.
+    let (code, stdout, stderr) =
+        run(&["models", "import", gguf.to_str().unwrap(), "--stock-operators", "--registry", reg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stock = format!("{}-stock", techne_inference::registry::name_from_path(&gguf));
+    assert!(stdout.contains(&format!("imported `{stock}`")), "{stdout}");
+    let stock_graph = std::fs::read(registry.path().join(&stock).join("model.onnx")).unwrap();
+    let default_graph = std::fs::read(registry.path().join("smol").join("model.onnx")).unwrap();
+    let mentions = |bytes: &[u8], what: &[u8]| bytes.windows(what.len()).any(|w| w == what);
+    assert!(!mentions(&stock_graph, b"BlockQuantMatMul"), "the stock export uses techne's operator");
+    let kernel_here = techne_inference::onnx_export::ExportOptions::default().uses_block_quant_kernel();
+    assert_eq!(mentions(&default_graph, b"BlockQuantMatMul"), kernel_here, "techne's kernel in the default export");
+    answers_france(&stock);
+    let (code, _, _) = run(&["models", "remove", &stock, "--registry", reg]);
+    assert_eq!(code, Some(0));
+    // The export with int8 activations (`--accuracy-level 4`) is a model of
+    // its own that still answers; unsupported levels are refused.
     let (code, stdout, stderr) = run(&[
         "models",
         "import",

@@ -80,7 +80,7 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// The version of the exported graph layout; bumped whenever the exporter's
 /// output changes so that registries re-import stale models.
-pub const GRAPH_VERSION: u32 = 5;
+pub const GRAPH_VERSION: u32 = 6;
 
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).

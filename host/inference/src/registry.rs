@@ -32,6 +32,9 @@ pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1";
 pub const DEFAULT_INT8_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1-int8";
 /// Suffix of the name an int8-activation import gets when none is given.
 pub const INT8_NAME_SUFFIX: &str = "-int8";
+/// Suffix of the name a stock-operator import (only ONNX Runtime's own
+/// operators) gets when none is given.
+pub const STOCK_NAME_SUFFIX: &str = "-stock";
 
 /// Errors raised by the registry.
 #[derive(Debug, thiserror::Error)]

