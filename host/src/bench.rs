@@ -396,26 +396,28 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     // scheduler, as concurrent plugin calls do: their decode steps merge.
     let mut batch_notes = Vec::new();
     rows.extend(concurrent_rows(&backend, "", single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
-    match int8_activation_backend(&gguf, options.threads) {
-        Ok((backend, _scratch)) => {
-            let rate = median(decode_rates(backend.model(), &seed_ids, reps)?);
-            rows.push(InferenceRow {
-                case: "decode, int8 activations (import --accuracy-level 4)".into(),
-                techne: rate,
-                peer: peer_tg,
-                unit: "tokens/s",
-            });
-            rows.extend(concurrent_rows(
-                &backend,
-                ", int8 activations",
-                rate,
-                &seed_ids,
-                &options.concurrency,
-                reps,
-                &mut batch_notes,
-            )?);
+    // The same GGUF exported the other ways `techne models import` offers:
+    // what techne's kernel gains over ONNX Runtime's own operators.
+    use techne_inference::onnx_export::ExportOptions;
+    for (case, name, export) in [
+        (
+            "decode, ONNX Runtime's operators only (import --stock-operators)",
+            "smollm2-stock-operators",
+            ExportOptions { stock_operators: true, ..Default::default() },
+        ),
+        (
+            "decode, int8 activations (import --accuracy-level 4)",
+            "smollm2-int8-activations",
+            ExportOptions { accuracy_level: 4, ..Default::default() },
+        ),
+    ] {
+        match alternative_export_backend(&gguf, name, &export, options.threads) {
+            Ok((backend, _scratch)) => {
+                let rate = median(decode_rates(backend.model(), &seed_ids, reps)?);
+                rows.push(InferenceRow { case: case.into(), techne: rate, peer: peer_tg, unit: "tokens/s" });
+            }
+            Err(e) => notes.push(format!("{case}: not measured ({e})")),
         }
-        Err(e) => notes.push(format!("decode with int8 activations: not measured ({e})")),
     }
     match embeddings_row(options.threads, reps) {
         Ok((row, note)) => {
@@ -531,25 +533,21 @@ fn concurrent_rows(
     Ok(rows)
 }
 
-/// The same GGUF exported with `MatMulNBits` accuracy level 4 (int8
-/// activations, as llama.cpp computes), imported into a temporary registry
-/// that is removed when the returned directory is dropped.
-fn int8_activation_backend(
+/// The same GGUF exported with `options` as `name`, imported into a
+/// temporary registry that is removed when the returned directory is dropped.
+fn alternative_export_backend(
     gguf: &std::path::Path,
+    name: &str,
+    options: &techne_inference::onnx_export::ExportOptions,
     threads: usize,
 ) -> Result<(crate::backends::local::LocalBackend, tempfile::TempDir), String> {
     use crate::backends::local::{LocalBackend, LocalModelSource};
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a temporary registry: {e}"))?;
-    let options = techne_inference::onnx_export::ExportOptions { accuracy_level: 4, ..Default::default() };
     techne_inference::Registry::open(scratch.path())
-        .and_then(|registry| registry.import_as(gguf, "smollm2-int8-activations", &options))
+        .and_then(|registry| registry.import_as(gguf, name, options))
         .map_err(|e| e.to_string())?;
-    let backend = LocalBackend::open(
-        &LocalModelSource::Registered("smollm2-int8-activations".into()),
-        Some(scratch.path()),
-        threads,
-    )
-    .map_err(|e| e.to_string())?;
+    let backend = LocalBackend::open(&LocalModelSource::Registered(name.into()), Some(scratch.path()), threads)
+        .map_err(|e| e.to_string())?;
     Ok((backend, scratch))
 }
 

@@ -25,10 +25,10 @@ pub const BLOCK_QUANT_MATMUL: &str = "BlockQuantMatMul";
 
 /// The domain with every techne operator, to register in a session; its
 /// kernels run on `threads` threads (the calling one and `threads − 1`
-/// workers of a pool shared by the session's nodes).
+/// workers of the process-wide pool of that size, [`SpinPool::shared`]).
 pub fn operator_domain(threads: usize) -> ort::Result<OperatorDomain> {
-    let pool = SpinPool::new(threads).map_err(|e| ort::Error::new(format!("cannot start kernel threads: {e}")))?;
-    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { pool: Arc::new(pool) })
+    let pool = SpinPool::shared(threads).map_err(|e| ort::Error::new(format!("cannot start kernel threads: {e}")))?;
+    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { pool })
 }
 
 /// [`BLOCK_QUANT_MATMUL`] as an ONNX Runtime operator.

@@ -10,9 +10,13 @@
 //! Work is split into one contiguous range of items per thread (each thread
 //! then streams its own part of the weights); a thread that finishes its
 //! range takes ranges nobody has started.
+//!
+//! Sessions share pools ([`SpinPool::shared`]): two models decoding at once
+//! take turns per product instead of four threads spinning on two cores.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -91,6 +95,21 @@ impl SpinPool {
             );
         }
         Ok(SpinPool { shared, threads, workers, running: Mutex::new(()) })
+    }
+
+    /// The process-wide pool of `threads` threads (created on first use;
+    /// every session asking for the same count shares it, and its jobs run
+    /// one at a time).
+    pub fn shared(threads: usize) -> std::io::Result<Arc<SpinPool>> {
+        static POOLS: OnceLock<Mutex<HashMap<usize, Arc<SpinPool>>>> = OnceLock::new();
+        let threads = threads.clamp(1, (1 << RANGE_BITS) - 1);
+        let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&threads) {
+            return Ok(pool.clone());
+        }
+        let pool = Arc::new(SpinPool::new(threads)?);
+        pools.insert(threads, pool.clone());
+        Ok(pool)
     }
 
     /// The threads a job runs on.
@@ -215,6 +234,16 @@ mod tests {
                 std::thread::sleep(SPIN * 20); // the workers park
             }
         }
+    }
+
+    #[test]
+    fn sessions_with_the_same_thread_count_share_a_pool() {
+        let a = SpinPool::shared(2).expect("pool");
+        let b = SpinPool::shared(2).expect("pool");
+        let c = SpinPool::shared(3).expect("pool");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.threads(), 3);
     }
 
     #[test]
