@@ -392,10 +392,6 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
             unit: "tokens/s",
         },
     ];
-    // Concurrent streams go through the backend's continuous-batching
-    // scheduler, as concurrent plugin calls do: their decode steps merge.
-    let mut batch_notes = Vec::new();
-    rows.extend(concurrent_rows(&backend, "", single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
     // The same GGUF exported the other ways `techne models import` offers:
     // what techne's kernel gains over ONNX Runtime's own operators.
     use techne_inference::onnx_export::ExportOptions;
@@ -419,6 +415,10 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
             Err(e) => notes.push(format!("{case}: not measured ({e})")),
         }
     }
+    // Concurrent streams go through the backend's continuous-batching
+    // scheduler, as concurrent plugin calls do: their decode steps merge.
+    let mut batch_notes = Vec::new();
+    rows.extend(concurrent_rows(&backend, "", single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
     match embeddings_row(options.threads, reps) {
         Ok((row, note)) => {
             rows.push(row);
