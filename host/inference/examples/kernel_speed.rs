@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // stay in cache and flatter the kernel).
     let mut mats = Vec::new();
     for &(k, n, bits, count) in &shapes {
-        let shape = BlockQuantShape { k, n, bits };
+        let shape = BlockQuantShape::new(k, n, bits);
         let max = if bits == 4 { 16 } else { 256 };
         let mut layers = Vec::new();
         for _ in 0..count {

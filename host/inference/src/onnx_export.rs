@@ -11,7 +11,8 @@
 //!                            │                     seqlens_k/total_sequence_length from attention_mask)
 //!                            ├ MatMulNBits(o)
 //!                            ├ SkipSimplifiedLayerNorm(ffn_norm)
-//!                            ├ MatMulNBits(gate‖up fused) → Split → Sigmoid·Mul (SiLU) · up
+//!                            ├ BlockQuantMatMul(gate‖up, SwiGLU output) — or MatMulNBits(gate‖up fused)
+//!                            │   → Split → Sigmoid·Mul (SiLU) · up
 //!                            └ MatMulNBits(down)
 //! final SkipSimplifiedLayerNorm(output_norm) → Slice(last logits_to_keep positions; 0 = all)
 //!       → MatMulNBits(lm_head) → logits
@@ -391,11 +392,13 @@ impl QWeight {
 
     /// The matrix packed for [`BLOCK_QUANT_MATMUL`], when its blocks fit:
     /// 4 or 8 bits, blocks of 32, scales and offsets `m − s·zp` exact in f16.
-    fn block_quant_packed(&self, what: &str) -> Option<(BlockQuantShape, Vec<u8>)> {
+    /// With `swiglu`, each pair of 16-row tiles must be (gate, up): see
+    /// [`QWeight::interleave_tiles`].
+    fn block_quant_packed(&self, what: &str, swiglu: bool) -> Option<(BlockQuantShape, Vec<u8>)> {
         if self.group != block_quant_matmul::BLOCK {
             return None;
         }
-        let shape = BlockQuantShape { k: self.k, n: self.n, bits: self.bits };
+        let shape = BlockQuantShape { k: self.k, n: self.n, bits: self.bits, swiglu };
         let offsets: Vec<f32> = match &self.mins {
             Some(mins) => {
                 mins.iter().zip(&self.scales).zip(&self.zps).map(|((m, s), &z)| m - s * f32::from(z)).collect()
@@ -409,6 +412,28 @@ impl QWeight {
                 None
             }
         }
+    }
+
+    /// The rows of a fused `gate‖up` matrix (`2·half` rows) reordered so that
+    /// 16-row tile `2j` is gate tile `j` and tile `2j + 1` up tile `j`, the
+    /// pairing [`BLOCK_QUANT_MATMUL`]'s SwiGLU output takes. `half` must be
+    /// a multiple of 16.
+    fn interleave_tiles(&self, half: usize) -> QWeight {
+        let tile = block_quant_matmul::TILE;
+        let groups = self.k / self.group;
+        let order = (0..half / tile).flat_map(|j| (j * tile..(j + 1) * tile).chain(half + j * tile..half + (j + 1) * tile));
+        let mut out = QWeight { codes: Vec::new(), scales: Vec::new(), zps: Vec::new(), mins: None, ..self.clone() };
+        let mut mins = self.mins.as_ref().map(|_| Vec::new());
+        for row in order {
+            out.codes.extend_from_slice(&self.codes[row * self.k..][..self.k]);
+            out.scales.extend_from_slice(&self.scales[row * groups..][..groups]);
+            out.zps.extend_from_slice(&self.zps[row * groups..][..groups]);
+            if let (Some(dst), Some(src)) = (mins.as_mut(), self.mins.as_ref()) {
+                dst.extend_from_slice(&src[row * groups..][..groups]);
+            }
+        }
+        out.mins = mins;
+        out
     }
 
     /// Splits groups to `group` elements and widens codes to `bits`.
@@ -716,25 +741,49 @@ impl Builder {
         s
     }
 
+    fn block_quant_node(&mut self, prefix: &str, x: &str, shape: BlockQuantShape, packed: Vec<u8>) -> String {
+        let w = self.init(pb::tensor_raw(&format!("{prefix}.block_quant"), data_type::UINT8, &[packed.len() as i64], packed));
+        self.uses_techne_domain = true;
+        let mut attrs = vec![
+            attr_i("K", shape.k as i64),
+            attr_i("N", shape.n as i64),
+            attr_i("bits", shape.bits.into()),
+            attr_i("layout", block_quant_matmul::LAYOUT_VERSION),
+        ];
+        if shape.swiglu {
+            attrs.push(attr_i("swiglu", 1));
+        }
+        self.op(BLOCK_QUANT_MATMUL, DOMAIN, &[x, &w], attrs)
+    }
+
+    /// The feed-forward activation `silu(x·gateᵀ) · (x·upᵀ)` (`[.., ff]`): one
+    /// [`BLOCK_QUANT_MATMUL`] with its SwiGLU output where the kernel takes
+    /// the weights, else the fused `gate‖up` product, `Split`, `Sigmoid`
+    /// and two `Mul`s.
+    pub(crate) fn swiglu(&mut self, prefix: &str, x: &str, gate: Weight, up: Weight, ff: usize) -> String {
+        let gu = fuse(vec![gate, up]);
+        if self.block_quant_kernel
+            && ff.is_multiple_of(block_quant_matmul::TILE)
+            && let Weight::Quant(q) = &gu
+            && let Some((shape, packed)) = q.interleave_tiles(ff).block_quant_packed(prefix, true)
+        {
+            return self.block_quant_node(prefix, x, shape, packed);
+        }
+        let gu = self.linear(prefix, x, gu);
+        let split = self.const_i64("split", &[2], &[ff as i64, ff as i64]);
+        let (gname, uname) = (self.name("gate"), self.name("up"));
+        self.node("Split", "", &[&gu, &split], &[&gname, &uname], vec![attr_i("axis", -1)]);
+        let sig = self.op("Sigmoid", "", &[&gname], vec![]);
+        let silu = self.op("Mul", "", &[&gname, &sig], vec![]);
+        self.op("Mul", "", &[&silu, &uname], vec![])
+    }
+
     pub(crate) fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
         if self.block_quant_kernel
             && let Weight::Quant(q) = &w
-            && let Some((shape, packed)) = q.block_quant_packed(prefix)
+            && let Some((shape, packed)) = q.block_quant_packed(prefix, false)
         {
-            let w = self.init(pb::tensor_raw(
-                &format!("{prefix}.block_quant"),
-                data_type::UINT8,
-                &[packed.len() as i64],
-                packed,
-            ));
-            self.uses_techne_domain = true;
-            let attrs = vec![
-                attr_i("K", shape.k as i64),
-                attr_i("N", shape.n as i64),
-                attr_i("bits", shape.bits.into()),
-                attr_i("layout", block_quant_matmul::LAYOUT_VERSION),
-            ];
-            return self.op(BLOCK_QUANT_MATMUL, DOMAIN, &[x, &w], attrs);
+            return self.block_quant_node(prefix, x, shape, packed);
         }
         match w {
             Weight::Float { n, k, data } => {
@@ -969,13 +1018,7 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
         residual = sum;
         let gate = load_weight(g, matrix(g, &format!("blk.{i}.ffn_gate.weight"), h, ff)?)?;
         let up = load_weight(g, matrix(g, &format!("blk.{i}.ffn_up.weight"), h, ff)?)?;
-        let gu = b.linear(&format!("{p}.mlp.gate_up_proj"), &x2, fuse(vec![gate, up]));
-        let split = b.const_i64("split", &[2], &[ff as i64, ff as i64]);
-        let (gname, uname) = (b.name("gate"), b.name("up"));
-        b.node("Split", "", &[&gu, &split], &[&gname, &uname], vec![attr_i("axis", -1)]);
-        let sig = b.op("Sigmoid", "", &[&gname], vec![]);
-        let silu = b.op("Mul", "", &[&gname, &sig], vec![]);
-        let act = b.op("Mul", "", &[&silu, &uname], vec![]);
+        let act = b.swiglu(&format!("{p}.mlp.gate_up_proj"), &x2, gate, up, ff);
         let down = load_weight(g, matrix(g, &format!("blk.{i}.ffn_down.weight"), ff, h)?)?;
         pending = Some(b.linear(&format!("{p}.mlp.down_proj"), &act, down));
     }

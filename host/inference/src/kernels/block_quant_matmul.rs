@@ -26,6 +26,13 @@
 //! A weight is `w = s·c + o`: Q4_1's `d·q + m` directly, Q4_0's and Q8_0's
 //! `d·(q − zp)` as `o = −d·zp`.
 //!
+//! # SwiGLU
+//! With [`BlockQuantShape::swiglu`] the two tiles of each pair are a gate
+//! tile and its up tile (the exporter interleaves `gate‖up` that way), and
+//! the output has `N/2` columns, `silu(gate)·up` with
+//! `silu(g) = g / (1 + exp(−g))` and [`exp_f32`]: the feed-forward block's
+//! product and activation in one pass, with no `[rows, 2·ff]` intermediate.
+//!
 //! # Order of operations
 //! For output column `n` of row `x`, with `S_b` the sum of the row's inputs
 //! in block `b` (added in increasing `k` from 0.0) and `y` starting at 0.0,
@@ -85,6 +92,9 @@ pub enum PackError {
         /// The length given.
         found: usize,
     },
+    /// A SwiGLU product needs whole (gate, up) tile pairs.
+    #[error("a SwiGLU product needs a multiple of 32 columns, not {0}")]
+    SwiGlu(usize),
     /// A code does not fit in the bit width.
     #[error("code {0} does not fit in {1} bits")]
     Code(u8, u8),
@@ -106,13 +116,26 @@ pub enum PackError {
 pub struct BlockQuantShape {
     /// Inputs (a multiple of [`BLOCK`]).
     pub k: usize,
-    /// Outputs.
+    /// Weight columns.
     pub n: usize,
     /// Bits per code: 4 or 8.
     pub bits: u8,
+    /// Each pair of tiles is (gate, up) and the product returns
+    /// `silu(gate)·up`: `n / 2` outputs (`n` a multiple of 32).
+    pub swiglu: bool,
 }
 
 impl BlockQuantShape {
+    /// A plain product's shape.
+    pub fn new(k: usize, n: usize, bits: u8) -> Self {
+        Self { k, n, bits, swiglu: false }
+    }
+
+    /// Output columns: `n`, or `n / 2` with [`BlockQuantShape::swiglu`].
+    pub fn outputs(&self) -> usize {
+        if self.swiglu { self.n / 2 } else { self.n }
+    }
+
     /// Tiles of [`TILE`] output columns, padded to an even count (pairs of
     /// tiles are the unit of work).
     pub fn tiles(&self) -> usize {
@@ -136,6 +159,9 @@ impl BlockQuantShape {
         }
         if self.k == 0 || !self.k.is_multiple_of(BLOCK) {
             return Err(PackError::K(self.k));
+        }
+        if self.swiglu && !self.n.is_multiple_of(2 * TILE) {
+            return Err(PackError::SwiGlu(self.n));
         }
         Ok(())
     }
@@ -221,7 +247,7 @@ fn check_lengths(shape: &BlockQuantShape, packed: &[u8], x: &[f32], rows: usize,
     for (what, expected, found) in [
         ("packed weights", shape.packed_len(), packed.len()),
         ("activations", rows * shape.k, x.len()),
-        ("output", rows * shape.n, y.len()),
+        ("output", rows * shape.outputs(), y.len()),
     ] {
         if expected != found {
             return Err(MatMulError::Length { what, expected, found });
@@ -240,15 +266,55 @@ pub fn reference(
     y: &mut [f32],
 ) -> Result<(), MatMulError> {
     check_lengths(shape, packed, x, rows, y)?;
-    let (k, n) = (shape.k, shape.n);
+    let (k, outputs) = (shape.k, shape.outputs());
     let sums = block_sums(x);
     for m in 0..rows {
-        for col in 0..n {
-            y[m * n + col] = dot_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+        for col in 0..outputs {
+            y[m * outputs + col] = output_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
         }
     }
     Ok(())
 }
+
+/// Output `col` of one row: a weight column, or with SwiGLU
+/// `silu(gate)·up` from the two tiles of its pair.
+fn output_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], col: usize) -> f32 {
+    if shape.swiglu {
+        let gate = (col / TILE) * 2 * TILE + col % TILE;
+        swiglu(dot_column(shape, packed, xr, sums, gate), dot_column(shape, packed, xr, sums, gate + TILE))
+    } else {
+        dot_column(shape, packed, xr, sums, col)
+    }
+}
+
+/// `e^x` in f32 (Cephes' `expf` polynomial, within about 1 ulp), written
+/// with the same operations as the SIMD paths' so that every path gives the
+/// same bits. Inputs are clamped to [−87, 88].
+pub fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let z = r * r;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p.mul_add(r, *c);
+    }
+    let y = p.mul_add(z, r) + 1.0;
+    y * f32::from_bits((((n as i32) + 127) as u32) << 23)
+}
+
+/// `silu(gate)·up`, as every path computes it.
+pub fn swiglu(gate: f32, up: f32) -> f32 {
+    gate / (1.0 + exp_f32(-gate)) * up
+}
+
+const EXP_MIN: f32 = -87.0;
+const EXP_MAX: f32 = 88.0;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes' `expf` coefficients, highest degree first.
+const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
 
 /// `S_b` for every row and block (`[rows][k / 32]`; `x` holds whole rows of
 /// a multiple of 32 inputs).
@@ -418,13 +484,15 @@ unsafe fn tile_pair(
         Isa::Avx2 => return unsafe { avx2::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) },
         Isa::Portable => {}
     }
-    let (k, n) = (shape.k, shape.n);
+    let (k, outputs) = (shape.k, shape.outputs());
+    // This pair's output columns.
+    let cols = if shape.swiglu { (t0 / 2) * TILE..(t0 / 2 + 1) * TILE } else { t0 * TILE..((t0 + 2) * TILE).min(outputs) };
     for m in row0..row0 + rows {
-        for col in t0 * TILE..((t0 + 2) * TILE).min(n) {
-            let v = dot_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
-            // SAFETY: row `m` and column `col < n` are in bounds of the
-            // output, and this item alone writes them.
-            unsafe { *out.0.add(m * n + col) = v };
+        for col in cols.clone() {
+            let v = output_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+            // SAFETY: row `m` and column `col < outputs` are in bounds of
+            // the output, and this item alone writes them.
+            unsafe { *out.0.add(m * outputs + col) = v };
         }
     }
 }
@@ -551,6 +619,16 @@ mod avx512 {
                 }
             }
         }
+        if shape.swiglu {
+            let outputs = shape.outputs();
+            let col0 = (t0 / 2) * TILE;
+            for r in 0..R {
+                let v = _mm512_mul_ps(silu(acc[0][r]), acc[1][r]);
+                // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
+                unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
+            }
+            return;
+        }
         for (t, tile) in acc.iter().enumerate() {
             let col0 = (t0 + t) * TILE;
             let valid = n.saturating_sub(col0).min(TILE);
@@ -560,6 +638,32 @@ mod avx512 {
                 unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
             }
         }
+    }
+
+    /// `g / (1 + exp(−g))` lane by lane, the operations of
+    /// [`super::exp_f32`] and [`super::swiglu`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn silu(g: __m512) -> __m512 {
+        use super::{EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO};
+        let x = _mm512_sub_ps(_mm512_setzero_ps(), g);
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+        let z = _mm512_mul_ps(r, r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
+        let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
+        let scale =
+            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127))));
+        let e = _mm512_mul_ps(y, scale);
+        _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e))
     }
 }
 
@@ -593,24 +697,59 @@ mod avx2 {
         t0: usize,
         y: *mut f32,
     ) {
-        for t in t0..t0 + 2 {
-            let mut m = row0;
-            while m < row0 + rows {
-                // SAFETY: forwarded from the caller.
-                unsafe {
-                    if row0 + rows - m >= 2 {
-                        pass::<2>(shape, packed, x, sums, m, t, y);
-                        m += 2;
-                    } else {
-                        pass::<1>(shape, packed, x, sums, m, t, y);
-                        m += 1;
+        let mut m = row0;
+        while m < row0 + rows {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if row0 + rows - m >= 2 {
+                    let (a, b) = (pass::<2>(shape, packed, x, sums, m, t0), pass::<2>(shape, packed, x, sums, m, t0 + 1));
+                    store(shape, &a, &b, m, t0, y);
+                    m += 2;
+                } else {
+                    let (a, b) = (pass::<1>(shape, packed, x, sums, m, t0), pass::<1>(shape, packed, x, sums, m, t0 + 1));
+                    store(shape, &a, &b, m, t0, y);
+                    m += 1;
+                }
+            }
+        }
+    }
+
+    /// Writes rows `m..` of tiles `t0` (`a`) and `t0 + 1` (`b`), or their
+    /// SwiGLU.
+    ///
+    /// # Safety
+    /// As [`super::tile_pair`].
+    unsafe fn store<const R: usize>(
+        shape: &BlockQuantShape,
+        a: &[[f32; TILE]; R],
+        b: &[[f32; TILE]; R],
+        m: usize,
+        t0: usize,
+        y: *mut f32,
+    ) {
+        let outputs = shape.outputs();
+        for r in 0..R {
+            // SAFETY (all below): row m + r and the columns written are
+            // inside `y`, and only this item writes them.
+            unsafe {
+                let row = y.add((m + r) * outputs);
+                if shape.swiglu {
+                    for j in 0..TILE {
+                        *row.add((t0 / 2) * TILE + j) = super::swiglu(a[r][j], b[r][j]);
+                    }
+                } else {
+                    for (t, lanes) in [(t0, &a[r]), (t0 + 1, &b[r])] {
+                        let col0 = t * TILE;
+                        for (j, &v) in lanes.iter().enumerate().take(outputs.saturating_sub(col0).min(TILE)) {
+                            *row.add(col0 + j) = v;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// `R` rows from `m`, tile `t`.
+    /// `R` rows from `m` of tile `t`: each row's 16 columns.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn pass<const R: usize>(
@@ -620,9 +759,8 @@ mod avx2 {
         sums: &[f32],
         m: usize,
         t: usize,
-        y: *mut f32,
-    ) {
-        let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+    ) -> [[f32; TILE]; R] {
+        let (k, nb) = (shape.k, shape.blocks());
         let rec = record_bytes(shape.bits);
         let cb = code_bytes(shape.bits);
         let four = shape.bits == 4;
@@ -676,19 +814,15 @@ mod avx2 {
                 }
             }
         }
-        let col0 = t * TILE;
-        for (r, halves) in acc.iter().enumerate() {
-            let mut lanes = [0f32; TILE];
+        let mut out = [[0f32; TILE]; R];
+        for (lanes, halves) in out.iter_mut().zip(&acc) {
             // SAFETY: `lanes` holds two registers.
             unsafe {
                 _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
                 _mm256_storeu_ps(lanes.as_mut_ptr().add(8), halves[1]);
             }
-            for (j, &v) in lanes.iter().enumerate().take(n.saturating_sub(col0).min(TILE)) {
-                // SAFETY: row m + r, column col0 + j < n is in `y`.
-                unsafe { *y.add((m + r) * n + col0 + j) = v };
-            }
         }
+        out
     }
 }
 
@@ -751,7 +885,7 @@ mod tests {
     #[test]
     fn every_path_computes_the_reference_bit_for_bit_and_close_to_the_exact_product() {
         for (bits, k, n) in [(4u8, 64usize, 40usize), (4, 96, 16), (8, 64, 33), (4, 32, 5), (8, 128, 64)] {
-            let shape = BlockQuantShape { k, n, bits };
+            let shape = BlockQuantShape::new(k, n, bits);
             let (codes, scales, offsets) = random_matrix(shape, u64::from(bits) * 1000 + k as u64 + n as u64);
             let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
             let rows = 71;
@@ -791,8 +925,68 @@ mod tests {
     }
 
     #[test]
+    fn exp_is_within_two_ulp_of_f64_over_the_range_silu_uses() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_f32(x));
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.01;
+        }
+        assert!(worst < 2.0 * f64::from(f32::EPSILON), "relative error {worst:e}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(swiglu(0.0, 5.0), 0.0);
+        assert!((swiglu(2.0, 3.0) - 2.0 / (1.0 + (-2f32).exp()) * 3.0).abs() < 1e-6);
+        assert_eq!(swiglu(-200.0, 1.0), -200.0 / (1.0 + exp_f32(88.0)));
+        assert_eq!(swiglu(200.0, 1.0), 200.0);
+    }
+
+    #[test]
+    fn swiglu_products_match_the_reference_on_every_path_and_the_exact_activation() {
+        for (bits, k, n) in [(4u8, 64usize, 64usize), (8, 96, 32), (4, 32, 96)] {
+            let shape = BlockQuantShape { k, n, bits, swiglu: true };
+            let (codes, scales, offsets) = random_matrix(BlockQuantShape::new(k, n, bits), 99 + k as u64);
+            let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
+            let rows = 11;
+            let mut g = Lcg(5);
+            let x: Vec<f32> = (0..rows * k).map(|_| g.f()).collect();
+            let mut want = vec![0f32; rows * n / 2];
+            reference(&shape, &packed, &x, rows, &mut want).expect("reference");
+            // Against f64: column j of pair p is gate column 32p + j and up column 32p + 16 + j.
+            let exact = exact(&codes, &scales, &offsets, BlockQuantShape::new(k, n, bits), &x, rows);
+            for m in 0..rows {
+                for c in 0..n / 2 {
+                    let gate_col = (c / TILE) * 2 * TILE + c % TILE;
+                    let (gv, uv) = (exact[m * n + gate_col], exact[m * n + gate_col + TILE]);
+                    let e = gv / (1.0 + (-gv).exp()) * uv;
+                    let w = f64::from(want[m * n / 2 + c]);
+                    assert!((w - e).abs() < 1e-4 * (1.0 + e.abs()), "row {m} col {c}: {w} vs {e}");
+                }
+            }
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+                if !isa.available() {
+                    continue;
+                }
+                let mut got = vec![f32::NAN; rows * n / 2];
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?}: bits {bits} k {k} n {n}"
+                );
+                let mut one = vec![0f32; n / 2];
+                matmul_on(isa, &shape, &packed, &x[7 * k..][..k], 1, &mut one, sequential).expect("matmul");
+                assert_eq!(one, want[7 * n / 2..][..n / 2].to_vec(), "{isa:?}: a row alone");
+            }
+        }
+        let odd = BlockQuantShape { k: 32, n: 48, bits: 4, swiglu: true };
+        assert_eq!(odd.validate(), Err(PackError::SwiGlu(48)));
+    }
+
+    #[test]
     fn scheduling_the_items_in_reverse_on_threads_changes_nothing() {
-        let shape = BlockQuantShape { k: 64, n: 100, bits: 4 };
+        let shape = BlockQuantShape::new(64, 100, 4);
         let (codes, scales, offsets) = random_matrix(shape, 3);
         let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
         let rows = 130;
@@ -815,11 +1009,11 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        let shape = BlockQuantShape { k: 48, n: 2, bits: 4 };
+        let shape = BlockQuantShape::new(48, 2, 4);
         assert_eq!(pack(shape, &[0; 96], &[0.0; 2], &[0.0; 2]), Err(PackError::K(48)));
-        let shape = BlockQuantShape { k: 32, n: 2, bits: 5 };
+        let shape = BlockQuantShape::new(32, 2, 5);
         assert_eq!(pack(shape, &[0; 64], &[0.0; 2], &[0.0; 2]), Err(PackError::Bits(5)));
-        let shape = BlockQuantShape { k: 32, n: 2, bits: 4 };
+        let shape = BlockQuantShape::new(32, 2, 4);
         assert_eq!(pack(shape, &[16; 64], &[0.0; 2], &[0.0; 2]), Err(PackError::Code(16, 4)));
         assert!(matches!(
             pack(shape, &[0; 64], &[0.1, 0.0], &[0.0; 2]),

@@ -1,7 +1,9 @@
 //! techne's kernels as ONNX Runtime custom operators.
 //!
 //! `ai.techne.BlockQuantMatMul(X: float[..., K], W: uint8[packed]) → float[..., N]`
-//! with integer attributes `K`, `N`, `bits` (4 or 8) and `layout`: `W` is
+//! (`N/2` outputs with `swiglu = 1`: `silu(gate)·up` of each (gate, up) pair
+//! of tiles) with integer attributes `K`, `N`, `bits` (4 or 8), `layout` and
+//! optionally `swiglu`: `W` is
 //! packed by [`crate::kernels::block_quant_matmul::pack`] in layout
 //! [`crate::kernels::block_quant_matmul::LAYOUT_VERSION`]. The product runs on the
 //! domain's own [`SpinPool`] rather than ONNX Runtime's intra-op pool, whose
@@ -83,6 +85,7 @@ impl Operator for BlockQuantMatMulOperator {
             k: attr("K")?,
             n: attr("N")?,
             bits: u8::try_from(bits).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: bits = {bits}")))?,
+            swiglu: kctx.get::<i64>("swiglu").unwrap_or(0) != 0,
         };
         shape.validate().map_err(|e| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}")))?;
         Ok(BlockQuantMatMulKernel { shape, pool: self.pool.clone() })
@@ -107,7 +110,7 @@ impl Kernel for BlockQuantMatMulKernel {
         let rows = x.len() / self.shape.k;
         let mut out_dims = dims;
         if let Some(l) = out_dims.last_mut() {
-            *l = self.shape.n as i64;
+            *l = self.shape.outputs() as i64;
         }
         let mut y =
             ctx.output(0, out_dims)?.ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: no output")))?;
