@@ -1,16 +1,14 @@
 //! Measures techne's `BlockQuantMatMul` kernel alone (no ONNX Runtime) on the
 //! matrix shapes of one SmolLM2-135M decode step, for 1 to 16 rows: the
 //! microseconds per step's worth of products and the weight bytes read per
-//! second, on the same [`SpinPool`] the operator uses. With `KERNEL_SHAPES=1`
-//! it also prints each shape's time (the same matrix again and again, so
-//! cache-warm).
+//! second. With `KERNEL_SHAPES=1` it also prints each shape's time on one
+//! thread (the same matrix again and again, so cache-warm).
 //!
 //! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions] [avx512|avx2|portable]`
 
 use std::time::Instant;
 
 use techne_inference::kernels::block_quant_matmul::{BlockQuantShape, Isa, MatMulError, matmul_on, pack};
-use techne_inference::kernels::spin_pool::SpinPool;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -48,7 +46,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         mats.push((shape, layers));
     }
-    let pool = SpinPool::new(threads)?;
     println!("{isa:?}, {threads} threads, {reps} repetitions (median)");
     println!("{:>5} {:>12} {:>10} {:>10}", "rows", "µs/step", "GB/s", "GMAC/s");
     for rows in [1usize, 2, 4, 8, 16] {
@@ -56,16 +53,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times = Vec::new();
         for _ in 0..reps {
             let t = Instant::now();
-            for layer in 0..30 {
-                for (shape, layers) in &mats {
-                    let Some(packed) = layers.get(layer) else { continue };
-                    let mut y = vec![0f32; rows * shape.n];
-                    matmul_on(isa, shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
-                        pool.run(items, f);
-                        Ok::<(), MatMulError>(())
-                    })?;
-                }
-            }
+            // Each thread runs its contiguous share of every product, in the
+            // model's order, and the threads meet once per step: the
+            // kernel's throughput without the per-product synchronisation.
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|th| {
+                        let (mats, x) = (&mats, &x);
+                        scope.spawn(move || -> Result<(), MatMulError> {
+                            for layer in 0..30 {
+                                for (shape, layers) in mats {
+                                    let Some(packed) = layers.get(layer) else { continue };
+                                    let mut y = vec![0f32; rows * shape.outputs()];
+                                    matmul_on(isa, shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
+                                        (items * th / threads..items * (th + 1) / threads).for_each(f);
+                                        Ok::<(), MatMulError>(())
+                                    })?;
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| h.join().unwrap_or(Ok(())))
+            })?;
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
@@ -76,12 +87,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if std::env::var_os("KERNEL_SHAPES").is_some() {
             for (shape, layers) in &mats {
                 let packed = &layers[0];
-                let mut y = vec![0f32; rows * shape.n];
+                let mut y = vec![0f32; rows * shape.outputs()];
                 let mut ts = Vec::new();
                 for _ in 0..reps {
                     let t = Instant::now();
                     matmul_on(isa, shape, packed, &x[..rows * shape.k], rows, &mut y, |items, f| {
-                        pool.run(items, f);
+                        (0..items).for_each(f);
                         Ok::<(), MatMulError>(())
                     })?;
                     ts.push(t.elapsed().as_secs_f64());

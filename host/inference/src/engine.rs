@@ -569,7 +569,7 @@ impl LocalModel {
         };
         if let KvLayout::Concat(layout) = &m.layout {
             let model_path = entry.dir.join(&m.model_file);
-            let session = runtime.llm_session(&model_path, threads, false)?;
+            let session = runtime.llm_session(&model_path, threads)?;
             let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
             if let Some(missing) = m.io.inputs.iter().find(|n| !names.contains(&n.as_str())) {
                 return Err(EngineError::BadOutput(format!(
@@ -602,7 +602,6 @@ impl LocalModel {
             &m.io,
             &entry.name,
             threads,
-            &m.export_options,
         )?;
         model.single_row_steps_below = single_row_steps_below(&m.export_options);
         Ok(model)
@@ -614,8 +613,7 @@ impl LocalModel {
         self.single_row_steps_below
     }
 
-    /// Loads a model from its parts; `exported_with` are the options the
-    /// graph was exported with (they say whether it uses techne's kernels).
+    /// Loads a model from its parts.
     #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         runtime: &Runtime,
@@ -627,9 +625,8 @@ impl LocalModel {
         io: &ModelIo,
         name: &str,
         threads: usize,
-        exported_with: &crate::onnx_export::ExportOptions,
     ) -> Result<Self> {
-        let session = runtime.llm_session(model_path, threads, exported_with.uses_block_quant_kernel())?;
+        let session = runtime.llm_session(model_path, threads)?;
         let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
         for want in &io.inputs {
             if !names.contains(&want.as_str()) {

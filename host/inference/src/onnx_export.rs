@@ -421,7 +421,8 @@ impl QWeight {
     fn interleave_tiles(&self, half: usize) -> QWeight {
         let tile = block_quant_matmul::TILE;
         let groups = self.k / self.group;
-        let order = (0..half / tile).flat_map(|j| (j * tile..(j + 1) * tile).chain(half + j * tile..half + (j + 1) * tile));
+        let order =
+            (0..half / tile).flat_map(|j| (j * tile..(j + 1) * tile).chain(half + j * tile..half + (j + 1) * tile));
         let mut out = QWeight { codes: Vec::new(), scales: Vec::new(), zps: Vec::new(), mins: None, ..self.clone() };
         let mut mins = self.mins.as_ref().map(|_| Vec::new());
         for row in order {
@@ -742,7 +743,12 @@ impl Builder {
     }
 
     fn block_quant_node(&mut self, prefix: &str, x: &str, shape: BlockQuantShape, packed: Vec<u8>) -> String {
-        let w = self.init(pb::tensor_raw(&format!("{prefix}.block_quant"), data_type::UINT8, &[packed.len() as i64], packed));
+        let w = self.init(pb::tensor_raw(
+            &format!("{prefix}.block_quant"),
+            data_type::UINT8,
+            &[packed.len() as i64],
+            packed,
+        ));
         self.uses_techne_domain = true;
         let mut attrs = vec![
             attr_i("K", shape.k as i64),

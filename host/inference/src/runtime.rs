@@ -100,30 +100,17 @@ impl Runtime {
     /// per-operator profile of the session to `PREFIX_<date>.json` when it is
     /// dropped (for developers: where a decode step spends its time).
     pub fn session(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
-        self.open(model, threads, None)
+        self.open(model, threads, false)
     }
 
-    /// [`Runtime::session`] for a language model: techne's operators
-    /// ([`crate::kernels`], the `ai.techne` domain of techne's GGUF exports)
-    /// are registered, their products running on a pool of `threads` threads
-    /// of their own. When the graph `uses_techne_kernels`, ONNX Runtime's
-    /// intra-op workers stop spinning between operators so that the two
-    /// pools do not compete for the cores (with both spinning a decode step
-    /// took 7.6 ms instead of 4.3); otherwise they keep spinning, which
-    /// ONNX Runtime's own products need (without it, `MatMulNBits` decoded
-    /// at ~105 instead of ~140 tokens/s).
-    pub fn llm_session(
-        &self,
-        model: &Path,
-        threads: usize,
-        uses_techne_kernels: bool,
-    ) -> Result<Session, RuntimeError> {
-        self.open(model, threads, Some(uses_techne_kernels))
+    /// [`Runtime::session`] for a language model, with techne's operators
+    /// registered ([`crate::kernels`], the `ai.techne` domain of techne's
+    /// GGUF exports).
+    pub fn llm_session(&self, model: &Path, threads: usize) -> Result<Session, RuntimeError> {
+        self.open(model, threads, true)
     }
 
-    /// `techne_kernels`: `None` for ONNX Runtime's operators only, else
-    /// whether the graph uses techne's.
-    fn open(&self, model: &Path, threads: usize, techne_kernels: Option<bool>) -> Result<Session, RuntimeError> {
+    fn open(&self, model: &Path, threads: usize, techne_kernels: bool) -> Result<Session, RuntimeError> {
         let threads = if threads == 0 { default_threads() } else { threads };
         let mut builder = Session::builder(&self.env)
             .map_err(ort_err)?
@@ -133,10 +120,7 @@ impl Runtime {
             .map_err(ort_err)?
             .with_inter_threads(1)
             .map_err(ort_err)?;
-        if let Some(used) = techne_kernels {
-            if used {
-                builder = builder.with_intra_op_spinning(false).map_err(ort_err)?;
-            }
+        if techne_kernels {
             builder = builder
                 .with_operators(crate::kernels::ort_operator::operator_domain(threads).map_err(ort_err)?)
                 .map_err(ort_err)?;

@@ -439,7 +439,6 @@ fn external_data_models_load_and_agree() {
             &exported.io,
             "tiny",
             1,
-            &Default::default(),
         )
         .expect("load")
     };

@@ -486,7 +486,8 @@ unsafe fn tile_pair(
     }
     let (k, outputs) = (shape.k, shape.outputs());
     // This pair's output columns.
-    let cols = if shape.swiglu { (t0 / 2) * TILE..(t0 / 2 + 1) * TILE } else { t0 * TILE..((t0 + 2) * TILE).min(outputs) };
+    let cols =
+        if shape.swiglu { (t0 / 2) * TILE..(t0 / 2 + 1) * TILE } else { t0 * TILE..((t0 + 2) * TILE).min(outputs) };
     for m in row0..row0 + rows {
         for col in cols.clone() {
             let v = output_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
@@ -622,8 +623,8 @@ mod avx512 {
         if shape.swiglu {
             let outputs = shape.outputs();
             let col0 = (t0 / 2) * TILE;
-            for r in 0..R {
-                let v = _mm512_mul_ps(silu(acc[0][r]), acc[1][r]);
+            for (r, (&gate, &up)) in acc[0].iter().zip(&acc[1]).enumerate() {
+                let v = _mm512_mul_ps(silu(gate), up);
                 // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
                 unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
             }
@@ -660,8 +661,10 @@ mod avx512 {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
         let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
-        let scale =
-            _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127))));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        )));
         let e = _mm512_mul_ps(y, scale);
         _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e))
     }
@@ -702,11 +705,13 @@ mod avx2 {
             // SAFETY: forwarded from the caller.
             unsafe {
                 if row0 + rows - m >= 2 {
-                    let (a, b) = (pass::<2>(shape, packed, x, sums, m, t0), pass::<2>(shape, packed, x, sums, m, t0 + 1));
+                    let (a, b) =
+                        (pass::<2>(shape, packed, x, sums, m, t0), pass::<2>(shape, packed, x, sums, m, t0 + 1));
                     store(shape, &a, &b, m, t0, y);
                     m += 2;
                 } else {
-                    let (a, b) = (pass::<1>(shape, packed, x, sums, m, t0), pass::<1>(shape, packed, x, sums, m, t0 + 1));
+                    let (a, b) =
+                        (pass::<1>(shape, packed, x, sums, m, t0), pass::<1>(shape, packed, x, sums, m, t0 + 1));
                     store(shape, &a, &b, m, t0, y);
                     m += 1;
                 }

@@ -3,11 +3,9 @@
 //!
 //! - [`block_quant_matmul`]: the math, independent of ONNX Runtime (tested
 //!   against its portable reference);
-//! - [`spin_pool`]: the threads the kernels' parallel loops run on;
 //! - [`ort_operator`]: the operators as ONNX Runtime sees them, in the
 //!   [`ort_operator::DOMAIN`] domain that [`crate::runtime::Runtime`]
 //!   registers in every session.
 
 pub mod block_quant_matmul;
 pub mod ort_operator;
-pub mod spin_pool;

@@ -5,18 +5,14 @@
 //! of tiles) with integer attributes `K`, `N`, `bits` (4 or 8), `layout` and
 //! optionally `swiglu`: `W` is
 //! packed by [`crate::kernels::block_quant_matmul::pack`] in layout
-//! [`crate::kernels::block_quant_matmul::LAYOUT_VERSION`]. The product runs on the
-//! domain's own [`SpinPool`] rather than ONNX Runtime's intra-op pool, whose
-//! per-operator wake-ups left the second thread mostly idle on products this
-//! short (see [`super::spin_pool`]).
-
-use std::sync::Arc;
+//! [`crate::kernels::block_quant_matmul::LAYOUT_VERSION`]. The product runs on
+//! ONNX Runtime's intra-op thread pool (`par_for`), in twice as many
+//! contiguous batches of tile pairs as the session has threads.
 
 use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDomain, OperatorInput, OperatorOutput};
 use ort::value::TensorElementType;
 
 use super::block_quant_matmul::{self, BlockQuantShape, MatMulError};
-use super::spin_pool::SpinPool;
 
 /// The operator domain of techne's kernels.
 pub const DOMAIN: &str = "ai.techne";
@@ -25,23 +21,24 @@ pub const DOMAIN_VERSION: i64 = 1;
 /// The block-quantised matrix product.
 pub const BLOCK_QUANT_MATMUL: &str = "BlockQuantMatMul";
 
-/// The domain with every techne operator, to register in a session; its
-/// kernels run on `threads` threads (the calling one and `threads − 1`
-/// workers of the process-wide pool of that size, [`SpinPool::shared`]).
+/// The domain with every techne operator, to register in a session of
+/// `threads` intra-op threads.
 pub fn operator_domain(threads: usize) -> ort::Result<OperatorDomain> {
-    let pool = SpinPool::shared(threads).map_err(|e| ort::Error::new(format!("cannot start kernel threads: {e}")))?;
-    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { pool })
+    OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { batches: 2 * threads.max(1) })
 }
 
 /// [`BLOCK_QUANT_MATMUL`] as an ONNX Runtime operator.
 struct BlockQuantMatMulOperator {
-    pool: Arc<SpinPool>,
+    /// Contiguous batches of work items per product (each thread then
+    /// streams its own part of the weights; two per thread even out
+    /// threads that start late).
+    batches: usize,
 }
 
 /// One node's kernel: the weight shape from the node's attributes.
 struct BlockQuantMatMulKernel {
     shape: BlockQuantShape,
-    pool: Arc<SpinPool>,
+    batches: usize,
 }
 
 impl From<MatMulError> for ort::Error {
@@ -88,7 +85,7 @@ impl Operator for BlockQuantMatMulOperator {
             swiglu: kctx.get::<i64>("swiglu").unwrap_or(0) != 0,
         };
         shape.validate().map_err(|e| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}")))?;
-        Ok(BlockQuantMatMulKernel { shape, pool: self.pool.clone() })
+        Ok(BlockQuantMatMulKernel { shape, batches: self.batches })
     }
 }
 
@@ -115,9 +112,6 @@ impl Kernel for BlockQuantMatMulKernel {
         let mut y =
             ctx.output(0, out_dims)?.ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: no output")))?;
         let (_, y) = y.try_extract_tensor_mut::<f32>()?;
-        block_quant_matmul::matmul(&self.shape, w, x, rows, y, |items, f| {
-            self.pool.run(items, f);
-            Ok(())
-        })
+        block_quant_matmul::matmul(&self.shape, w, x, rows, y, |items, f| ctx.par_for(items, self.batches, f))
     }
 }
