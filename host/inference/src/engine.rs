@@ -312,59 +312,85 @@ pub(crate) fn sample(logits: &[f32], history: &[u32], p: &GenerationParams, rng:
     if p.temperature <= 1e-6 {
         return argmax(&l) as u32;
     }
-    let mut idx: Vec<usize> = (0..l.len()).collect();
-    let cmp = |a: &usize, b: &usize| l[*b].total_cmp(&l[*a]).then(a.cmp(b));
-    // Only the most likely tokens need an order: top-k keeps k of them and
-    // top-p a prefix of them; the others are walked in the (deterministic)
-    // order selection leaves them in. Sorting all ~50k logits per token would
-    // cost more than a decode step.
-    let top_k = p.top_k > 0 && p.top_k < idx.len();
-    let head = if top_k { p.top_k } else { SORTED_HEAD.min(idx.len()) };
-    if head < idx.len() {
-        idx.select_nth_unstable_by(head - 1, cmp);
+    // Integer keys order the tokens by descending logit, then ascending id,
+    // and compare without looking the logits up. Only the most likely
+    // tokens need an order: top-k keeps k of them and top-p a prefix of
+    // them; the others are walked in the (deterministic) order selection
+    // leaves them in. Sorting all ~50k logits per token would cost more than
+    // a decode step.
+    let n = l.len();
+    let mut keys: Vec<u64> =
+        l.iter().enumerate().map(|(i, &x)| (u64::from(!total_order_bits(x)) << 32) | i as u64).collect();
+    let id = |key: u64| (key & 0xFFFF_FFFF) as usize;
+    let top_k = p.top_k > 0 && p.top_k < n;
+    let head = if top_k { p.top_k } else { SORTED_HEAD.min(n) };
+    if head < n {
+        keys.select_nth_unstable(head - 1);
     }
-    idx[..head].sort_unstable_by(cmp);
+    keys[..head].sort_unstable();
     if top_k {
-        idx.truncate(head);
+        keys.truncate(head);
     }
-    let t = f64::from(p.temperature);
-    let max = f64::from(l[idx[0]]);
-    let weight = |i: usize| {
-        let x = (f64::from(l[i]) - max) / t;
-        // e^-60 ≈ 1e-26: nothing a draw could land on.
-        if x < -60.0 { 0.0 } else { x.exp() }
-    };
-    let mut probs: Vec<f64> = idx.iter().map(|&i| weight(i)).collect();
+    // Every token's weight e^((logit − max)/T) in one SIMD pass (the same
+    // bits on every instruction set).
+    let max = l[id(keys[0])];
+    let mut weights = l.into_owned();
+    crate::kernels::exp::exp_scaled_in_place(&mut weights, max, 1.0 / p.temperature);
+    let weight = |key: u64| f64::from(weights[id(key)]);
+    let total = if top_k { keys.iter().map(|&k| weight(k)).sum() } else { sum_in_fixed_order(&weights) };
+    let mut kept = keys.len();
     if p.top_p < 1.0 {
-        let total: f64 = probs.iter().sum();
-        let nucleus = |probs: &[f64], limit: usize| {
+        let nucleus = |keys: &[u64], limit: usize| {
             let mut acc = 0.0;
-            probs.iter().take(limit).position(|pr| {
-                acc += pr / total;
+            keys.iter().take(limit).position(|&k| {
+                acc += weight(k) / total;
                 acc >= f64::from(p.top_p)
             })
         };
-        let keep = match nucleus(&probs, head) {
+        kept = match nucleus(&keys, head) {
             Some(j) => j + 1,
-            None if head < idx.len() => {
+            None if head < keys.len() => {
                 // The nucleus reaches past the sorted head: order everything.
-                idx.sort_unstable_by(cmp);
-                probs = idx.iter().map(|&i| weight(i)).collect();
-                nucleus(&probs, idx.len()).map_or(idx.len(), |j| j + 1)
+                keys.sort_unstable();
+                nucleus(&keys, keys.len()).map_or(keys.len(), |j| j + 1)
             }
-            None => idx.len(),
+            None => keys.len(),
         };
-        probs.truncate(keep);
     }
-    let total: f64 = probs.iter().sum();
-    let mut u = rng.next_f64() * total;
-    for (j, pr) in probs.iter().enumerate() {
-        u -= pr;
+    let kept = &keys[..kept];
+    let kept_total = if kept.len() == keys.len() { total } else { kept.iter().map(|&k| weight(k)).sum() };
+    let mut u = rng.next_f64() * kept_total;
+    for &k in kept {
+        u -= weight(k);
         if u < 0.0 {
-            return idx[j] as u32;
+            return id(k) as u32;
         }
     }
-    idx[probs.len() - 1] as u32
+    // Rounding between the total and the walk left a sliver: the last token.
+    kept.last().map_or(0, |&k| id(k) as u32)
+}
+
+/// A float's bits as an unsigned integer in [`f32::total_cmp`]'s order.
+fn total_order_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+}
+
+/// The sum of `values` in f64, in an order fixed by the code (8 running
+/// sums over the positions modulo 8, then added in turn), so that it is the
+/// same on every machine.
+fn sum_in_fixed_order(values: &[f32]) -> f64 {
+    let mut sums = [0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        for (s, &v) in sums.iter_mut().zip(c) {
+            *s += f64::from(v);
+        }
+    }
+    for (s, &v) in sums.iter_mut().zip(chunks.remainder()) {
+        *s += f64::from(v);
+    }
+    sums.iter().sum()
 }
 
 /// How many of the most likely tokens [`sample`] sorts before walking the
@@ -1018,9 +1044,12 @@ mod tests {
         if p.top_k > 0 && p.top_k < idx.len() {
             idx.truncate(p.top_k);
         }
-        let max = f64::from(l[idx[0]]);
-        let mut probs: Vec<f64> =
-            idx.iter().map(|&i| ((f64::from(l[i]) - max) / f64::from(p.temperature)).exp()).collect();
+        // The same weights as `sample` (e^((logit − max)/T) in f32).
+        let max = l[idx[0]];
+        let mut probs: Vec<f64> = idx
+            .iter()
+            .map(|&i| f64::from(crate::kernels::exp::exp_f32((l[i] - max) * (1.0 / p.temperature))))
+            .collect();
         let total: f64 = probs.iter().sum();
         if p.top_p < 1.0 {
             let mut acc = 0.0;
