@@ -94,6 +94,14 @@ pub enum PackError {
         /// The length given.
         found: usize,
     },
+    /// The packed size would not fit in memory.
+    #[error("a {k}×{n} matrix is too large to pack")]
+    TooLarge {
+        /// Inputs.
+        k: usize,
+        /// Columns.
+        n: usize,
+    },
     /// A SwiGLU product needs whole (gate, up) tile pairs.
     #[error("a SwiGLU product needs a multiple of 32 columns, not {0}")]
     SwiGlu(usize),
@@ -154,7 +162,9 @@ impl BlockQuantShape {
         self.tiles() * self.blocks() * record_bytes(self.bits)
     }
 
-    /// Checks the bit width and `K`.
+    /// Checks the bit width, `K`, the SwiGLU pairing and that the packed
+    /// size fits in memory arithmetic (a corrupt model's attributes must not
+    /// wrap the length checks around).
     pub fn validate(&self) -> Result<(), PackError> {
         if self.bits != 4 && self.bits != 8 {
             return Err(PackError::Bits(self.bits));
@@ -164,6 +174,15 @@ impl BlockQuantShape {
         }
         if self.swiglu && !self.n.is_multiple_of(2 * TILE) {
             return Err(PackError::SwiGlu(self.n));
+        }
+        let fits = self
+            .n
+            .checked_add(2 * TILE)
+            .and_then(|n| (n / TILE).checked_mul(self.blocks()))
+            .and_then(|records| records.checked_mul(record_bytes(self.bits)))
+            .is_some_and(|bytes| bytes <= isize::MAX as usize);
+        if !fits {
+            return Err(PackError::TooLarge { k: self.k, n: self.n });
         }
         Ok(())
     }
@@ -930,6 +949,8 @@ mod tests {
     fn bad_inputs_are_errors() {
         let shape = BlockQuantShape::new(48, 2, 4);
         assert_eq!(pack(shape, &[0; 96], &[0.0; 2], &[0.0; 2]), Err(PackError::K(48)));
+        let huge = BlockQuantShape::new(1 << 40, usize::MAX - 8, 4);
+        assert!(matches!(huge.validate(), Err(PackError::TooLarge { .. })));
         let shape = BlockQuantShape::new(32, 2, 5);
         assert_eq!(pack(shape, &[0; 64], &[0.0; 2], &[0.0; 2]), Err(PackError::Bits(5)));
         let shape = BlockQuantShape::new(32, 2, 4);
