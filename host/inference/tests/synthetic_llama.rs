@@ -408,6 +408,33 @@ fn corrupt_onnx_files_are_errors() {
         let err = LocalModel::load(&rt, &entry, 1).expect_err("corrupt model must not load");
         assert!(err.to_string().contains("model.onnx"), "{err}");
     }
+    // techne's operator with weights from another packed layout, or with
+    // attributes that do not match its weights: clear errors, no garbage.
+    use prost::Message;
+    let tamper = |edit: &dyn Fn(&mut techne_inference::onnx_proto::AttributeProto)| {
+        let mut proto = techne_inference::onnx_proto::ModelProto::decode(model.as_slice()).expect("decode");
+        let graph = proto.graph.as_mut().expect("graph");
+        let node = graph.node.iter_mut().find(|n| n.op_type == "BlockQuantMatMul").expect("a BlockQuantMatMul node");
+        node.attribute.iter_mut().for_each(edit);
+        std::fs::write(entry.model_path(), proto.encode_to_vec()).expect("write");
+        LocalModel::load(&rt, &entry, 1).map(|m| m.score_ids(&[3, 4], &[5]))
+    };
+    let err = tamper(&|a| {
+        if a.name == "layout" {
+            a.i = 99;
+        }
+    })
+    .expect_err("another layout must not load");
+    assert!(err.to_string().contains("re-import"), "{err}");
+    let err = match tamper(&|a| {
+        if a.name == "N" {
+            a.i += 32;
+        }
+    }) {
+        Err(e) => e.to_string(),
+        Ok(run) => run.expect_err("weights that do not match N must not compute").to_string(),
+    };
+    assert!(err.contains("packed weights"), "{err}");
     std::fs::write(entry.model_path(), &model).expect("restore");
     std::fs::write(entry.tokenizer_path(), b"{").expect("corrupt tokenizer");
     assert!(LocalModel::load(&rt, &entry, 1).is_err());
