@@ -1,0 +1,136 @@
+//! The AVX2 path: each tile is two registers of 8 columns; up to 2 rows
+//! of one tile at once (16 registers leave no room for more).
+
+use std::arch::x86_64::*;
+
+use super::{BLOCK, BlockQuantShape, Operands, TILE, code_bytes, record_bytes, record_index};
+
+/// How many blocks ahead of the one being computed the weights are
+/// prefetched.
+const PREFETCH_BLOCKS: usize = 12;
+
+/// See [`super::tile_pair`].
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; bounds as in
+/// [`super::tile_pair`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: usize, y: *mut f32) {
+    let mut m = row0;
+    while m < row0 + rows {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if row0 + rows - m >= 2 {
+                let (a, b) = (pass::<2>(ops, m, t0), pass::<2>(ops, m, t0 + 1));
+                store(ops.shape, &a, &b, m, t0, y);
+                m += 2;
+            } else {
+                let (a, b) = (pass::<1>(ops, m, t0), pass::<1>(ops, m, t0 + 1));
+                store(ops.shape, &a, &b, m, t0, y);
+                m += 1;
+            }
+        }
+    }
+}
+
+/// Writes rows `m..` of tiles `t0` (`a`) and `t0 + 1` (`b`), or their
+/// SwiGLU.
+///
+/// # Safety
+/// As [`super::tile_pair`].
+unsafe fn store<const R: usize>(
+    shape: &BlockQuantShape,
+    a: &[[f32; TILE]; R],
+    b: &[[f32; TILE]; R],
+    m: usize,
+    t0: usize,
+    y: *mut f32,
+) {
+    let outputs = shape.outputs();
+    for r in 0..R {
+        // SAFETY (all below): row m + r and the columns written are
+        // inside `y`, and only this item writes them.
+        unsafe {
+            let row = y.add((m + r) * outputs);
+            if shape.swiglu {
+                for j in 0..TILE {
+                    *row.add((t0 / 2) * TILE + j) = super::swiglu(a[r][j], b[r][j]);
+                }
+            } else {
+                for (t, lanes) in [(t0, &a[r]), (t0 + 1, &b[r])] {
+                    let col0 = t * TILE;
+                    for (j, &v) in lanes.iter().enumerate().take(outputs.saturating_sub(col0).min(TILE)) {
+                        *row.add(col0 + j) = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows from `m` of tile `t`: each row's 16 columns.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; TILE]; R] {
+    let Operands { shape, packed, x, sums } = ops;
+    let (k, nb) = (shape.k, shape.blocks());
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let four = shape.bits == 4;
+    let low = _mm256_set1_epi32(0xF);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let xp = x.as_ptr();
+    let sp = sums.as_ptr();
+    let wp = packed.as_ptr();
+    for b in 0..nb {
+        // SAFETY (all below): record (t, b) lies inside `packed`;
+        // activations of rows m..m+R, inputs < k; sums of those rows.
+        unsafe {
+            let base = wp.add(record_index(nb, t, b) * rec);
+            if t.is_multiple_of(2) {
+                let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
+                for line in (0..2 * rec).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                }
+            }
+            let mut even = [[_mm256_setzero_ps(); 2]; R];
+            let mut odd = [[_mm256_setzero_ps(); 2]; R];
+            for p in 0..BLOCK / 2 {
+                let kk = b * BLOCK + 2 * p;
+                for h in 0..2 {
+                    let (c0, c1) = if four {
+                        let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add(p * TILE + 8 * h).cast()));
+                        (_mm256_cvtepi32_ps(_mm256_and_si256(v, low)), _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(v)))
+                    } else {
+                        let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add(2 * p * TILE + 8 * h).cast()));
+                        let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(base.add((2 * p + 1) * TILE + 8 * h).cast()));
+                        (_mm256_cvtepi32_ps(v0), _mm256_cvtepi32_ps(v1))
+                    };
+                    for r in 0..R {
+                        let xr = xp.add((m + r) * k + kk);
+                        even[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(*xr), c0, even[r][h]);
+                        odd[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(*xr.add(1)), c1, odd[r][h]);
+                    }
+                }
+            }
+            for h in 0..2 {
+                let s = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 16 * h).cast()));
+                let o = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 2 * TILE + 16 * h).cast()));
+                for r in 0..R {
+                    let sb = _mm256_set1_ps(*sp.add((m + r) * nb + b));
+                    let block = _mm256_add_ps(even[r][h], odd[r][h]);
+                    acc[r][h] = _mm256_fmadd_ps(o, sb, _mm256_fmadd_ps(s, block, acc[r][h]));
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; TILE]; R];
+    for (lanes, halves) in out.iter_mut().zip(&acc) {
+        // SAFETY: `lanes` holds two registers.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), halves[1]);
+        }
+    }
+    out
+}
