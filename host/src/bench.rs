@@ -418,7 +418,7 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     // Concurrent streams go through the backend's continuous-batching
     // scheduler, as concurrent plugin calls do: their decode steps merge.
     let mut batch_notes = Vec::new();
-    rows.extend(concurrent_rows(&backend, "", single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
+    rows.extend(concurrent_rows(&backend, single, &seed_ids, &options.concurrency, reps, &mut batch_notes)?);
     match embeddings_row(options.threads, reps) {
         Ok((row, note)) => {
             rows.push(row);
@@ -497,7 +497,6 @@ fn decode_rates_with(
 /// `batch_notes`.
 fn concurrent_rows(
     backend: &crate::backends::local::LocalBackend,
-    label: &str,
     single: f64,
     seed_ids: &[u32],
     concurrency: &[usize],
@@ -529,11 +528,11 @@ fn concurrent_rows(
         let after = scheduler.stats();
         let steps = (after.steps - before.steps).max(1);
         batch_notes.push(format!(
-            "{streams} streams{label}: mean batch {:.1} rows over {steps} decode steps",
+            "{streams} streams: mean batch {:.1} rows over {steps} decode steps",
             (after.row_steps - before.row_steps) as f64 / steps as f64
         ));
         rows.push(InferenceRow {
-            case: format!("decode, {streams} concurrent streams{label} (aggregate)"),
+            case: format!("decode, {streams} concurrent streams (aggregate)"),
             techne: median(rates),
             peer: Some(single),
             unit: "tokens/s (peer: the same model's single stream)",

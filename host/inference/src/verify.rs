@@ -371,9 +371,8 @@ pub struct PromptComparison {
     pub top1_agree: usize,
     /// Sum over the compared positions of |techne's − llama.cpp's log-probability| of llama.cpp's token.
     pub logprob_abs_diff_sum: f64,
-    /// The first position where the greedy continuations differ (`None`: identical).
-    pub first_divergence: Option<usize>,
-    /// What the engines chose at [`Self::first_divergence`], and by how much.
+    /// Where the greedy continuations first differ, what the engines chose
+    /// there and by how much (`None`: identical).
     pub divergence: Option<Divergence>,
     /// techne's greedy continuation (token ids, end-of-sequence included when generated).
     pub techne_tokens: Vec<u32>,
@@ -382,6 +381,12 @@ pub struct PromptComparison {
 }
 
 impl PromptComparison {
+    /// The first position where the greedy continuations differ (`None`:
+    /// identical).
+    pub fn first_divergence(&self) -> Option<usize> {
+        self.divergence.map(|d| d.position)
+    }
+
     /// Top-1 agreement as a fraction (1 when nothing was compared).
     pub fn agreement(&self) -> f64 {
         if self.positions == 0 { 1.0 } else { self.top1_agree as f64 / self.positions as f64 }
@@ -423,10 +428,7 @@ impl VerifyReport {
     /// Prompts whose greedy continuations part somewhere other than at a
     /// near-tie (see [`Divergence::is_near_tie`]).
     pub fn real_divergences(&self) -> usize {
-        self.prompts
-            .iter()
-            .filter(|p| p.first_divergence.is_some() && !p.divergence.is_some_and(|d| d.is_near_tie(self.tie_gap)))
-            .count()
+        self.prompts.iter().filter(|p| p.divergence.is_some_and(|d| !d.is_near_tie(self.tie_gap))).count()
     }
 
     /// Whether the agreement reaches the threshold, every prompt tokenized
@@ -451,11 +453,11 @@ impl std::fmt::Display for VerifyReport {
         )?;
         let gap = |g: Option<f32>| g.map_or("–".to_string(), |g| format!("{g:.3}"));
         for p in &self.prompts {
-            let divergence = p.first_divergence.map_or("–".to_string(), |d| format!("token {d}"));
-            let verdict = match (&p.first_divergence, &p.divergence) {
-                (None, _) => "same",
-                (Some(_), Some(d)) if d.is_near_tie(self.tie_gap) => "near-tie",
-                (Some(_), _) => "DIFFERS",
+            let divergence = p.first_divergence().map_or("–".to_string(), |d| format!("token {d}"));
+            let verdict = match &p.divergence {
+                None => "same",
+                Some(d) if d.is_near_tie(self.tie_gap) => "near-tie",
+                Some(_) => "DIFFERS",
             };
             let (llama_gap, techne_gap) = match &p.divergence {
                 Some(d) => (gap(d.reference_gap), gap(d.techne_gap)),
@@ -477,7 +479,7 @@ impl std::fmt::Display for VerifyReport {
             )?;
         }
         let positions: usize = self.prompts.iter().map(|p| p.positions).sum();
-        let same = self.prompts.iter().filter(|p| p.first_divergence.is_none()).count();
+        let same = self.prompts.iter().filter(|p| p.divergence.is_none()).count();
         writeln!(
             f,
             "overall top-1 agreement {:.1}% over {positions} positions (required {:.0}%); mean |Δlogp| {:.3}; \
@@ -550,10 +552,8 @@ pub fn compare(
             if let (Some(_), Some(b), Some(theirs), Some(ours)) =
                 (reference_token, techne_token, reference.get(position), scored.get(position))
             {
-                let lp = |list: &[(u32, f32)], id: u32| list.iter().find(|(t, _)| *t == id).map(|(_, l)| *l);
-                reference_gap = lp(&theirs.alternatives, b).map(|lb| theirs.logprob - lb);
-                let ours_list: Vec<(u32, f32)> = ours.top_logprobs.iter().map(|t| (t.token_id, t.logprob)).collect();
-                techne_gap = lp(&ours_list, b).map(|lb| lb - ours.logprob);
+                reference_gap = theirs.alternatives.iter().find(|(t, _)| *t == b).map(|&(_, lb)| theirs.logprob - lb);
+                techne_gap = ours.top_logprobs.iter().find(|t| t.token_id == b).map(|t| t.logprob - ours.logprob);
             }
             Divergence { position, reference: reference_token, techne: techne_token, reference_gap, techne_gap }
         });
@@ -571,7 +571,6 @@ pub fn compare(
             positions: reference.len(),
             top1_agree,
             logprob_abs_diff_sum,
-            first_divergence,
             divergence,
             techne_tokens,
             reference_tokens,
@@ -626,7 +625,6 @@ mod tests {
             positions: 10,
             top1_agree: agree,
             logprob_abs_diff_sum: 0.0,
-            first_divergence: None,
             divergence: None,
             techne_tokens: vec![],
             reference_tokens: vec![],
@@ -646,7 +644,6 @@ mod tests {
         // A greedy divergence passes only at a near-tie in llama.cpp's distribution.
         let diverging = |reference_gap| {
             let mut p = prompt(10, true);
-            p.first_divergence = Some(3);
             p.divergence = Some(Divergence {
                 position: 3,
                 reference: Some(7),
