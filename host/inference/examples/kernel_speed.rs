@@ -4,7 +4,10 @@
 //! second. With `KERNEL_SHAPES=1` it also prints each shape's time on one
 //! thread (the same matrix again and again, so cache-warm).
 //!
-//! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions] [avx512|avx2|portable]`
+//! `cargo run --release -p techne-inference --example kernel_speed -- [threads] [repetitions] [avx512|avx2|portable|best] [int8]`
+//!
+//! With `int8` the products round their activations to int8 blocks
+//! (`BlockQuantShape::int8`, the accuracy-level-4 export).
 
 use std::time::Instant;
 
@@ -20,8 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("portable") => Isa::Portable,
         _ => Isa::best(),
     };
-    if !isa.available() {
-        return Err(format!("{isa:?} is not available on this CPU").into());
+    let int8 = args.get(4).is_some_and(|a| a == "int8");
+    if !isa.runs(&BlockQuantShape { int8, ..BlockQuantShape::new(32, 32, 4) }) {
+        return Err(format!("{isa:?} does not run these products on this CPU").into());
     }
     // (K, N, bits, layers): q‖k‖v, o, gate‖up, down in each of 30 layers, and the 8-bit head.
     let shapes = [(576, 960, 4, 30), (576, 576, 4, 30), (576, 3072, 4, 30), (1536, 576, 4, 30), (576, 49152, 8, 1)];
@@ -34,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // stay in cache and flatter the kernel).
     let mut mats = Vec::new();
     for &(k, n, bits, count) in &shapes {
-        let shape = BlockQuantShape::new(k, n, bits);
+        let shape = BlockQuantShape { int8, ..BlockQuantShape::new(k, n, bits) };
         let max = if bits == 4 { 16 } else { 256 };
         let mut layers = Vec::new();
         for _ in 0..count {
@@ -46,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         mats.push((shape, layers));
     }
-    println!("{isa:?}, {threads} threads, {reps} repetitions (median)");
+    println!("{isa:?}{}, {threads} threads, {reps} repetitions (median)", if int8 { ", int8 activations" } else { "" });
     println!("{:>5} {:>12} {:>10} {:>10}", "rows", "µs/step", "GB/s", "GMAC/s");
     for rows in [1usize, 2, 4, 8, 16] {
         let x: Vec<f32> = (0..rows * 1536).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();

@@ -85,7 +85,7 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// The version of the exported graph layout; bumped whenever the exporter's
 /// output changes so that registries re-import stale models.
-pub const GRAPH_VERSION: u32 = 6;
+pub const GRAPH_VERSION: u32 = 7;
 
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
@@ -128,9 +128,13 @@ impl ExportOptions {
     /// elsewhere ONNX Runtime's `MatMulNBits` (with its NEON kernels, for
     /// example) is faster than the portable path.
     pub fn uses_block_quant_kernel(&self) -> bool {
-        self.accuracy_level == 0
-            && !self.stock_operators
-            && block_quant_matmul::Isa::best() != block_quant_matmul::Isa::Portable
+        use block_quant_matmul::Isa;
+        !self.stock_operators
+            && match self.accuracy_level {
+                0 => Isa::best() != Isa::Portable,
+                4 => Isa::Avx512.runs(&BlockQuantShape { int8: true, ..BlockQuantShape::new(32, 32, 4) }),
+                _ => false,
+            }
     }
 }
 
@@ -402,11 +406,11 @@ impl QWeight {
     /// 4 or 8 bits, blocks of 32, scales and offsets `m − s·zp` exact in f16.
     /// With `swiglu`, each pair of 16-row tiles must be (gate, up): see
     /// [`QWeight::interleave_tiles`].
-    fn block_quant_packed(&self, what: &str, swiglu: bool) -> Option<(BlockQuantShape, Vec<u8>)> {
+    fn block_quant_packed(&self, what: &str, swiglu: bool, int8: bool) -> Option<(BlockQuantShape, Vec<u8>)> {
         if self.group != block_quant_matmul::BLOCK {
             return None;
         }
-        let shape = BlockQuantShape { k: self.k, n: self.n, bits: self.bits, swiglu };
+        let shape = BlockQuantShape { k: self.k, n: self.n, bits: self.bits, swiglu, int8 };
         let offsets: Vec<f32> = match &self.mins {
             Some(mins) => {
                 mins.iter().zip(&self.scales).zip(&self.zps).map(|((m, s), &z)| m - s * f32::from(z)).collect()
@@ -767,6 +771,9 @@ impl Builder {
         if shape.swiglu {
             attrs.push(attr_i("swiglu", 1));
         }
+        if shape.int8 {
+            attrs.push(attr_i("int8", 1));
+        }
         self.op(BLOCK_QUANT_MATMUL, DOMAIN, &[x, &w], attrs)
     }
 
@@ -779,7 +786,8 @@ impl Builder {
         if self.block_quant_kernel
             && ff.is_multiple_of(block_quant_matmul::TILE)
             && let Weight::Quant(q) = &gu
-            && let Some((shape, packed)) = q.interleave_tiles(ff).block_quant_packed(prefix, true)
+            && let Some((shape, packed)) =
+                q.interleave_tiles(ff).block_quant_packed(prefix, true, self.accuracy_level == 4)
         {
             return self.block_quant_node(prefix, x, shape, packed);
         }
@@ -795,7 +803,7 @@ impl Builder {
     pub(crate) fn linear(&mut self, prefix: &str, x: &str, w: Weight) -> String {
         if self.block_quant_kernel
             && let Weight::Quant(q) = &w
-            && let Some((shape, packed)) = q.block_quant_packed(prefix, false)
+            && let Some((shape, packed)) = q.block_quant_packed(prefix, false, self.accuracy_level == 4)
         {
             return self.block_quant_node(prefix, x, shape, packed);
         }

@@ -83,6 +83,7 @@ impl Operator for BlockQuantMatMulOperator {
             n: attr("N")?,
             bits: u8::try_from(bits).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: bits = {bits}")))?,
             swiglu: kctx.get::<i64>("swiglu").unwrap_or(0) != 0,
+            int8: kctx.get::<i64>("int8").unwrap_or(0) != 0,
         };
         shape.validate().map_err(|e| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: {e}")))?;
         Ok(BlockQuantMatMulKernel { shape, batches: self.batches })

@@ -72,7 +72,7 @@ unsafe fn store<const R: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; TILE]; R] {
-    let Operands { shape, packed, x, sums } = ops;
+    let Operands { shape, packed, x, sums, .. } = ops;
     let (k, nb) = (shape.k, shape.blocks());
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);

@@ -39,7 +39,7 @@ const PREFETCH_BLOCKS: usize = 12;
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
-    let Operands { shape, packed, x, sums } = ops;
+    let Operands { shape, packed, x, sums, .. } = ops;
     let (k, n, nb) = (shape.k, shape.n, shape.blocks());
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
@@ -126,7 +126,7 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
 /// [`super::swiglu`].
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn silu(g: __m512) -> __m512 {
+pub(super) fn silu(g: __m512) -> __m512 {
     let e = crate::kernels::exp::x86::exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
     _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }

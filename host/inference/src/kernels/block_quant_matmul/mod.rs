@@ -26,6 +26,12 @@
 //! A weight is `w = s·c + o`: Q4_1's `d·q + m` directly, Q4_0's and Q8_0's
 //! `d·(q − zp)` as `o = −d·zp`.
 //!
+//! With [`BlockQuantShape::int8`] the codes of a record are arranged for
+//! 4-byte integer dot products instead: chunks of 64 bytes in which byte
+//! `4j + i` belongs to column `j`. For 8 bits, chunk `g` holds inputs
+//! `4g + i`; for 4 bits, chunk `g` holds inputs `4g + i` in its low nibbles
+//! and `16 + 4g + i` in its high nibbles.
+//!
 //! # SwiGLU
 //! With [`BlockQuantShape::swiglu`] the two tiles of each pair are a gate
 //! tile and its up tile (the exporter interleaves `gate‖up` that way), and
@@ -40,6 +46,16 @@
 //! `fma` over the block's even and odd inputs in increasing `k` from 0.0,
 //! then `y = fma(o, S_b, fma(s, even + odd, y))`. Decoding a weight takes no
 //! arithmetic beyond turning its code into a float.
+//!
+//! # int8 activations
+//! With [`BlockQuantShape::int8`] each row's inputs are first rounded to
+//! int8 per block, as llama.cpp rounds its activations ([`quantize_block`]):
+//! `d_b = max|x| / 127`, `q = round(x / d_b)` (ties to even), and `S_b` is
+//! `d_b · Σq`. For each block in turn, `dot = Σ c·q` in exact integer
+//! arithmetic, then `y = fma(o, S_b, fma(s, dot · d_b, y))`. A row is still
+//! rounded and computed alike in any batch and on any path, but the
+//! rounding makes the result depend on the inputs' last bits more than the
+//! f32 product does.
 
 use half::f16;
 
@@ -67,6 +83,19 @@ pub const fn code_bytes(bits: u8) -> usize {
 /// offsets.
 pub const fn record_bytes(bits: u8) -> usize {
     code_bytes(bits) + 2 * TILE * 2
+}
+
+/// Bytes per chunk of the int8 code arrangement: 4 bytes per column.
+const CHUNK: usize = 4 * TILE;
+
+/// Where input `kk` of column `j` sits in the codes of an int8-arranged
+/// record: the byte, and whether it is the high nibble (4 bits only).
+const fn int8_code_position(bits: u8, j: usize, kk: usize) -> (usize, bool) {
+    if bits == 4 {
+        (((kk % 16) / 4) * CHUNK + 4 * j + kk % 4, kk >= 16)
+    } else {
+        ((kk / 4) * CHUNK + 4 * j + kk % 4, false)
+    }
 }
 
 /// The position of the record of tile `t`, block `b` among a matrix's
@@ -133,12 +162,16 @@ pub struct BlockQuantShape {
     /// Each pair of tiles is (gate, up) and the product returns
     /// `silu(gate)·up`: `n / 2` outputs (`n` a multiple of 32).
     pub swiglu: bool,
+    /// The activations are rounded to int8 blocks and multiplied with
+    /// integer dot products (see the module documentation); the codes are
+    /// packed for that.
+    pub int8: bool,
 }
 
 impl BlockQuantShape {
     /// A plain product's shape.
     pub fn new(k: usize, n: usize, bits: u8) -> Self {
-        Self { k, n, bits, swiglu: false }
+        Self { k, n, bits, swiglu: false, int8: false }
     }
 
     /// Output columns: `n`, or `n / 2` with [`BlockQuantShape::swiglu`].
@@ -225,7 +258,12 @@ pub fn pack(shape: BlockQuantShape, codes: &[u8], scales: &[f32], offsets: &[f32
                     continue;
                 }
                 let src = &codes[col * k + b * BLOCK..][..BLOCK];
-                if shape.bits == 4 {
+                if shape.int8 {
+                    for (kk, &c) in src.iter().enumerate() {
+                        let (at, high) = int8_code_position(shape.bits, j, kk);
+                        r[at] |= if high { c << 4 } else { c };
+                    }
+                } else if shape.bits == 4 {
                     for p in 0..BLOCK / 2 {
                         r[p * TILE + j] = src[2 * p] | (src[2 * p + 1] << 4);
                     }
@@ -287,24 +325,80 @@ pub fn reference(
     y: &mut [f32],
 ) -> Result<(), MatMulError> {
     check_lengths(shape, packed, x, rows, y)?;
-    let (k, outputs) = (shape.k, shape.outputs());
-    let sums = block_sums(x);
+    let outputs = shape.outputs();
+    let prepared = PreparedRows::new(shape, x);
+    let ops = prepared.operands(shape, packed, x);
     for m in 0..rows {
         for col in 0..outputs {
-            y[m * outputs + col] = output_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+            y[m * outputs + col] = output_column(ops.row(m), col);
         }
     }
     Ok(())
 }
 
+/// What the product needs of each row besides its inputs: block sums, and
+/// for [`BlockQuantShape::int8`] the rounded inputs and block scales.
+struct PreparedRows {
+    /// `S_b`, `[rows][k / 32]`.
+    sums: Vec<f32>,
+    /// The int8 inputs, `[rows][k]` (empty in f32).
+    q: Vec<i8>,
+    /// `d_b`, `[rows][k / 32]` (empty in f32).
+    d: Vec<f32>,
+}
+
+impl PreparedRows {
+    fn new(shape: &BlockQuantShape, x: &[f32]) -> Self {
+        if !shape.int8 {
+            return Self { sums: block_sums(x), q: Vec::new(), d: Vec::new() };
+        }
+        let blocks = x.len() / BLOCK;
+        let mut prepared = Self { sums: vec![0.0; blocks], q: vec![0; x.len()], d: vec![0.0; blocks] };
+        for (((xb, qb), d), s) in x
+            .chunks_exact(BLOCK)
+            .zip(prepared.q.chunks_exact_mut(BLOCK))
+            .zip(prepared.d.iter_mut())
+            .zip(prepared.sums.iter_mut())
+        {
+            (*d, *s) = quantize_block(xb, qb);
+        }
+        prepared
+    }
+
+    fn operands<'a>(&'a self, shape: &'a BlockQuantShape, packed: &'a [u8], x: &'a [f32]) -> Operands<'a> {
+        Operands { shape, packed, x, sums: &self.sums, q: &self.q, d: &self.d }
+    }
+}
+
+/// Rounds one block of 32 inputs to int8 as llama.cpp's Q8 activations:
+/// returns `(d, d · Σq)` with `d = max|x| / 127` and `q = round(x / d)`
+/// (ties to even; all zero when `d` is 0).
+pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+    // Adding and subtracting 1.5·2²³ rounds a float of magnitude below 2²²
+    // to the nearest integer, ties to even, in plain IEEE arithmetic (no
+    // libm call per element, and the loop vectorises); `x / d` lies in
+    // [−127, 127], or is NaN, which the cast turns into 0.
+    const ROUND: f32 = 12_582_912.0;
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (((v * inverse) + ROUND) - ROUND).clamp(-127.0, 127.0) as i8;
+        sum += i32::from(*q);
+    }
+    (d, d * sum as f32)
+}
+
 /// Output `col` of one row: a weight column, or with SwiGLU
 /// `silu(gate)·up` from the two tiles of its pair.
-fn output_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], col: usize) -> f32 {
-    if shape.swiglu {
+fn output_column(row: Row<'_>, col: usize) -> f32 {
+    let dot = |c| if row.shape.int8 { dot_column_int8(row, c) } else { dot_column(row, c) };
+    if row.shape.swiglu {
         let gate = (col / TILE) * 2 * TILE + col % TILE;
-        swiglu(dot_column(shape, packed, xr, sums, gate), dot_column(shape, packed, xr, sums, gate + TILE))
+        swiglu(dot(gate), dot(gate + TILE))
     } else {
-        dot_column(shape, packed, xr, sums, col)
+        dot(col)
     }
 }
 
@@ -319,8 +413,9 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
     x.chunks_exact(BLOCK).map(|b| b.iter().fold(0f32, |acc, &v| acc + v)).collect()
 }
 
-/// Output column `col` of one row `xr`, in the documented order.
-fn dot_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], col: usize) -> f32 {
+/// Output column `col` of one row, in the documented order.
+fn dot_column(row: Row<'_>, col: usize) -> f32 {
+    let Row { shape, packed, x: xr, sums, .. } = row;
     let nb = shape.blocks();
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
@@ -346,15 +441,76 @@ fn dot_column(shape: &BlockQuantShape, packed: &[u8], xr: &[f32], sums: &[f32], 
     y
 }
 
+/// Output column `col` of one row with int8 activations, in the documented
+/// order.
+fn dot_column_int8(row: Row<'_>, col: usize) -> f32 {
+    let Row { shape, packed, sums, q, d, .. } = row;
+    let nb = shape.blocks();
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let (t, j) = (col / TILE, col % TILE);
+    let mut y = 0f32;
+    for b in 0..nb {
+        let r = &packed[record_index(nb, t, b) * rec..][..rec];
+        let s = f16::from_le_bytes([r[cb + 2 * j], r[cb + 2 * j + 1]]).to_f32();
+        let o = f16::from_le_bytes([r[cb + 2 * TILE + 2 * j], r[cb + 2 * TILE + 2 * j + 1]]).to_f32();
+        let mut dot = 0i32;
+        for kk in 0..BLOCK {
+            let (at, high) = int8_code_position(shape.bits, j, kk);
+            let c = if high {
+                r[at] >> 4
+            } else if shape.bits == 4 {
+                r[at] & 0xF
+            } else {
+                r[at]
+            };
+            dot += i32::from(c) * i32::from(q[b * BLOCK + kk]);
+        }
+        y = o.mul_add(sums[b], s.mul_add(dot as f32 * d[b], y));
+    }
+    y
+}
+
 /// What every code path of one product reads: the shape, the packed
 /// weights, the activations (`[rows][k]`) and their block sums
-/// (`[rows][k / 32]`), with lengths checked by [`matmul_on`].
+/// (`[rows][k / 32]`), and with int8 activations the rounded inputs
+/// (`[rows][k]`) and block scales (`[rows][k / 32]`), with lengths checked
+/// by [`matmul_on`].
 #[derive(Clone, Copy)]
 struct Operands<'a> {
     shape: &'a BlockQuantShape,
     packed: &'a [u8],
     x: &'a [f32],
     sums: &'a [f32],
+    q: &'a [i8],
+    d: &'a [f32],
+}
+
+impl<'a> Operands<'a> {
+    /// Row `m`'s part of the operands.
+    fn row(&self, m: usize) -> Row<'a> {
+        let (k, nb) = (self.shape.k, self.shape.blocks());
+        let int8 = self.shape.int8;
+        Row {
+            shape: self.shape,
+            packed: self.packed,
+            x: &self.x[m * k..][..k],
+            sums: &self.sums[m * nb..][..nb],
+            q: if int8 { &self.q[m * k..][..k] } else { &[] },
+            d: if int8 { &self.d[m * nb..][..nb] } else { &[] },
+        }
+    }
+}
+
+/// One row's operands (see [`Operands`]).
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    shape: &'a BlockQuantShape,
+    packed: &'a [u8],
+    x: &'a [f32],
+    sums: &'a [f32],
+    q: &'a [i8],
+    d: &'a [f32],
 }
 
 /// A pointer to the output, shared by the parallel work items, which write
@@ -387,6 +543,27 @@ impl Isa {
             Isa::Avx2
         } else {
             Isa::Portable
+        }
+    }
+
+    /// Whether this CPU runs products of `shape` on it: int8 activations
+    /// need AVX-512 VNNI on [`Isa::Avx512`], and have no AVX2 path yet.
+    pub fn runs(self, shape: &BlockQuantShape) -> bool {
+        if !shape.int8 {
+            return self.available();
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Isa::Portable => true,
+                Isa::Avx2 => false,
+                Isa::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Portable
         }
     }
 
@@ -443,7 +620,7 @@ pub fn matmul_on<E>(
 where
     E: From<MatMulError>,
 {
-    let isa = if isa.available() { isa } else { Isa::Portable };
+    let isa = if isa.runs(shape) { isa } else { Isa::Portable };
     check_lengths(shape, packed, x, rows, y)?;
     if rows == 0 || shape.n == 0 {
         return Ok(());
@@ -451,8 +628,8 @@ where
     let pairs = shape.tiles() / 2;
     let row_items = rows.div_ceil(ROWS_PER_ITEM);
     let out = SharedOut(y.as_mut_ptr());
-    let sums = block_sums(x);
-    let ops = Operands { shape, packed, x, sums: &sums };
+    let prepared = PreparedRows::new(shape, x);
+    let ops = prepared.operands(shape, packed, x);
     let item = move |i: usize| {
         let (ri, pair) = (i / pairs, i % pairs);
         let rows_here = ROWS_PER_ITEM.min(rows - ri * ROWS_PER_ITEM);
@@ -476,18 +653,18 @@ unsafe fn tile_pair(isa: Isa, ops: Operands<'_>, row0: usize, rows: usize, t0: u
     match isa {
         // SAFETY: `isa` is available (checked by `matmul_on`); bounds as
         // promised by the caller.
+        Isa::Avx512 if ops.shape.int8 => return unsafe { avx512_vnni::tile_pair(ops, row0, rows, t0, out.0) },
         Isa::Avx512 => return unsafe { avx512::tile_pair(ops, row0, rows, t0, out.0) },
         Isa::Avx2 => return unsafe { avx2::tile_pair(ops, row0, rows, t0, out.0) },
         Isa::Portable => {}
     }
-    let Operands { shape, packed, x, sums } = ops;
-    let (k, outputs) = (shape.k, shape.outputs());
+    let (shape, outputs) = (ops.shape, ops.shape.outputs());
     // This pair's output columns.
     let cols =
         if shape.swiglu { (t0 / 2) * TILE..(t0 / 2 + 1) * TILE } else { t0 * TILE..((t0 + 2) * TILE).min(outputs) };
     for m in row0..row0 + rows {
         for col in cols.clone() {
-            let v = output_column(shape, packed, &x[m * k..][..k], &sums[m * shape.blocks()..], col);
+            let v = output_column(ops.row(m), col);
             // SAFETY: row `m` and column `col < outputs` are in bounds of
             // the output, and this item alone writes them.
             unsafe { *out.0.add(m * outputs + col) = v };
@@ -500,6 +677,9 @@ mod avx512;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_vnni;
 
 #[cfg(test)]
 mod tests {
@@ -599,6 +779,90 @@ mod tests {
         }
     }
 
+    /// The activations as the int8 path sees them: `d·q` per block.
+    fn dequantized_activations(x: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        for xb in x.chunks_exact(BLOCK) {
+            let mut q = [0i8; BLOCK];
+            let (d, _) = quantize_block(xb, &mut q);
+            out.extend(q.iter().map(|&v| d * f32::from(v)));
+        }
+        out
+    }
+
+    #[test]
+    fn int8_activations_on_every_path_compute_the_reference_bit_for_bit() {
+        for (bits, k, n, swiglu) in [
+            (4u8, 64usize, 40usize, false),
+            (8, 64, 33, false),
+            (4, 32, 5, false),
+            (8, 128, 64, false),
+            (4, 96, 64, true),
+            (8, 64, 32, true),
+        ] {
+            let plain = BlockQuantShape::new(k, n, bits);
+            let shape = BlockQuantShape { swiglu, int8: true, ..plain };
+            let (codes, scales, offsets) = random_matrix(plain, u64::from(bits) * 77 + k as u64 + n as u64);
+            let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
+            let rows = 23;
+            let mut g = Lcg(11);
+            let x: Vec<f32> = (0..rows * k).map(|_| g.f() * 3.0).collect();
+            let outputs = shape.outputs();
+            let mut want = vec![0f32; rows * outputs];
+            reference(&shape, &packed, &x, rows, &mut want).expect("reference");
+            // The f64 product with the rounded activations.
+            let exact = exact(&codes, &scales, &offsets, plain, &dequantized_activations(&x), rows);
+            for m in 0..rows {
+                for c in 0..outputs {
+                    let e = if swiglu {
+                        let gate = (c / TILE) * 2 * TILE + c % TILE;
+                        let (gv, uv) = (exact[m * n + gate], exact[m * n + gate + TILE]);
+                        gv / (1.0 + (-gv).exp()) * uv
+                    } else {
+                        exact[m * n + c]
+                    };
+                    let w = f64::from(want[m * outputs + c]);
+                    assert!((w - e).abs() < 1e-4 * (1.0 + e.abs()), "row {m} col {c}: {w} vs {e}");
+                }
+            }
+            for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+                if !isa.runs(&shape) {
+                    eprintln!("{isa:?} does not run int8 activations on this CPU: not compared");
+                    continue;
+                }
+                let mut got = vec![f32::NAN; rows * outputs];
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?}: bits {bits} k {k} n {n} swiglu {swiglu}"
+                );
+                for m in [0usize, 5, 22] {
+                    let mut one = vec![0f32; outputs];
+                    matmul_on(isa, &shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
+                    assert_eq!(one, want[m * outputs..][..outputs].to_vec(), "{isa:?}: row {m} alone");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_rounding_of_a_block() {
+        let mut x = [0f32; BLOCK];
+        x[0] = -2.54;
+        x[1] = 1.27;
+        x[2] = 0.01; // rounds to 0.5 → 0 (ties to even)
+        x[3] = 0.03; // 1.5 → 2
+        let mut q = [0i8; BLOCK];
+        let (d, sum) = quantize_block(&x, &mut q);
+        assert_eq!(d, 2.54 / 127.0);
+        assert_eq!(&q[..4], &[-127, 64, 0, 2]);
+        assert_eq!(sum, d * (-127 + 64 + 2) as f32);
+        let (d, sum) = quantize_block(&[0.0; BLOCK], &mut q);
+        assert_eq!((d, sum), (0.0, 0.0));
+        assert!(q.iter().all(|&v| v == 0));
+    }
+
     #[test]
     fn swiglu_edge_values() {
         assert_eq!(swiglu(0.0, 5.0), 0.0);
@@ -610,7 +874,7 @@ mod tests {
     #[test]
     fn swiglu_products_match_the_reference_on_every_path_and_the_exact_activation() {
         for (bits, k, n) in [(4u8, 64usize, 64usize), (8, 96, 32), (4, 32, 96)] {
-            let shape = BlockQuantShape { k, n, bits, swiglu: true };
+            let shape = BlockQuantShape { k, n, bits, swiglu: true, int8: false };
             let (codes, scales, offsets) = random_matrix(BlockQuantShape::new(k, n, bits), 99 + k as u64);
             let packed = pack(shape, &codes, &scales, &offsets).expect("pack");
             let rows = 11;
@@ -645,7 +909,7 @@ mod tests {
                 assert_eq!(one, want[7 * n / 2..][..n / 2].to_vec(), "{isa:?}: a row alone");
             }
         }
-        let odd = BlockQuantShape { k: 32, n: 48, bits: 4, swiglu: true };
+        let odd = BlockQuantShape { k: 32, n: 48, bits: 4, swiglu: true, int8: false };
         assert_eq!(odd.validate(), Err(PackError::SwiGlu(48)));
     }
 
