@@ -395,17 +395,24 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     // The same GGUF exported the other ways `techne models import` offers:
     // what techne's kernel gains over ONNX Runtime's own operators.
     use techne_inference::onnx_export::ExportOptions;
+    let default_level = ExportOptions::default().accuracy_level;
+    notes.push(format!(
+        "default export: accuracy level {default_level} ({} activations){}",
+        if default_level == 4 { "int8" } else { "f32" },
+        if default_level == 4 { ", the default on CPUs with AVX-512 VNNI" } else { "" }
+    ));
+    let other_level = if default_level == 4 {
+        ("decode, f32 activations (import --accuracy-level 0)", "smollm2-f32-activations", 0)
+    } else {
+        ("decode, int8 activations (import --accuracy-level 4)", "smollm2-int8-activations", 4)
+    };
     for (case, name, export) in [
         (
             "decode, ONNX Runtime's operators only (import --stock-operators)",
             "smollm2-stock-operators",
             ExportOptions { stock_operators: true, ..Default::default() },
         ),
-        (
-            "decode, int8 activations (import --accuracy-level 4)",
-            "smollm2-int8-activations",
-            ExportOptions { accuracy_level: 4, ..Default::default() },
-        ),
+        (other_level.0, other_level.1, ExportOptions { accuracy_level: other_level.2, ..Default::default() }),
     ] {
         match alternative_export_backend(&gguf, name, &export, options.threads) {
             Ok((backend, _scratch)) => {
@@ -746,10 +753,10 @@ pub async fn service(options: &ServiceBenchOptions) -> Result<BenchTable, String
     let client = reqwest::Client::new();
     let ready = Instant::now();
     loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            break;
         }
         if ready.elapsed() > Duration::from_secs(120) {
             return Err(format!("llama-server did not become ready; its log: {}", log.display()));

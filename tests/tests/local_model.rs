@@ -116,6 +116,8 @@ fn models_and_generate_commands_work_on_a_private_registry() {
     let default_graph = std::fs::read(registry.path().join("smol").join("model.onnx")).unwrap();
     let mentions = |bytes: &[u8], what: &[u8]| bytes.windows(what.len()).any(|w| w == what);
     assert!(!mentions(&stock_graph, b"BlockQuantMatMul"), "the stock export uses techne's operator");
+    assert!(!mentions(&stock_graph, b"CausalAttention"), "the stock export uses techne's attention");
+    assert!(mentions(&default_graph, b"CausalAttention"), "techne's attention in the default export");
     let kernel_here = techne_inference::onnx_export::ExportOptions::default().uses_block_quant_kernel();
     assert_eq!(mentions(&default_graph, b"BlockQuantMatMul"), kernel_here, "techne's kernel in the default export");
     answers_france(&stock);
@@ -139,16 +141,31 @@ fn models_and_generate_commands_work_on_a_private_registry() {
     let manifest = std::fs::read_to_string(registry.path().join("smol-int8").join("manifest.json")).unwrap();
     assert!(manifest.contains("\"accuracy_level\": 4") || manifest.contains("\"accuracy_level\":4"), "{manifest}");
     answers_france("smol-int8");
-    // `--default --accuracy-level 4` registers the embedded model's int8 export
-    // under a name of its own, next to (not over) the default f32 export.
-    let (code, stdout, stderr) = run(&["models", "import", "--default", "--accuracy-level", "4", "--registry", reg]);
+    // The level that is not this CPU's default: without --name, a GGUF
+    // import at it gets a suffix, and `--default --accuracy-level` registers
+    // the embedded model's export at it under a name of its own, next to
+    // (not over) the default export; `model = "default-int8"` /
+    // `"default-f32"` (here `--model`) names it.
+    use techne_inference::registry::{DEFAULT_F32_MODEL_NAME, DEFAULT_INT8_MODEL_NAME, name_from_path};
+    let default_level = techne_inference::onnx_export::ExportOptions::default().accuracy_level;
+    let (level, suffix, embedded, source) = if default_level == 4 {
+        ("0", "-f32", DEFAULT_F32_MODEL_NAME, "default-f32")
+    } else {
+        ("4", "-int8", DEFAULT_INT8_MODEL_NAME, "default-int8")
+    };
+    let (code, stdout, stderr) =
+        run(&["models", "import", gguf.to_str().unwrap(), "--accuracy-level", level, "--registry", reg]);
     assert_eq!(code, Some(0), "{stderr}");
-    let int8 = techne_inference::registry::DEFAULT_INT8_MODEL_NAME;
-    assert!(stdout.contains(&format!("imported `{int8}`")), "{stdout}");
-    answers_france(int8);
-    // ... and `model = "default-int8"` (here `--model default-int8`) names it.
-    answers_france("default-int8");
-    let (code, _, _) = run(&["models", "remove", int8, "--registry", reg]);
+    let suffixed = format!("{}{suffix}", name_from_path(&gguf));
+    assert!(stdout.contains(&format!("imported `{suffixed}`")), "{stdout}");
+    let (code, _, _) = run(&["models", "remove", &suffixed, "--registry", reg]);
+    assert_eq!(code, Some(0));
+    let (code, stdout, stderr) = run(&["models", "import", "--default", "--accuracy-level", level, "--registry", reg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(&format!("imported `{embedded}`")), "{stdout}");
+    answers_france(embedded);
+    answers_france(source);
+    let (code, _, _) = run(&["models", "remove", embedded, "--registry", reg]);
     assert_eq!(code, Some(0));
     let (code, _, stderr) =
         run(&["models", "import", gguf.to_str().unwrap(), "--accuracy-level", "2", "--registry", reg]);

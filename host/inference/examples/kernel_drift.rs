@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mean = vs_f32.iter().sum::<f32>() / vs_f32.len().max(1) as f32;
             let max = vs_f32.iter().cloned().fold(0.0, f32::max);
             println!(
-                "  level {level}: greedy same as level 0: {same}; |generated - scored| over {} tokens mean {gen_mean:.4} max {gen_max:.4}; scored vs level 0 mean {mean:.4} max {max:.4}",
+                "  level {level}: greedy same as level 0: {same}; |generated - scored| over {} tokens mean {gen_mean:.4} max {gen_max:.1e}; scored vs level 0 mean {mean:.4} max {max:.4}",
                 gen_vs_score.len()
             );
         }

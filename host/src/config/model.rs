@@ -474,10 +474,10 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
     }
     for (name, plugin) in &config.plugins {
         let key = |k: &str| format!("plugins.{name}.{k}");
-        if let Some(pin) = &plugin.sha256 {
-            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err((key("sha256"), "must be 64 hex digits (`techne plugin inspect FILE` prints it)".into()));
-            }
+        if let Some(pin) = &plugin.sha256
+            && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err((key("sha256"), "must be 64 hex digits (`techne plugin inspect FILE` prints it)".into()));
         }
         for (i, model) in plugin.allowed_models.iter().enumerate() {
             if !config.models.contains_key(model) {
@@ -487,25 +487,25 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
                 ));
             }
         }
-        if let Some(default) = &plugin.default_model {
-            if !plugin.allowed_models.contains(default) {
-                return Err((
-                    key("default-model"),
-                    format!("model '{default}' is not in `allowed-models`: add it there, so the plugin may use it"),
-                ));
-            }
+        if let Some(default) = &plugin.default_model
+            && !plugin.allowed_models.contains(default)
+        {
+            return Err((
+                key("default-model"),
+                format!("model '{default}' is not in `allowed-models`: add it there, so the plugin may use it"),
+            ));
         }
         let limits = &plugin.limits;
         let limit_key = |k: &str| format!("plugins.{name}.limits.{k}");
-        if let Some(ms) = limits.timeout_ms {
-            if ms == 0 || ms > 86_400_000 {
-                return Err((limit_key("timeout-ms"), "must be between 1 and 86400000 (one day)".into()));
-            }
+        if let Some(ms) = limits.timeout_ms
+            && (ms == 0 || ms > 86_400_000)
+        {
+            return Err((limit_key("timeout-ms"), "must be between 1 and 86400000 (one day)".into()));
         }
-        if let Some(mib) = limits.memory_mib {
-            if mib == 0 || mib > MAX_PLUGIN_MEMORY_MIB {
-                return Err((limit_key("memory-mib"), format!("must be between 1 and {MAX_PLUGIN_MEMORY_MIB}")));
-            }
+        if let Some(mib) = limits.memory_mib
+            && (mib == 0 || mib > MAX_PLUGIN_MEMORY_MIB)
+        {
+            return Err((limit_key("memory-mib"), format!("must be between 1 and {MAX_PLUGIN_MEMORY_MIB}")));
         }
         for (k, v) in [
             ("table-elements", limits.table_elements.map(|v| v as u64)),
@@ -555,13 +555,13 @@ pub(crate) fn validate(config: &RunConfig) -> Result<(), (String, String)> {
         validate_pipeline(config, &prefix, &pipeline)?;
     }
     if let Some(evaluation) = &config.evaluation {
-        if let Some(baseline) = &evaluation.baseline {
-            if !config.technique_list().iter().any(|(name, _)| name == baseline) {
-                return Err((
-                    "evaluation.baseline".into(),
-                    format!("no technique named '{baseline}': name a [techniques.NAME] table (or `pipeline`)"),
-                ));
-            }
+        if let Some(baseline) = &evaluation.baseline
+            && !config.technique_list().iter().any(|(name, _)| name == baseline)
+        {
+            return Err((
+                "evaluation.baseline".into(),
+                format!("no technique named '{baseline}': name a [techniques.NAME] table (or `pipeline`)"),
+            ));
         }
         if evaluation.resamples == 0 {
             return Err(("evaluation.resamples".into(), "must be at least 1".into()));
@@ -605,13 +605,13 @@ fn validate_pipeline(config: &RunConfig, prefix: &str, pipeline: &PipelineConfig
         ("writer", &pipeline.writer),
         ("judge", &pipeline.judge),
     ] {
-        if let Some(plugin) = plugin {
-            if !config.plugins.contains_key(plugin) {
-                return Err((
-                    format!("{prefix}.{stage}"),
-                    format!("plugin '{plugin}' is not defined: add a [plugins.{plugin}] table with its `path`"),
-                ));
-            }
+        if let Some(plugin) = plugin
+            && !config.plugins.contains_key(plugin)
+        {
+            return Err((
+                format!("{prefix}.{stage}"),
+                format!("plugin '{plugin}' is not defined: add a [plugins.{plugin}] table with its `path`"),
+            ));
         }
     }
     if pipeline.policy.is_some() && pipeline.solver.is_some() {

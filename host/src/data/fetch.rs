@@ -179,16 +179,12 @@ async fn fetch_file(
 /// Check the complete part against the pin and move it into place.
 fn finish(url: &str, file: &CatalogFile, part: &Path, path: &Path) -> Result<FetchedFile, FetchError> {
     let (sha256, bytes) = hash_file(part)?;
-    if let Some(expected) = file.sha256 {
-        if expected != sha256 {
-            // Neither keep nor resume bad bytes.
-            let _ = std::fs::remove_file(part);
-            return Err(FetchError::ChecksumMismatch {
-                url: url.to_string(),
-                expected: expected.into(),
-                actual: sha256,
-            });
-        }
+    if let Some(expected) = file.sha256
+        && expected != sha256
+    {
+        // Neither keep nor resume bad bytes.
+        let _ = std::fs::remove_file(part);
+        return Err(FetchError::ChecksumMismatch { url: url.to_string(), expected: expected.into(), actual: sha256 });
     }
     std::fs::rename(part, path).map_err(io(path))?;
     Ok(FetchedFile { path: path.to_path_buf(), sha256, bytes, downloaded: true })

@@ -89,10 +89,10 @@ impl JudgeConfig {
         if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
             return Err(("temperature", "must be between 0 and 2".into()));
         }
-        if let Some(prompt) = &self.prompt {
-            if !prompt.contains("{answer}") {
-                return Err(("prompt", "must contain `{answer}` (and usually `{question}`, `{reference}`)".into()));
-            }
+        if let Some(prompt) = &self.prompt
+            && !prompt.contains("{answer}")
+        {
+            return Err(("prompt", "must contain `{answer}` (and usually `{question}`, `{reference}`)".into()));
         }
         Ok(())
     }
@@ -221,10 +221,10 @@ pub fn parse_score(reply: &str, scale: [f64; 2]) -> Option<f64> {
     let in_scale = |v: f64| (v.is_finite() && v >= scale[0] && v <= scale[1]).then_some(v);
     for (start, _) in reply.match_indices('{') {
         let mut stream = serde_json::Deserializer::from_str(&reply[start..]).into_iter::<serde_json::Value>();
-        if let Some(Ok(value)) = stream.next() {
-            if let Some(score) = json_score(&value).and_then(in_scale) {
-                return Some(score);
-            }
+        if let Some(Ok(value)) = stream.next()
+            && let Some(score) = json_score(&value).and_then(in_scale)
+        {
+            return Some(score);
         }
     }
     let lower = reply.to_lowercase();

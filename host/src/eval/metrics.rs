@@ -159,12 +159,11 @@ pub fn choice_letter(answer: &str) -> Option<char> {
         }
     }
     for marker in ["ANSWER IS", "ANSWER:", "OPTION"] {
-        if let Some(pos) = upper.rfind(marker) {
-            if let Some(c) = upper[pos + marker.len()..].chars().find(|c| c.is_alphanumeric()) {
-                if is_option(c) {
-                    return Some(c);
-                }
-            }
+        if let Some(pos) = upper.rfind(marker)
+            && let Some(c) = upper[pos + marker.len()..].chars().find(|c| c.is_alphanumeric())
+            && is_option(c)
+        {
+            return Some(c);
         }
     }
     let trimmed = upper.trim().trim_end_matches(['.', ')', ':']);

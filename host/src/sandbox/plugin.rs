@@ -351,14 +351,14 @@ impl SandboxEngine {
         let bytes =
             tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         let sha256 = sha256_hex(&bytes);
-        if let Some(expected) = pinned_sha256 {
-            if !expected.trim().eq_ignore_ascii_case(&sha256) {
-                return Err(LoadError::Sha256Mismatch {
-                    path: path.to_path_buf(),
-                    expected: expected.trim().to_string(),
-                    actual: sha256,
-                });
-            }
+        if let Some(expected) = pinned_sha256
+            && !expected.trim().eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::Sha256Mismatch {
+                path: path.to_path_buf(),
+                expected: expected.trim().to_string(),
+                actual: sha256,
+            });
         }
         if bytes.len() < 8 || bytes[..4] != WASM_MAGIC {
             return Err(LoadError::NotWasm { path: path.to_path_buf() });
@@ -372,14 +372,14 @@ impl SandboxEngine {
             .map_err(|e| LoadError::InvalidComponent { path: path.to_path_buf(), message: format!("{e:#}") })?;
         let (imports, exports) = component_interface(&self.engine, &component);
         for item in imports.iter().chain(&exports) {
-            if let Some(version) = techne_version(item) {
-                if !supported_version(version) {
-                    return Err(LoadError::IncompatibleWitVersion {
-                        path: path.to_path_buf(),
-                        found: version.to_string(),
-                        item: item.clone(),
-                    });
-                }
+            if let Some(version) = techne_version(item)
+                && !supported_version(version)
+            {
+                return Err(LoadError::IncompatibleWitVersion {
+                    path: path.to_path_buf(),
+                    found: version.to_string(),
+                    item: item.clone(),
+                });
             }
         }
         if let Some(import) = imports.iter().find(|i| !import_provided(i)) {

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, CHUNK, Operands, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
+use super::{BLOCK, CHUNK, Operands, ROWS_PER_PASS, TILE, block_scale, code_bytes, record_bytes, record_index};
 
 /// How many blocks ahead of the one being computed the weights are
 /// prefetched.
@@ -23,6 +23,11 @@ const T: usize = 2;
 pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: usize, y: *mut f32) {
     let mut m = row0;
     let end = row0 + rows;
+    while end - m >= WIDE_ROWS {
+        // SAFETY: forwarded from the caller.
+        unsafe { wide_pass(ops, m, t0, y) };
+        m += WIDE_ROWS;
+    }
     while m < end {
         let r = (end - m).min(ROWS_PER_PASS);
         // SAFETY: forwarded from the caller.
@@ -36,6 +41,111 @@ pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: 
         }
         m += r;
     }
+}
+
+/// Rows of one wide pass: 8 rows × 1 tile, each input broadcast straight
+/// from memory into its dot product (a narrow pass keeps the broadcasts of
+/// 4 rows in registers for 2 tiles).
+const WIDE_ROWS: usize = 8;
+
+/// Rows `m..m + 8`, tiles `t0` and `t0 + 1`, one tile at a time.
+///
+/// # Safety
+/// As [`tile_pair`], with 8 rows from `m`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn wide_pass(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
+    let shape = ops.shape;
+    // SAFETY: forwarded from the caller.
+    let first = unsafe { wide_tile(ops, m, t0, true) };
+    let second = unsafe { wide_tile(ops, m, t0 + 1, false) };
+    if shape.swiglu {
+        let outputs = shape.outputs();
+        let col0 = (t0 / 2) * TILE;
+        for (r, (&gate, &up)) in first.iter().zip(&second).enumerate() {
+            let v = _mm512_mul_ps(super::avx512::silu(gate), up);
+            // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
+            unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
+        }
+        return;
+    }
+    let n = shape.n;
+    for (t, tile) in [first, second].iter().enumerate() {
+        let col0 = (t0 + t) * TILE;
+        let valid = n.saturating_sub(col0).min(TILE);
+        let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
+        for (r, &v) in tile.iter().enumerate() {
+            // SAFETY: row m + r, columns col0..col0+valid are in `y`.
+            unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
+        }
+    }
+}
+
+/// Tile `t` of rows `m..m + 8`, in the documented order. The first tile
+/// of a pair prefetches the records of both (they are interleaved), so the
+/// second finds them in cache.
+///
+/// # Safety
+/// As [`wide_pass`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn wide_tile(ops: Operands<'_>, m: usize, t: usize, prefetch: bool) -> [__m512; WIDE_ROWS] {
+    let Operands { shape, packed, sums, q, d, .. } = ops;
+    let (k, nb) = (shape.k, shape.blocks());
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); WIDE_ROWS];
+    let (qp, dp, sp, wp) = (q.as_ptr(), d.as_ptr(), sums.as_ptr(), packed.as_ptr());
+    for b in 0..nb {
+        if prefetch {
+            let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
+            for line in (0..2 * rec).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+        }
+        // SAFETY: record (t, b) lies inside `packed`.
+        let base = unsafe { wp.add(record_index(nb, t, b) * rec) };
+        let mut dot = [_mm512_setzero_si512(); WIDE_ROWS];
+        let row = |r: usize| (m + r) * k + b * BLOCK;
+        if shape.bits == 4 {
+            for g in 0..4 {
+                // SAFETY: chunk g of the record's codes.
+                let v = unsafe { _mm512_loadu_si512(base.add(g * CHUNK).cast()) };
+                let lo = _mm512_and_si512(v, nibble);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                for (r, dot) in dot.iter_mut().enumerate() {
+                    // SAFETY: row m + r's int8 inputs of this block.
+                    unsafe {
+                        *dot = _mm512_dpbusd_epi32(*dot, lo, inputs4(qp, row(r) + 4 * g));
+                        *dot = _mm512_dpbusd_epi32(*dot, hi, inputs4(qp, row(r) + 16 + 4 * g));
+                    }
+                }
+            }
+        } else {
+            for g in 0..BLOCK / 4 {
+                // SAFETY: chunk g of the record's codes.
+                let v = unsafe { _mm512_loadu_si512(base.add(g * CHUNK).cast()) };
+                for (r, dot) in dot.iter_mut().enumerate() {
+                    // SAFETY: row m + r's int8 inputs of this block.
+                    *dot = _mm512_dpbusd_epi32(*dot, v, unsafe { inputs4(qp, row(r) + 4 * g) });
+                }
+            }
+        }
+        // SAFETY: the record's scales and offsets.
+        let (s, o) = unsafe {
+            (
+                _mm512_cvtph_ps(_mm256_loadu_si256(base.add(cb).cast())),
+                _mm512_cvtph_ps(_mm256_loadu_si256(base.add(cb + 2 * TILE).cast())),
+            )
+        };
+        for (r, (acc, &dot)) in acc.iter_mut().zip(&dot).enumerate() {
+            // SAFETY: row m + r's block scale and sum.
+            let (db, sb) = unsafe { (*dp.add((m + r) * nb + b), *sp.add((m + r) * nb + b)) };
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(db));
+            *acc = _mm512_fmadd_ps(o, _mm512_set1_ps(sb), _mm512_fmadd_ps(s, scaled, *acc));
+        }
+    }
+    acc
 }
 
 /// The int8 inputs `kk..kk + 4` of row `m`, in every 32-bit lane.
@@ -144,4 +254,37 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
             unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
         }
     }
+}
+
+/// [`super::quantize_block`] on AVX-512F, with the same bits: the maximum
+/// skips NaN lanes (`max` returns its second operand when the first is
+/// NaN), `cvtps` rounds to nearest even as the portable form's
+/// `+ 1.5·2²³ − 1.5·2²³` does, and NaN products become 0.
+///
+/// # Safety
+/// AVX-512F must be available; `x` and `q` hold 32 elements.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    debug_assert!(x.len() == BLOCK && q.len() == BLOCK);
+    // SAFETY: `x` holds 32 floats.
+    let (a, b) = unsafe { (_mm512_loadu_ps(x.as_ptr()), _mm512_loadu_ps(x.as_ptr().add(16))) };
+    let abs = |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFF_FFFF)));
+    let mut amax = _mm512_max_ps(abs(a), _mm512_setzero_ps());
+    amax = _mm512_max_ps(abs(b), amax);
+    let (d, inverse) = block_scale(_mm512_reduce_max_ps(amax));
+    let inv = _mm512_set1_ps(inverse);
+    let round = |v: __m512| {
+        let scaled = _mm512_mul_ps(v, inv);
+        let number = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(scaled, scaled);
+        let r = _mm512_maskz_cvtps_epi32(number, scaled);
+        _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127))
+    };
+    let (qa, qb) = (round(a), round(b));
+    // SAFETY: `q` holds 32 bytes.
+    unsafe {
+        _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(qb));
+    }
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    (d, d * sum as f32)
 }

@@ -354,6 +354,19 @@ impl PreparedRows {
         }
         let blocks = x.len() / BLOCK;
         let mut prepared = Self { sums: vec![0.0; blocks], q: vec![0; x.len()], d: vec![0.0; blocks] };
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx512.available() {
+            for (((xb, qb), d), s) in x
+                .chunks_exact(BLOCK)
+                .zip(prepared.q.chunks_exact_mut(BLOCK))
+                .zip(prepared.d.iter_mut())
+                .zip(prepared.sums.iter_mut())
+            {
+                // SAFETY: the CPU has AVX-512F; both blocks hold 32 elements.
+                (*d, *s) = unsafe { avx512_vnni::quantize_block(xb, qb) };
+            }
+            return prepared;
+        }
         for (((xb, qb), d), s) in x
             .chunks_exact(BLOCK)
             .zip(prepared.q.chunks_exact_mut(BLOCK))
@@ -372,11 +385,11 @@ impl PreparedRows {
 
 /// Rounds one block of 32 inputs to int8 as llama.cpp's Q8 activations:
 /// returns `(d, d · Σq)` with `d = max|x| / 127` and `q = round(x / d)`
-/// (ties to even; all zero when `d` is 0).
+/// (ties to even; all zero when `d` is 0). NaN inputs are left out of the
+/// maximum and become 0. The AVX-512 form gives the same bits.
 pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let (d, inverse) = block_scale(amax);
     // Adding and subtracting 1.5·2²³ rounds a float of magnitude below 2²²
     // to the nearest integer, ties to even, in plain IEEE arithmetic (no
     // libm call per element, and the loop vectorises); `x / d` lies in
@@ -388,6 +401,13 @@ pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
         sum += i32::from(*q);
     }
     (d, d * sum as f32)
+}
+
+/// `d = amax / 127` and the factor that rounds inputs onto it (0 for a
+/// block of zeros).
+fn block_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    (d, if d == 0.0 { 0.0 } else { 1.0 / d })
 }
 
 /// Output `col` of one row: a weight column, or with SwiGLU
@@ -842,6 +862,33 @@ mod tests {
                     matmul_on(isa, &shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
                     assert_eq!(one, want[m * outputs..][..outputs].to_vec(), "{isa:?}: row {m} alone");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_simd_rounding_of_a_block_gives_the_same_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !Isa::Avx512.available() {
+                eprintln!("no AVX-512 on this CPU: not compared");
+                return;
+            }
+            let mut g = Lcg(21);
+            let mut blocks: Vec<Vec<f32>> = (0..200).map(|_| (0..BLOCK).map(|_| g.f() * 10.0).collect()).collect();
+            // Ties at ±0.5 steps, zeros, NaN, infinities, subnormals.
+            blocks.push((0..BLOCK).map(|i| (i as f32 - 16.0) * 0.5).collect());
+            blocks.push(vec![0.0; BLOCK]);
+            blocks.push((0..BLOCK).map(|i| if i == 3 { f32::NAN } else { i as f32 }).collect());
+            blocks.push((0..BLOCK).map(|i| if i == 7 { f32::INFINITY } else { -(i as f32) }).collect());
+            blocks.push(vec![f32::from_bits(1); BLOCK]);
+            for x in &blocks {
+                let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
+                let portable = quantize_block(x, &mut a);
+                // SAFETY: checked above.
+                let simd = unsafe { avx512_vnni::quantize_block(x, &mut b) };
+                assert_eq!((portable.0.to_bits(), portable.1.to_bits()), (simd.0.to_bits(), simd.1.to_bits()), "{x:?}");
+                assert_eq!(a, b, "{x:?}");
             }
         }
     }
