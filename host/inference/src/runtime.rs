@@ -128,6 +128,14 @@ impl Runtime {
         if let Some(prefix) = std::env::var_os(PROFILE_ENV).filter(|p| !p.is_empty()) {
             builder = builder.with_profiling(Path::new(&prefix)).map_err(ort_err)?;
         }
+        // ONNX Runtime records a custom operator domain in a process-wide
+        // table the first time a session uses it, checking and then adding
+        // without a lock: two sessions created at once can both add it, and
+        // the second fails ("the domain is already exist"). One session
+        // with techne's operators is created at a time.
+        static CUSTOM_DOMAIN_SESSIONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time =
+            techne_kernels.then(|| CUSTOM_DOMAIN_SESSIONS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         builder.commit_from_file(model).map_err(|e| RuntimeError::Ort(format!("{}: {e}", model.display())))
     }
 }

@@ -55,7 +55,9 @@ fn fixture() -> Option<&'static Fixture> {
         assert!(reg.check(&entry.name).expect("check").ok());
         let external = LocalModel::load(&runtime, &entry, 0).expect("load the imported directory");
         assert!(external.is_concat_layout());
-        let native_entry = reg.import(&gguf).expect("native import");
+        // The native import with f32 activations, like the exported directory.
+        let f32_activations = techne_inference::onnx_export::ExportOptions { accuracy_level: 0, ..Default::default() };
+        let native_entry = reg.import_as(&gguf, "native-f32", &f32_activations).expect("native import");
         let native = LocalModel::load(&runtime, &native_entry, 0).expect("load the native import");
         Some(Fixture { native, external: Arc::new(external), hf_dir, gguf, runtime, _dir: dir })
     })

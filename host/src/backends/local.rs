@@ -105,6 +105,23 @@ impl LocalModelSource {
     }
 }
 
+/// What a cached call of a local model depends on: the model's name and
+/// source file, and how it was exported (graph version, accuracy level,
+/// stock operators), so that re-importing the same GGUF another way, or
+/// with a newer exporter, misses the cache instead of answering with
+/// another computation's text.
+fn local_identity(m: &techne_inference::registry::Manifest) -> String {
+    let options = &m.export_options;
+    format!(
+        "local:{}:{}:graph{}:accuracy{}{}",
+        m.name,
+        m.source.sha256,
+        m.graph_version,
+        options.accuracy_level,
+        if options.stock_operators { ":stock" } else { "" }
+    )
+}
+
 /// A chat model served natively.
 pub struct LocalBackend {
     model: Arc<LocalModel>,
@@ -130,7 +147,7 @@ impl LocalBackend {
         let entry = source.entry(&registry)?;
         let threads = if threads == 0 { techne_inference::runtime::default_threads() } else { threads };
         let model = LocalModel::load(runtime, &entry, threads).map_err(|e| model_error(&e))?;
-        let identity = format!("local:{}:{}", entry.name, entry.manifest.source.sha256);
+        let identity = local_identity(&entry.manifest);
         let model = Arc::new(model);
         let scheduler = Scheduler::new(model.clone(), SchedulerConfig::default()).map_err(|e| model_error(&e))?;
         Ok(Self { model, scheduler: Arc::new(scheduler), identity })

@@ -38,7 +38,9 @@ fn forward_matches_onnx_engine_on_smollm2() {
     let codec = TextCodec::from_gguf(&g).expect("codec");
     let dir = tempfile::tempdir().expect("tempdir");
     let reg = Registry::open(dir.path()).expect("registry");
-    let entry = reg.import_as(&path, "smollm2", &Default::default()).expect("import");
+    // The engine's f32-activation export: the trainer computes in f32 too.
+    let f32_activations = techne_inference::onnx_export::ExportOptions { accuracy_level: 0, ..Default::default() };
+    let entry = reg.import_as(&path, "smollm2", &f32_activations).expect("import");
     let engine = LocalModel::load(&rt, &entry, 0).expect("engine");
     let prompts = ["What is the capital of France?", "Write a haiku about the sea.", "2 + 2 ="];
     let mut worst = 0f32;
