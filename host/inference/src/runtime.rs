@@ -151,15 +151,23 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The number of physical CPU cores available to this process (at least 1).
+/// The number of physical CPU cores available to this process (at least 1):
+/// one thread per core, as ONNX Runtime recommends for its intra-op pool
+/// (hyperthreads share a core's vector units, which the kernels saturate).
 pub fn default_threads() -> usize {
     let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let physical = physical_cores().unwrap_or(logical);
-    physical.clamp(1, logical)
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    threads_for(&cpuinfo, logical)
 }
 
-fn physical_cores() -> Option<usize> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+/// [`default_threads`] for a machine whose `/proc/cpuinfo` reads `cpuinfo`
+/// and that lets this process run `logical` threads at once.
+fn threads_for(cpuinfo: &str, logical: usize) -> usize {
+    physical_cores(cpuinfo).unwrap_or(logical).clamp(1, logical.max(1))
+}
+
+/// Distinct (physical id, core id) pairs in a `/proc/cpuinfo` text.
+fn physical_cores(info: &str) -> Option<usize> {
     let mut cores = std::collections::HashSet::new();
     let (mut phys, mut core) = (None::<String>, None::<String>);
     for line in info.lines().chain(std::iter::once("")) {
@@ -177,4 +185,41 @@ fn physical_cores() -> Option<usize> {
         }
     }
     (!cores.is_empty()).then_some(cores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `/proc/cpuinfo` of `sockets × cores` physical cores with `smt`
+    /// hardware threads each.
+    fn cpuinfo(sockets: usize, cores: usize, smt: usize) -> String {
+        let mut text = String::new();
+        let mut processor = 0;
+        for _ in 0..smt {
+            for socket in 0..sockets {
+                for core in 0..cores {
+                    text += &format!(
+                        "processor\t: {processor}\nphysical id\t: {socket}\nsiblings\t: {}\ncore id\t\t: {core}\nflags\t\t: fpu avx2\n\n",
+                        cores * smt
+                    );
+                    processor += 1;
+                }
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn one_thread_per_physical_core_on_small_and_large_machines() {
+        // This 2-core VM: two cores, one thread each.
+        assert_eq!(threads_for(&cpuinfo(1, 2, 1), 2), 2);
+        // A 64-core server: two sockets of 32 cores with two hardware threads each.
+        assert_eq!(threads_for(&cpuinfo(2, 32, 2), 128), 64);
+        // A container limited to 8 of those 128 threads.
+        assert_eq!(threads_for(&cpuinfo(2, 32, 2), 8), 8);
+        // No core topology (some VMs, other systems): every logical CPU.
+        assert_eq!(threads_for("processor\t: 0\n\nprocessor\t: 1\n", 2), 2);
+        assert_eq!(threads_for("", 0), 1);
+    }
 }

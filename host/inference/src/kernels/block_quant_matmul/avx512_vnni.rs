@@ -177,6 +177,10 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
         }
         let mut dot = [[_mm512_setzero_si512(); R]; T];
+        // With few rows, a second set of sums halves the chains of
+        // dependent dot products (integer sums: the same result).
+        let split = R <= 2;
+        let mut second = [[_mm512_setzero_si512(); R]; T];
         let mut base = [wp; T];
         for (t, base) in base.iter_mut().enumerate() {
             // SAFETY: record (t0 + t, b) lies inside `packed`.
@@ -199,7 +203,11 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
                     for r in 0..R {
                         dot[t][r] = _mm512_dpbusd_epi32(dot[t][r], lo, low[r]);
-                        dot[t][r] = _mm512_dpbusd_epi32(dot[t][r], hi, high[r]);
+                        if split {
+                            second[t][r] = _mm512_dpbusd_epi32(second[t][r], hi, high[r]);
+                        } else {
+                            dot[t][r] = _mm512_dpbusd_epi32(dot[t][r], hi, high[r]);
+                        }
                     }
                 }
             }
@@ -214,8 +222,19 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
                     // SAFETY: chunk g of the record's codes.
                     let v = unsafe { _mm512_loadu_si512(base[t].add(g * CHUNK).cast()) };
                     for r in 0..R {
-                        dot[t][r] = _mm512_dpbusd_epi32(dot[t][r], v, inputs[r]);
+                        if split && g % 2 == 1 {
+                            second[t][r] = _mm512_dpbusd_epi32(second[t][r], v, inputs[r]);
+                        } else {
+                            dot[t][r] = _mm512_dpbusd_epi32(dot[t][r], v, inputs[r]);
+                        }
                     }
+                }
+            }
+        }
+        if split {
+            for (dot, second) in dot.iter_mut().zip(&second) {
+                for (d, s) in dot.iter_mut().zip(second) {
+                    *d = _mm512_add_epi32(*d, *s);
                 }
             }
         }
