@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, Operands, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
+use super::{BLOCK, BlockQuantShape, Operands, ROWS_PER_PASS, TILE, code_bytes, record_bytes, record_index};
 
 /// See [`super::tile_pair`].
 ///
@@ -40,7 +40,7 @@ const PREFETCH_BLOCKS: usize = 12;
 #[inline]
 unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
     let Operands { shape, packed, x, sums, .. } = ops;
-    let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+    let (k, nb) = (shape.k, shape.blocks());
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
     let four = shape.bits == 4;
@@ -101,17 +101,36 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
             }
         }
     }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_pair(shape, [&acc[0], &acc[1]], m, t0, y) }
+}
+
+/// Writes rows `m..m + R` of tiles `t0` and `t0 + 1` (`tiles`), or with
+/// SwiGLU their `silu(gate)·up`.
+///
+/// # Safety
+/// AVX-512F must be available; rows `m..m + R` and the pair's columns must
+/// lie inside `y` (`[rows][outputs]`), written by this caller alone.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_pair<const R: usize>(
+    shape: &BlockQuantShape,
+    tiles: [&[__m512; R]; 2],
+    m: usize,
+    t0: usize,
+    y: *mut f32,
+) {
     if shape.swiglu {
         let outputs = shape.outputs();
         let col0 = (t0 / 2) * TILE;
-        for (r, (&gate, &up)) in acc[0].iter().zip(&acc[1]).enumerate() {
+        for (r, (&gate, &up)) in tiles[0].iter().zip(tiles[1]).enumerate() {
             let v = _mm512_mul_ps(silu(gate), up);
             // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
             unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
         }
         return;
     }
-    for (t, tile) in acc.iter().enumerate() {
+    let n = shape.n;
+    for (t, tile) in tiles.iter().enumerate() {
         let col0 = (t0 + t) * TILE;
         let valid = n.saturating_sub(col0).min(TILE);
         let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
@@ -126,7 +145,7 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
 /// [`super::swiglu`].
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) fn silu(g: __m512) -> __m512 {
+fn silu(g: __m512) -> __m512 {
     let e = crate::kernels::exp::x86::exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
     _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }

@@ -58,26 +58,8 @@ unsafe fn wide_pass(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
     // SAFETY: forwarded from the caller.
     let first = unsafe { wide_tile(ops, m, t0, true) };
     let second = unsafe { wide_tile(ops, m, t0 + 1, false) };
-    if shape.swiglu {
-        let outputs = shape.outputs();
-        let col0 = (t0 / 2) * TILE;
-        for (r, (&gate, &up)) in first.iter().zip(&second).enumerate() {
-            let v = _mm512_mul_ps(super::avx512::silu(gate), up);
-            // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
-            unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
-        }
-        return;
-    }
-    let n = shape.n;
-    for (t, tile) in [first, second].iter().enumerate() {
-        let col0 = (t0 + t) * TILE;
-        let valid = n.saturating_sub(col0).min(TILE);
-        let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
-        for (r, &v) in tile.iter().enumerate() {
-            // SAFETY: row m + r, columns col0..col0+valid are in `y`.
-            unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { super::avx512::store_pair(shape, [&first, &second], m, t0, y) }
 }
 
 /// Tile `t` of rows `m..m + 8`, in the documented order. The first tile
@@ -164,7 +146,7 @@ unsafe fn inputs4(q: *const i8, at: usize) -> __m512i {
 #[inline]
 unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f32) {
     let Operands { shape, packed, sums, q, d, .. } = ops;
-    let (k, n, nb) = (shape.k, shape.n, shape.blocks());
+    let (k, nb) = (shape.k, shape.blocks());
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
     let four = shape.bits == 4;
@@ -254,25 +236,8 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
             }
         }
     }
-    if shape.swiglu {
-        let outputs = shape.outputs();
-        let col0 = (t0 / 2) * TILE;
-        for (r, (&gate, &up)) in acc[0].iter().zip(&acc[1]).enumerate() {
-            let v = _mm512_mul_ps(super::avx512::silu(gate), up);
-            // SAFETY: row m + r, columns col0..col0+16 ≤ outputs are in `y`.
-            unsafe { _mm512_storeu_ps(y.add((m + r) * outputs + col0), v) };
-        }
-        return;
-    }
-    for (t, tile) in acc.iter().enumerate() {
-        let col0 = (t0 + t) * TILE;
-        let valid = n.saturating_sub(col0).min(TILE);
-        let mask: __mmask16 = if valid == TILE { 0xFFFF } else { (1u16 << valid) - 1 };
-        for (r, &v) in tile.iter().enumerate() {
-            // SAFETY: row m + r, columns col0..col0+valid are in `y`.
-            unsafe { _mm512_mask_storeu_ps(y.add((m + r) * n + col0), mask, v) };
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { super::avx512::store_pair(shape, [&acc[0], &acc[1]], m, t0, y) }
 }
 
 /// [`super::quantize_block`] on AVX-512F, with the same bits: the maximum

@@ -412,7 +412,7 @@ fn block_scale(amax: f32) -> (f32, f32) {
 
 /// Output `col` of one row: a weight column, or with SwiGLU
 /// `silu(gate)·up` from the two tiles of its pair.
-fn output_column(row: Row<'_>, col: usize) -> f32 {
+fn output_column(row: Operands<'_>, col: usize) -> f32 {
     let dot = |c| if row.shape.int8 { dot_column_int8(row, c) } else { dot_column(row, c) };
     if row.shape.swiglu {
         let gate = (col / TILE) * 2 * TILE + col % TILE;
@@ -434,8 +434,8 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
 }
 
 /// Output column `col` of one row, in the documented order.
-fn dot_column(row: Row<'_>, col: usize) -> f32 {
-    let Row { shape, packed, x: xr, sums, .. } = row;
+fn dot_column(row: Operands<'_>, col: usize) -> f32 {
+    let Operands { shape, packed, x: xr, sums, .. } = row;
     let nb = shape.blocks();
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
@@ -463,8 +463,8 @@ fn dot_column(row: Row<'_>, col: usize) -> f32 {
 
 /// Output column `col` of one row with int8 activations, in the documented
 /// order.
-fn dot_column_int8(row: Row<'_>, col: usize) -> f32 {
-    let Row { shape, packed, sums, q, d, .. } = row;
+fn dot_column_int8(row: Operands<'_>, col: usize) -> f32 {
+    let Operands { shape, packed, sums, q, d, .. } = row;
     let nb = shape.blocks();
     let rec = record_bytes(shape.bits);
     let cb = code_bytes(shape.bits);
@@ -507,11 +507,11 @@ struct Operands<'a> {
 }
 
 impl<'a> Operands<'a> {
-    /// Row `m`'s part of the operands.
-    fn row(&self, m: usize) -> Row<'a> {
+    /// The operands of row `m` alone.
+    fn row(&self, m: usize) -> Operands<'a> {
         let (k, nb) = (self.shape.k, self.shape.blocks());
         let int8 = self.shape.int8;
-        Row {
+        Operands {
             shape: self.shape,
             packed: self.packed,
             x: &self.x[m * k..][..k],
@@ -520,17 +520,6 @@ impl<'a> Operands<'a> {
             d: if int8 { &self.d[m * nb..][..nb] } else { &[] },
         }
     }
-}
-
-/// One row's operands (see [`Operands`]).
-#[derive(Clone, Copy)]
-struct Row<'a> {
-    shape: &'a BlockQuantShape,
-    packed: &'a [u8],
-    x: &'a [f32],
-    sums: &'a [f32],
-    q: &'a [i8],
-    d: &'a [f32],
 }
 
 /// A pointer to the output, shared by the parallel work items, which write
@@ -727,6 +716,12 @@ mod tests {
         (codes, scales, offsets)
     }
 
+    /// `got` and `want` hold the same bits.
+    fn assert_same_bits(got: &[f32], want: &[f32], context: &str) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(got), bits(want), "{context}");
+    }
+
     fn sequential(items: usize, f: &(dyn Fn(usize) + Sync + Send)) -> Result<(), MatMulError> {
         (0..items).for_each(f);
         Ok(())
@@ -779,11 +774,7 @@ mod tests {
                 }
                 let mut got = vec![f32::NAN; rows * n];
                 matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
-                assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{isa:?}: bits {bits} k {k} n {n}"
-                );
+                assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n}"));
             }
             // Each row alone, in every batch size: the same bits.
             for m in [0usize, 3, 64, 70] {
@@ -852,11 +843,7 @@ mod tests {
                 }
                 let mut got = vec![f32::NAN; rows * outputs];
                 matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
-                assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{isa:?}: bits {bits} k {k} n {n} swiglu {swiglu}"
-                );
+                assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n} swiglu {swiglu}"));
                 for m in [0usize, 5, 22] {
                     let mut one = vec![0f32; outputs];
                     matmul_on(isa, &shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
@@ -946,11 +933,7 @@ mod tests {
                 }
                 let mut got = vec![f32::NAN; rows * n / 2];
                 matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
-                assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{isa:?}: bits {bits} k {k} n {n}"
-                );
+                assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n}"));
                 let mut one = vec![0f32; n / 2];
                 matmul_on(isa, &shape, &packed, &x[7 * k..][..k], 1, &mut one, sequential).expect("matmul");
                 assert_eq!(one, want[7 * n / 2..][..n / 2].to_vec(), "{isa:?}: a row alone");
