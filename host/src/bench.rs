@@ -399,7 +399,7 @@ pub fn inference(options: &InferenceBenchOptions) -> Result<InferenceReport, Str
     notes.push(format!(
         "default export: accuracy level {default_level} ({} activations){}",
         if default_level == 4 { "int8" } else { "f32" },
-        if default_level == 4 { ", the default on CPUs with AVX-512 VNNI" } else { "" }
+        if default_level == 4 { ", the default on CPUs with AVX-512 VNNI or AVX2" } else { "" }
     ));
     let other_level = if default_level == 4 {
         ("decode, f32 activations (import --accuracy-level 0)", "smollm2-f32-activations", 0)

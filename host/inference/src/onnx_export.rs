@@ -102,7 +102,7 @@ pub struct ExportOptions {
     ///
     /// 4 rounds each row's activations to int8 blocks of 32, as llama.cpp
     /// does, and multiplies them with exact integer dot products: on
-    /// techne's `BlockQuantMatMul` with AVX-512 VNNI (see
+    /// techne's `BlockQuantMatMul` with AVX-512 VNNI or AVX2 (see
     /// [`ExportOptions::uses_block_quant_kernel`]), else on `MatMulNBits`'
     /// int8 kernels. The output projection (the logits) keeps f32
     /// activations. With techne's operators, a row computes alike in any
@@ -135,14 +135,16 @@ impl Default for ExportOptions {
 }
 
 /// The accuracy level exports use unless told otherwise: 4 (int8
-/// activations) where techne's int8 kernel runs on this CPU (AVX-512 VNNI),
+/// activations) where techne's int8 kernel has a SIMD path on this CPU
+/// (AVX-512 VNNI or AVX2),
 /// since several rows then decode much faster and scores still equal
 /// generations; 0 (f32) elsewhere, where int8 products would run on ONNX
 /// Runtime's kernels and lose that equality.
 pub fn default_accuracy_level() -> i64 {
     let int8 =
         BlockQuantShape { int8: true, ..BlockQuantShape::new(block_quant_matmul::BLOCK, block_quant_matmul::TILE, 4) };
-    if block_quant_matmul::Isa::Avx512.runs(&int8) { 4 } else { 0 }
+    use block_quant_matmul::Isa;
+    if [Isa::Avx512, Isa::Avx2].iter().any(|isa| isa.runs(&int8)) { 4 } else { 0 }
 }
 
 impl ExportOptions {
@@ -157,7 +159,7 @@ impl ExportOptions {
     /// Whether the export runs its quantised products on techne's
     /// `BlockQuantMatMul`: at accuracy level 0 when this CPU has one of the
     /// kernel's f32 SIMD paths (AVX-512 or AVX2), at level 4 when it has
-    /// AVX-512 VNNI, never with `stock_operators`; elsewhere ONNX Runtime's
+    /// AVX-512 VNNI or AVX2, never with `stock_operators`; elsewhere ONNX Runtime's
     /// `MatMulNBits` (with its NEON kernels, for example) is faster than the
     /// portable path.
     pub fn uses_block_quant_kernel(&self) -> bool {

