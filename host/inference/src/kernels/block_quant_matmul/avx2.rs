@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, BlockQuantShape, CHUNK, Operands, TILE, code_bytes, record_bytes, record_index};
+use super::{BLOCK, BlockQuantShape, CHUNK, Operands, TILE, block_scale, code_bytes, record_bytes, record_index};
 
 /// How many blocks ahead of the one being computed the weights are
 /// prefetched.
@@ -235,4 +235,47 @@ unsafe fn pass_int8<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[
         }
     }
     out
+}
+
+/// [`super::quantize_block`] on AVX2, with the same bits: the maximum
+/// skips NaN lanes (`max` returns its second operand when the first is
+/// NaN), `cvtps` rounds to nearest even as the portable form's
+/// `+ 1.5·2²³ − 1.5·2²³` does, and NaN products become 0.
+///
+/// # Safety
+/// AVX2 must be available; `x` and `q` hold 32 elements.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    debug_assert!(x.len() == BLOCK && q.len() == BLOCK);
+    // SAFETY: `x` holds 32 floats.
+    let v: [__m256; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * i)) });
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let mut amax = _mm256_setzero_ps();
+    for &v in &v {
+        amax = _mm256_max_ps(_mm256_and_ps(v, abs), amax);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), amax) };
+    let (d, inverse) = block_scale(lanes.iter().fold(0f32, |m, &l| m.max(l)));
+    let inv = _mm256_set1_ps(inverse);
+    let round = |v: __m256| {
+        let scaled = _mm256_mul_ps(v, inv);
+        let number = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(scaled, scaled));
+        let r = _mm256_and_si256(_mm256_cvtps_epi32(scaled), number);
+        _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127))
+    };
+    let r = v.map(round);
+    // Pack 4 × 8 int32 into 32 int8 in order: the packs work within 128-bit
+    // halves, the permutation restores the order.
+    let bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: `q` holds 32 bytes.
+    unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered) };
+    let total = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
+    let mut sums = [0i32; 8];
+    // SAFETY: `sums` holds 8 integers.
+    unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), total) };
+    let sum: i32 = sums.iter().sum();
+    (d, d * sum as f32)
 }

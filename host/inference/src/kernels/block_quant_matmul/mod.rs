@@ -354,26 +354,23 @@ impl PreparedRows {
         }
         let blocks = x.len() / BLOCK;
         let mut prepared = Self { sums: vec![0.0; blocks], q: vec![0; x.len()], d: vec![0.0; blocks] };
-        #[cfg(target_arch = "x86_64")]
-        if Isa::Avx512.available() {
-            for (((xb, qb), d), s) in x
-                .chunks_exact(BLOCK)
-                .zip(prepared.q.chunks_exact_mut(BLOCK))
-                .zip(prepared.d.iter_mut())
-                .zip(prepared.sums.iter_mut())
-            {
-                // SAFETY: the CPU has AVX-512F; both blocks hold 32 elements.
-                (*d, *s) = unsafe { avx512_vnni::quantize_block(xb, qb) };
-            }
-            return prepared;
-        }
+        // The SIMD forms give the same bits as `quantize_block`.
+        let round: fn(&[f32], &mut [i8]) -> (f32, f32) = match Isa::best() {
+            // SAFETY: the CPU has AVX-512F; blocks hold 32 elements.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => |x, q| unsafe { avx512_vnni::quantize_block(x, q) },
+            // SAFETY: the CPU has AVX2; blocks hold 32 elements.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => |x, q| unsafe { avx2::quantize_block(x, q) },
+            _ => quantize_block,
+        };
         for (((xb, qb), d), s) in x
             .chunks_exact(BLOCK)
             .zip(prepared.q.chunks_exact_mut(BLOCK))
             .zip(prepared.d.iter_mut())
             .zip(prepared.sums.iter_mut())
         {
-            (*d, *s) = quantize_block(xb, qb);
+            (*d, *s) = round(xb, qb);
         }
         prepared
     }
@@ -854,11 +851,11 @@ mod tests {
     }
 
     #[test]
-    fn the_simd_rounding_of_a_block_gives_the_same_bits() {
+    fn the_simd_roundings_of_a_block_give_the_same_bits() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !Isa::Avx512.available() {
-                eprintln!("no AVX-512 on this CPU: not compared");
+            if !Isa::Avx512.available() || !Isa::Avx2.available() {
+                eprintln!("no AVX-512 and AVX2 on this CPU: not compared");
                 return;
             }
             let mut g = Lcg(21);
@@ -876,6 +873,13 @@ mod tests {
                 let simd = unsafe { avx512_vnni::quantize_block(x, &mut b) };
                 assert_eq!((portable.0.to_bits(), portable.1.to_bits()), (simd.0.to_bits(), simd.1.to_bits()), "{x:?}");
                 assert_eq!(a, b, "{x:?}");
+                let mut c = [0i8; BLOCK];
+                {
+                    // SAFETY: checked above.
+                    let avx2 = unsafe { avx2::quantize_block(x, &mut c) };
+                    assert_eq!((portable.0.to_bits(), portable.1.to_bits()), (avx2.0.to_bits(), avx2.1.to_bits()));
+                    assert_eq!(a, c, "AVX2: {x:?}");
+                }
             }
         }
     }
