@@ -137,8 +137,15 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; 
             }
         }
     }
+    columns(&acc)
+}
+
+/// Each row's two registers as its 16 columns.
+#[target_feature(enable = "avx")]
+#[inline]
+fn columns<const R: usize>(acc: &[[__m256; 2]; R]) -> [[f32; TILE]; R] {
     let mut out = [[0f32; TILE]; R];
-    for (lanes, halves) in out.iter_mut().zip(&acc) {
+    for (lanes, halves) in out.iter_mut().zip(acc) {
         // SAFETY: `lanes` holds two registers.
         unsafe {
             _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
@@ -226,15 +233,7 @@ unsafe fn pass_int8<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[
             }
         }
     }
-    let mut out = [[0f32; TILE]; R];
-    for (lanes, halves) in out.iter_mut().zip(&acc) {
-        // SAFETY: `lanes` holds two registers.
-        unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), halves[0]);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), halves[1]);
-        }
-    }
-    out
+    columns(&acc)
 }
 
 /// [`super::quantize_block`] on AVX2, with the same bits: the maximum

@@ -430,6 +430,12 @@ fn block_sums(x: &[f32]) -> Vec<f32> {
     x.chunks_exact(BLOCK).map(|b| b.iter().fold(0f32, |acc, &v| acc + v)).collect()
 }
 
+/// Column `j`'s scale and offset in a record whose codes take `cb` bytes.
+fn scale_and_offset(record: &[u8], cb: usize, j: usize) -> (f32, f32) {
+    let f16_at = |at: usize| f16::from_le_bytes([record[at], record[at + 1]]).to_f32();
+    (f16_at(cb + 2 * j), f16_at(cb + 2 * TILE + 2 * j))
+}
+
 /// Output column `col` of one row, in the documented order.
 fn dot_column(row: Operands<'_>, col: usize) -> f32 {
     let Operands { shape, packed, x: xr, sums, .. } = row;
@@ -441,8 +447,7 @@ fn dot_column(row: Operands<'_>, col: usize) -> f32 {
     for b in 0..nb {
         let (mut even, mut odd) = (0f32, 0f32);
         let r = &packed[record_index(nb, t, b) * rec..][..rec];
-        let s = f16::from_le_bytes([r[cb + 2 * j], r[cb + 2 * j + 1]]).to_f32();
-        let o = f16::from_le_bytes([r[cb + 2 * TILE + 2 * j], r[cb + 2 * TILE + 2 * j + 1]]).to_f32();
+        let (s, o) = scale_and_offset(r, cb, j);
         for p in 0..BLOCK / 2 {
             let (c0, c1) = if shape.bits == 4 {
                 let byte = r[p * TILE + j];
@@ -469,8 +474,7 @@ fn dot_column_int8(row: Operands<'_>, col: usize) -> f32 {
     let mut y = 0f32;
     for b in 0..nb {
         let r = &packed[record_index(nb, t, b) * rec..][..rec];
-        let s = f16::from_le_bytes([r[cb + 2 * j], r[cb + 2 * j + 1]]).to_f32();
-        let o = f16::from_le_bytes([r[cb + 2 * TILE + 2 * j], r[cb + 2 * TILE + 2 * j + 1]]).to_f32();
+        let (s, o) = scale_and_offset(r, cb, j);
         let mut dot = 0i32;
         for kk in 0..BLOCK {
             let (at, high) = int8_code_position(shape.bits, j, kk);
