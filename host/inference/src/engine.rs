@@ -560,8 +560,38 @@ pub struct LocalModel {
     /// Decode steps with fewer rows than this run one ONNX Runtime call per
     /// row (see [`single_row_steps_below`]).
     single_row_steps_below: usize,
+    /// The graph's attention takes several rows of several new positions in
+    /// one call (techne's `CausalAttention`): continuations are scored
+    /// together.
+    multi_row_passes: bool,
     name: String,
     _runtime: Runtime,
+}
+
+/// The logits a many-row scoring pass may hold at once (`rows × positions ×
+/// vocab` f32 values; 64 MB).
+const SCORING_PASS_LOGITS: usize = 16 << 20;
+
+/// Indices of `continuations` in groups scored by one pass each: in order,
+/// as many as keep the padded pass within [`SCORING_PASS_LOGITS`] (a
+/// continuation longer than that is a group of its own).
+fn score_groups(continuations: &[Vec<u32>], vocab: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut longest = 0;
+    for (i, cont) in continuations.iter().enumerate() {
+        let fed = cont.len().saturating_sub(1);
+        match groups.last_mut() {
+            Some(group) if (group.len() + 1) * longest.max(fed) * vocab <= SCORING_PASS_LOGITS => {
+                group.push(i);
+                longest = longest.max(fed);
+            }
+            _ => {
+                groups.push(vec![i]);
+                longest = fed;
+            }
+        }
+    }
+    groups
 }
 
 /// Below how many rows a decode step of techne's own export is cheaper as
@@ -614,6 +644,7 @@ impl LocalModel {
                 logits_to_keep: false,
                 concat: Some(ConcatLayout::clone(layout)),
                 single_row_steps_below: 0,
+                multi_row_passes: false,
                 name: entry.name.clone(),
                 _runtime: runtime.clone(),
             });
@@ -630,6 +661,9 @@ impl LocalModel {
             threads,
         )?;
         model.single_row_steps_below = single_row_steps_below(&m.export_options);
+        model.multi_row_passes = matches!(m.layout, KvLayout::SharedBuffer)
+            && m.graph_version >= crate::onnx_export::FIRST_GRAPH_WITH_TECHNE_ATTENTION
+            && m.export_options.uses_techne_attention();
         Ok(model)
     }
 
@@ -637,6 +671,13 @@ impl LocalModel {
     /// row (0: every step is one call).
     pub fn single_row_steps_below(&self) -> usize {
         self.single_row_steps_below
+    }
+
+    /// Whether several continuations are scored in one many-row pass
+    /// (techne's export with its attention operator), rather than one after
+    /// another.
+    pub fn scores_continuations_together(&self) -> bool {
+        self.multi_row_passes
     }
 
     /// Loads a model from its parts.
@@ -675,6 +716,7 @@ impl LocalModel {
             logits_to_keep: io.inputs.iter().any(|n| n == "logits_to_keep"),
             concat: None,
             single_row_steps_below: 0,
+            multi_row_passes: false,
             name: name.to_string(),
             _runtime: runtime.clone(),
         })
@@ -835,24 +877,54 @@ impl LocalModel {
             return Err(EngineError::ContextOverflow { needed: capacity, max: self.config.max_context });
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let mut kv = self.new_arena(1, capacity);
+        // Continuations of two or more tokens, in groups that run as one
+        // many-row pass where the graph allows it (each row a copy of the
+        // prompt's cache, shorter continuations padded at their end: a
+        // position never attends to later ones, so a row's numbers are those
+        // of scoring it alone), else one by one.
+        let groups = if self.multi_row_passes {
+            score_groups(continuations, self.config.vocab)
+        } else {
+            (0..continuations.len()).map(|i| vec![i]).collect()
+        };
+        let rows = groups.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut kv = self.new_arena(rows, capacity);
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
         let first = self.run_rows(&mut session, &mut kv, 0, &[0], ids, prompt.len(), false)?;
         // A concat-layout cache grows with each continuation: go back to the prompt's.
         let prompt_cache = kv.sequence(0);
-        let mut out = Vec::with_capacity(continuations.len());
-        for cont in continuations {
-            let mut logits = first.clone();
-            if cont.len() > 1 {
-                kv.set_sequence(0, prompt_cache.clone());
-                let fed: Vec<i64> = cont[..cont.len() - 1].iter().map(|&t| i64::from(t)).collect();
-                logits.extend(self.run_rows(&mut session, &mut kv, 0, &[prompt.len()], fed, cont.len() - 1, true)?);
+        // Each continuation's logits after the prompt's last position.
+        let mut fed_logits: Vec<Vec<f32>> = vec![Vec::new(); continuations.len()];
+        for group in &groups {
+            let seq = group.iter().map(|&i| continuations[i].len()).max().unwrap_or(0).saturating_sub(1);
+            if seq == 0 {
+                continue;
             }
+            kv.set_sequence(0, prompt_cache.clone());
+            for row in 1..group.len() {
+                kv.copy_row(0, row, prompt.len());
+            }
+            let mut fed = Vec::with_capacity(group.len() * seq);
+            for &i in group {
+                let cont = &continuations[i];
+                let tokens = &cont[..cont.len().saturating_sub(1)];
+                let pad = tokens.last().or(prompt.last()).copied().unwrap_or(0);
+                fed.extend(tokens.iter().chain(std::iter::repeat(&pad)).take(seq).map(|&t| i64::from(t)));
+            }
+            let lens = vec![prompt.len(); group.len()];
+            let logits = self.run_rows(&mut session, &mut kv, 0, &lens, fed, seq, true)?;
+            for (row, &i) in group.iter().enumerate() {
+                let real = continuations[i].len().saturating_sub(1);
+                fed_logits[i] = logits[row * seq * v..][..real * v].to_vec();
+            }
+        }
+        let mut out = Vec::with_capacity(continuations.len());
+        for (cont, fed) in continuations.iter().zip(fed_logits) {
             let mut tokens = Vec::with_capacity(cont.len());
             let mut is_greedy = true;
             let mut sum = 0.0;
             for (j, &t) in cont.iter().enumerate() {
-                let row = &logits[j * v..(j + 1) * v];
+                let row = if j == 0 { &first[..] } else { &fed[(j - 1) * v..j * v] };
                 is_greedy &= argmax(row) == t as usize;
                 let e = self.logprob_entry(row, t, top);
                 sum += f64::from(e.logprob);
@@ -894,7 +966,8 @@ impl LocalModel {
             return Ok(out);
         }
         let batch = lens.len();
-        if batch == 0 || first_row + batch > kv.rows || ids.len() != batch * seq || (seq > 1 && batch > 1) {
+        let many_rows_of_many = seq > 1 && batch > 1 && !self.multi_row_passes;
+        if batch == 0 || first_row + batch > kv.rows || ids.len() != batch * seq || many_rows_of_many {
             return Err(EngineError::BadOutput(format!(
                 "invalid step: rows {first_row}+{batch} of {}, {} ids for {seq} per row",
                 kv.rows,
@@ -1012,6 +1085,25 @@ impl LocalModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoring_groups_keep_order_and_the_logits_budget() {
+        let lens = [3usize, 0, 1, 40, 2, 5];
+        let conts: Vec<Vec<u32>> = lens.iter().map(|&n| vec![7; n]).collect();
+        // A vocabulary so large that 80 padded positions fit in one pass: 4 × 39
+        // do not, 2 × 39 do.
+        let vocab = SCORING_PASS_LOGITS / 80;
+        let groups = score_groups(&conts, vocab);
+        assert_eq!(groups.concat(), (0..lens.len()).collect::<Vec<_>>(), "every continuation once, in order");
+        for group in &groups {
+            let longest = group.iter().map(|&i| lens[i].saturating_sub(1)).max().unwrap_or(0);
+            assert!(group.len() == 1 || group.len() * longest * vocab <= SCORING_PASS_LOGITS, "{groups:?}");
+        }
+        assert_eq!(groups, vec![vec![0, 1, 2], vec![3, 4], vec![5]]);
+        // A small vocabulary: one pass for all; none for no continuations.
+        assert_eq!(score_groups(&conts, 100), vec![(0..lens.len()).collect::<Vec<_>>()]);
+        assert!(score_groups(&[], 100).is_empty());
+    }
 
     #[test]
     fn greedy_and_sampling_are_deterministic() {

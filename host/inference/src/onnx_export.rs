@@ -87,6 +87,10 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 /// output changes so that registries re-import stale models.
 pub const GRAPH_VERSION: u32 = 7;
 
+/// The first graph version whose attention is techne's `CausalAttention`
+/// (unless exported with stock operators).
+pub const FIRST_GRAPH_WITH_TECHNE_ATTENTION: u32 = 7;
+
 /// The largest context the exported graph supports unless
 /// [`ExportOptions::max_context`] asks for more (it sizes the rotary caches).
 pub const DEFAULT_MAX_CONTEXT_CAP: usize = 32768;

@@ -140,13 +140,30 @@ fn scoring_matches_generation_logprobs() {
     );
     let raw = f.model.score("The capital of France is", &[" Paris".into(), " London".into()]).expect("score");
     assert!(raw[0].total_logprob > raw[1].total_logprob);
-    // Sharing the prompt's prefill gives the same numbers as scoring alone.
-    let conts = vec![c.token_ids.clone(), c.token_ids[..3].to_vec(), vec![c.token_ids[0]], Vec::new()];
+    // Sharing the prompt's prefill gives the same numbers as scoring alone;
+    // with techne's attention the continuations (of different lengths,
+    // padded at their end) run as rows of one pass, with the same bits.
+    assert_eq!(f.model.scores_continuations_together(), exact);
+    let conts = vec![
+        c.token_ids.clone(),
+        c.token_ids[..3].to_vec(),
+        vec![c.token_ids[0]],
+        Vec::new(),
+        f.model.tokenizer().encode(" Berlin, of course, is not the capital of France.", false).expect("encode"),
+    ];
     let many = f.model.score_many_ids(&prompt_ids, &conts).expect("many");
     for (m, cont) in many.iter().zip(&conts) {
         let one = f.model.score_ids(&prompt_ids, cont).expect("one");
         assert_eq!(m.tokens.len(), cont.len());
-        assert!((m.total_logprob - one.total_logprob).abs() < 1e-4, "{} vs {}", m.total_logprob, one.total_logprob);
+        assert_eq!(m.is_greedy, one.is_greedy);
+        for (a, b) in m.tokens.iter().zip(&one.tokens) {
+            assert_eq!(a.token_id, b.token_id);
+            if exact {
+                assert_eq!(a.logprob.to_bits(), b.logprob.to_bits(), "{} vs {}", a.logprob, b.logprob);
+            } else {
+                assert!((a.logprob - b.logprob).abs() < 1e-4, "{} vs {}", a.logprob, b.logprob);
+            }
+        }
     }
 }
 
