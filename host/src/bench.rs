@@ -499,9 +499,9 @@ fn decode_rates_with(
 /// tokens each, submitted together to `backend`'s continuous-batching
 /// scheduler, measured as the single stream is: the tokens after the first
 /// over the time less that of the same streams generating one token each
-/// (prefill and first step). Each row's peer is that backend's own single
-/// stream (`single`). Appends the mean batch size of each case to
-/// `batch_notes`.
+/// (prefill and first step). Each row's peer is one stream measured the same
+/// way through the same scheduler right before each repetition. Appends the
+/// mean batch size of each case to `batch_notes`.
 fn concurrent_rows(
     backend: &crate::backends::local::LocalBackend,
     seed_ids: &[u32],

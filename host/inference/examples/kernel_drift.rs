@@ -1,7 +1,8 @@
 //! Compares the log-probabilities that generation (one-row decode steps)
 //! and scoring (one many-row pass) give for the same greedy continuation,
-//! for the default model exported at accuracy levels 0 (f32, techne's kernel)
-//! and 4 (int8 activations on `MatMulNBits`).
+//! for the default model exported at accuracy levels 0 (f32) and 4 (int8
+//! activations), both on techne's operators where this CPU has their SIMD
+//! paths (then both differences are 0).
 //!
 //! `cargo run --release -p techne-inference --example kernel_drift -- [tokens]`
 

@@ -1,17 +1,19 @@
 //! Export of llama-architecture GGUF models to ONNX graphs built from ONNX
-//! Runtime's fused CPU operators and techne's block-quantised product.
+//! Runtime's fused CPU operators and techne's own operators.
 //!
 //! Graph layout (per decoder layer `i`; `QMatMul` is techne's
 //! `ai.techne.BlockQuantMatMul` ([`crate::kernels`]) for Q4_0/Q4_1/Q8_0-like
 //! blocks of 32 with f16 scales, `MatMulNBits` otherwise, with
-//! [`ExportOptions::stock_operators`] and at accuracy level 4):
+//! [`ExportOptions::stock_operators`] and on CPUs without the kernel's SIMD
+//! paths; attention is techne's `ai.techne.CausalAttention`, or with
+//! `stock_operators` ONNX Runtime's `GroupQueryAttention`):
 //!
 //! ```text
 //! input_ids ─ Gather(embed) ─┐
 //!                            ├ SimplifiedLayerNorm / SkipSimplifiedLayerNorm(attn_norm)
 //!                            ├ QMatMul(q‖k‖v fused)          [MatMulNBits: + block-min correction]
-//!                            ├ GroupQueryAttention(packed qkv, past_key_values.i.*, rotary inside,
-//!                            │                     seqlens_k/total_sequence_length from attention_mask)
+//!                            ├ CausalAttention(packed qkv, past_key_values.i.*, rotary inside,
+//!                            │                 seqlens_k from attention_mask)
 //!                            ├ QMatMul(o)
 //!                            ├ SkipSimplifiedLayerNorm(ffn_norm)
 //!                            ├ BlockQuantMatMul(gate‖up, SwiGLU output) — or QMatMul(gate‖up fused)
@@ -145,10 +147,15 @@ impl Default for ExportOptions {
 /// generations; 0 (f32) elsewhere, where int8 products would run on ONNX
 /// Runtime's kernels and lose that equality.
 pub fn default_accuracy_level() -> i64 {
-    let int8 =
-        BlockQuantShape { int8: true, ..BlockQuantShape::new(block_quant_matmul::BLOCK, block_quant_matmul::TILE, 4) };
-    use block_quant_matmul::Isa;
-    if [Isa::Avx512, Isa::Avx2].iter().any(|isa| isa.runs(&int8)) { 4 } else { 0 }
+    if kernel_has_simd_path(true) { 4 } else { 0 }
+}
+
+/// Whether techne's `BlockQuantMatMul` has an AVX-512 or AVX2 path on this
+/// CPU for products with f32 or (`int8`) int8 activations.
+fn kernel_has_simd_path(int8: bool) -> bool {
+    use block_quant_matmul::{BLOCK, Isa, TILE};
+    let shape = BlockQuantShape { int8, ..BlockQuantShape::new(BLOCK, TILE, 4) };
+    [Isa::Avx512, Isa::Avx2].iter().any(|isa| isa.runs(&shape))
 }
 
 impl ExportOptions {
@@ -167,13 +174,7 @@ impl ExportOptions {
     /// `MatMulNBits` (with its NEON kernels, for example) is faster than the
     /// portable path.
     pub fn uses_block_quant_kernel(&self) -> bool {
-        use block_quant_matmul::Isa;
-        !self.stock_operators
-            && match self.accuracy_level {
-                0 => Isa::best() != Isa::Portable,
-                4 => default_accuracy_level() == 4,
-                _ => false,
-            }
+        !self.stock_operators && matches!(self.accuracy_level, 0 | 4) && kernel_has_simd_path(self.accuracy_level == 4)
     }
 }
 
@@ -683,8 +684,6 @@ pub(crate) struct Builder {
     block_sums: HashMap<(String, usize), String>,
     /// Whether quantised products may use [`BLOCK_QUANT_MATMUL`].
     block_quant_kernel: bool,
-    /// Whether a node of techne's [`DOMAIN`] was added.
-    pub(crate) uses_techne_domain: bool,
 }
 
 pub(crate) const MS: &str = "com.microsoft";
@@ -698,6 +697,7 @@ impl Builder {
         inputs: Vec<pb::ValueInfoProto>,
         outputs: Vec<pb::ValueInfoProto>,
     ) -> pb::ModelProto {
+        let uses_techne_domain = self.nodes.iter().any(|n| n.domain == DOMAIN);
         pb::ModelProto {
             ir_version: 10,
             producer_name: producer.into(),
@@ -716,8 +716,7 @@ impl Builder {
             ]
             .into_iter()
             .chain(
-                self.uses_techne_domain
-                    .then(|| pb::OperatorSetIdProto { domain: DOMAIN.into(), version: DOMAIN_VERSION }),
+                uses_techne_domain.then(|| pb::OperatorSetIdProto { domain: DOMAIN.into(), version: DOMAIN_VERSION }),
             )
             .collect(),
             ..Default::default()
@@ -734,7 +733,6 @@ impl Builder {
             accuracy_level,
             block_sums: HashMap::new(),
             block_quant_kernel: false,
-            uses_techne_domain: false,
         }
     }
 
@@ -800,7 +798,6 @@ impl Builder {
             &[packed.len() as i64],
             packed,
         ));
-        self.uses_techne_domain = true;
         let mut attrs = vec![
             attr_i("K", shape.k as i64),
             attr_i("N", shape.n as i64),
@@ -1010,10 +1007,15 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
     let one = b.const_i64("one", &[], &[1]);
     let seqlens = b.op("Sub", "", &[&mask_sum, &one], vec![]);
     let seqlens_k = b.op("Cast", "", &[&seqlens], vec![attr_i("to", data_type::INT32.into())]);
-    let mask_shape = b.op("Shape", "", &["attention_mask"], vec![]);
-    let idx1 = b.const_i64("idx_1", &[], &[1]);
-    let total = b.op("Gather", "", &[&mask_shape, &idx1], vec![attr_i("axis", 0)]);
-    let total_len = b.op("Cast", "", &[&total], vec![attr_i("to", data_type::INT32.into())]);
+    // GroupQueryAttention (stock operators) also takes
+    // total_sequence_length = attention_mask.shape[1]; without it, techne's
+    // CausalAttention.
+    let total_len = (!opts.uses_techne_attention()).then(|| {
+        let mask_shape = b.op("Shape", "", &["attention_mask"], vec![]);
+        let idx1 = b.const_i64("idx_1", &[], &[1]);
+        let total = b.op("Gather", "", &[&mask_shape, &idx1], vec![attr_i("axis", 0)]);
+        b.op("Cast", "", &[&total], vec![attr_i("to", data_type::INT32.into())])
+    });
 
     let freq_factors = match g.tensor("rope_freqs.weight") {
         Some(t) => Some(g.dequantize(t)?),
@@ -1056,9 +1058,8 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
         let pv = format!("past_key_values.{i}.value");
         let prk = format!("present.{i}.key");
         let prv = format!("present.{i}.value");
-        if opts.uses_techne_attention() {
-            b.uses_techne_domain = true;
-            b.node(
+        match &total_len {
+            None => b.node(
                 CAUSAL_ATTENTION,
                 DOMAIN,
                 &[&qkv, &pk, &pv, &seqlens_k, &cos, &sin],
@@ -1068,12 +1069,11 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
                     attr_i("kv_num_heads", nkv as i64),
                     attr_f("scale", 1.0 / (hd as f32).sqrt()),
                 ],
-            );
-        } else {
-            b.node(
+            ),
+            Some(total_len) => b.node(
                 "GroupQueryAttention",
                 MS,
-                &[&qkv, "", "", &pk, &pv, &seqlens_k, &total_len, &cos, &sin],
+                &[&qkv, "", "", &pk, &pv, &seqlens_k, total_len, &cos, &sin],
                 &[&attn, &prk, &prv],
                 vec![
                     attr_i("num_heads", nh as i64),
@@ -1082,7 +1082,7 @@ pub fn export_llama(g: &GgufFile, opts: &ExportOptions) -> Result<ExportedModel>
                     attr_i("rotary_interleaved", 1),
                     attr_f("scale", 1.0 / (hd as f32).sqrt()),
                 ],
-            );
+            ),
         }
         let o = load_weight(g, matrix(g, &format!("blk.{i}.attn_output.weight"), nh * hd, h)?)?;
         let o = b.linear(&format!("{p}.attn.o_proj"), &attn, o);

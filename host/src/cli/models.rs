@@ -39,9 +39,10 @@ pub enum ModelsCommand {
         /// Without --name, an import at the level that is not the default is named `<name>-int8` or `<name>-f32`.
         #[arg(long, default_value_t = techne_inference::onnx_export::default_accuracy_level(), value_parser = parse_accuracy_level)]
         accuracy_level: i64,
-        /// Use only ONNX Runtime's own operators (MatMulNBits), so that any ONNX Runtime can run the exported
-        /// file; the default export runs its Q4_0/Q4_1/Q8_0 products on techne's kernel, which only techne
-        /// registers. Without --name such an import is named `<name>-stock`.
+        /// Use only ONNX Runtime's own operators (MatMulNBits, GroupQueryAttention), so that any ONNX Runtime
+        /// can run the exported file; the default export runs its Q4_0/Q4_1/Q8_0 products and its attention on
+        /// techne's operators, which only techne registers. Without --name such an import is named
+        /// `<name>-stock`.
         #[arg(long, conflicts_with = "default")]
         stock_operators: bool,
         /// Registry options.
@@ -242,7 +243,7 @@ pub(crate) fn models(command: ModelsCommand) -> Result<i32, Failure> {
                         use techne_inference::registry::{
                             F32_NAME_SUFFIX, INT8_NAME_SUFFIX, STOCK_NAME_SUFFIX, name_from_path,
                         };
-                        let level = if options.accuracy_level == ExportOptions::default().accuracy_level {
+                        let level = if accuracy_level == ExportOptions::default().accuracy_level {
                             ""
                         } else if accuracy_level == 4 {
                             INT8_NAME_SUFFIX

@@ -33,6 +33,8 @@
 //! `j`. Products and sums are separate operations (no fused multiply-add),
 //! so the compiler's SIMD forms give the same bits as scalar code.
 
+use super::SharedOut;
+
 /// Why attention cannot be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AttentionError {
@@ -189,7 +191,7 @@ where
     let items = rows * shape.kv_heads * groups;
     let sharing = shape.heads / shape.kv_heads;
     let (keys, values) = (&*keys, &*values);
-    let out_ptr = SharedOut(out.as_mut_ptr());
+    let out_ptr = SharedOut::new(out);
     let path = Path::best();
     let item = move |it: usize| {
         let (b, rest) = (it / (shape.kv_heads * groups), it % (shape.kv_heads * groups));
@@ -219,27 +221,6 @@ where
 
 /// New positions one work item computes (of one row and key/value head).
 const QUERIES_PER_ITEM: usize = 16;
-
-/// A pointer to the output, shared by the parallel work items, which write
-/// disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every work item writes a disjoint set of elements (its row, head
-// and positions), and the caller's `parallel` returns only when all items
-// are done.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The element `i` of the output.
-    ///
-    /// # Safety
-    /// `i` must be in bounds of the output.
-    unsafe fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: as promised by the caller.
-        unsafe { self.0.add(i) }
-    }
-}
 
 /// Rotates the first `2·cos.len()` elements of `x` in interleaved pairs into
 /// `out`, and copies the rest.
@@ -450,18 +431,7 @@ fn attend(query: Query<'_>, scores: &mut [f32], acc: &mut [f32]) {
 mod tests {
     use super::*;
 
-    struct Lcg(u64);
-    impl Lcg {
-        fn f(&mut self) -> f32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.0 >> 33) % 20001) as f32 / 10000.0 - 1.0
-        }
-    }
-
-    fn sequential(items: usize, f: &(dyn Fn(usize) + Sync + Send)) -> Result<(), AttentionError> {
-        (0..items).for_each(f);
-        Ok(())
-    }
+    use crate::kernels::test_support::{Lcg, sequential};
 
     const SHAPE: AttentionShape = AttentionShape { heads: 4, kv_heads: 2, head_dim: 24, rotary_dim: 16, capacity: 40 };
 
@@ -530,7 +500,7 @@ mod tests {
         let (mut k1, mut v1) = (vec![0f32; shape.cache_row()], vec![0f32; shape.cache_row()]);
         let mut pass = vec![0f32; n * out_width];
         let inputs = AttentionInputs { qkv: &qkv, seq: n, past: &[0], cos: &cos, sin: &sin, scale };
-        causal_attention(&shape, inputs, &mut k1, &mut v1, &mut pass, sequential).expect("pass");
+        causal_attention(&shape, inputs, &mut k1, &mut v1, &mut pass, sequential::<AttentionError>).expect("pass");
         let exact = exact(&shape, &qkv, n, &cos, &sin, scale);
         for (a, e) in pass.iter().zip(&exact) {
             assert!((f64::from(*a) - e).abs() < 1e-5, "{a} vs {e}");
@@ -540,7 +510,8 @@ mod tests {
         let mut steps = vec![0f32; n * out_width];
         let w = shape.qkv_width();
         let inputs = AttentionInputs { qkv: &qkv[..10 * w], seq: 10, past: &[0], cos: &cos, sin: &sin, scale };
-        causal_attention(&shape, inputs, &mut k2, &mut v2, &mut steps[..10 * out_width], sequential).expect("prefix");
+        causal_attention(&shape, inputs, &mut k2, &mut v2, &mut steps[..10 * out_width], sequential::<AttentionError>)
+            .expect("prefix");
         for p in 10..n {
             let inputs = AttentionInputs { qkv: &qkv[p * w..][..w], seq: 1, past: &[p], cos: &cos, sin: &sin, scale };
             let threads = |items: usize, f: &(dyn Fn(usize) + Sync + Send)| {
@@ -575,7 +546,7 @@ mod tests {
         let (mut k, mut v) = (caches.clone(), caches.iter().map(|x| -x).collect::<Vec<_>>());
         let mut batch = vec![0f32; past.len() * out_width];
         let inputs = AttentionInputs { qkv: &qkv, seq: 1, past: &past, cos: &cos, sin: &sin, scale: 0.3 };
-        causal_attention(&shape, inputs, &mut k, &mut v, &mut batch, sequential).expect("batch");
+        causal_attention(&shape, inputs, &mut k, &mut v, &mut batch, sequential::<AttentionError>).expect("batch");
         for (b, &p) in past.iter().enumerate() {
             let row = shape.cache_row();
             let mut k1 = caches[b * row..][..row].to_vec();
@@ -583,7 +554,7 @@ mod tests {
             let mut one = vec![0f32; out_width];
             let inputs =
                 AttentionInputs { qkv: &qkv[b * w..][..w], seq: 1, past: &[p], cos: &cos, sin: &sin, scale: 0.3 };
-            causal_attention(&shape, inputs, &mut k1, &mut v1, &mut one, sequential).expect("alone");
+            causal_attention(&shape, inputs, &mut k1, &mut v1, &mut one, sequential::<AttentionError>).expect("alone");
             assert_eq!(one, batch[b * out_width..][..out_width].to_vec(), "row {b}");
             assert_eq!(k1, k[b * row..][..row].to_vec());
         }
@@ -635,12 +606,12 @@ mod tests {
         let qkv = vec![0f32; w];
         let inputs = AttentionInputs { qkv: &qkv, seq: 1, past: &[8], cos: &cos, sin: &sin, scale: 1.0 };
         assert_eq!(
-            causal_attention(&shape, inputs, &mut k, &mut v, &mut out, sequential),
+            causal_attention(&shape, inputs, &mut k, &mut v, &mut out, sequential::<AttentionError>),
             Err(AttentionError::Overflow { row: 0, needed: 9, available: 8 })
         );
         let inputs = AttentionInputs { qkv: &qkv[1..], seq: 1, past: &[0], cos: &cos, sin: &sin, scale: 1.0 };
         assert!(matches!(
-            causal_attention(&shape, inputs, &mut k, &mut v, &mut out, sequential),
+            causal_attention(&shape, inputs, &mut k, &mut v, &mut out, sequential::<AttentionError>),
             Err(AttentionError::Length { what: "qkv", .. })
         ));
         let bad = AttentionShape { kv_heads: 3, ..shape };

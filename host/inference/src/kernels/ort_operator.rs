@@ -42,6 +42,12 @@ pub fn operator_domain(threads: usize) -> ort::Result<OperatorDomain> {
     OperatorDomain::new(DOMAIN)?.add(BlockQuantMatMulOperator { batches })?.add(CausalAttentionOperator { batches })
 }
 
+/// Integer attribute `name` of an `op` node, required and at least `min`.
+fn count_attribute(kctx: &KernelContext<'_>, op: &str, name: &str, min: usize) -> ort::Result<usize> {
+    let v: i64 = kctx.get(name).ok_or_else(|| ort::Error::new(format!("{op}: missing attribute `{name}`")))?;
+    usize::try_from(v).ok().filter(|&v| v >= min).ok_or_else(|| ort::Error::new(format!("{op}: `{name}` = {v}")))
+}
+
 /// [`BLOCK_QUANT_MATMUL`] as an ONNX Runtime operator.
 struct BlockQuantMatMulOperator {
     /// Contiguous batches of work items per product (each thread then
@@ -78,12 +84,7 @@ impl Operator for BlockQuantMatMulOperator {
     }
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let attr = |name: &str| -> ort::Result<usize> {
-            let v: i64 = kctx
-                .get(name)
-                .ok_or_else(|| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: missing attribute `{name}`")))?;
-            usize::try_from(v).map_err(|_| ort::Error::new(format!("{BLOCK_QUANT_MATMUL}: `{name}` = {v}")))
-        };
+        let attr = |name: &str| count_attribute(kctx, BLOCK_QUANT_MATMUL, name, 0);
         let layout: i64 = kctx.get("layout").unwrap_or(0);
         if layout != block_quant_matmul::LAYOUT_VERSION {
             return Err(ort::Error::new(format!(
@@ -169,15 +170,7 @@ impl Operator for CausalAttentionOperator {
     }
 
     fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
-        let attr = |name: &str| -> ort::Result<usize> {
-            let v: i64 = kctx
-                .get(name)
-                .ok_or_else(|| ort::Error::new(format!("{CAUSAL_ATTENTION}: missing attribute `{name}`")))?;
-            usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| ort::Error::new(format!("{CAUSAL_ATTENTION}: `{name}` = {v}")))
-        };
+        let attr = |name: &str| count_attribute(kctx, CAUSAL_ATTENTION, name, 1);
         Ok(CausalAttentionKernel {
             heads: attr("num_heads")?,
             kv_heads: attr("kv_num_heads")?,

@@ -9,10 +9,6 @@ use std::arch::x86_64::*;
 
 use super::{BLOCK, BlockQuantShape, CHUNK, Operands, TILE, block_scale, code_bytes, record_bytes, record_index};
 
-/// How many blocks ahead of the one being computed the weights are
-/// prefetched.
-const PREFETCH_BLOCKS: usize = 12;
-
 /// See [`super::tile_pair`].
 ///
 /// # Safety
@@ -101,10 +97,7 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[f32; 
         unsafe {
             let base = wp.add(record_index(nb, t, b) * rec);
             if t.is_multiple_of(2) {
-                let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
-                for line in (0..2 * rec).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-                }
+                super::prefetch_pair_ahead(packed, nb, rec, t, b);
             }
             let mut even = [[_mm256_setzero_ps(); 2]; R];
             let mut odd = [[_mm256_setzero_ps(); 2]; R];
@@ -187,10 +180,7 @@ unsafe fn pass_int8<const R: usize>(ops: Operands<'_>, m: usize, t: usize) -> [[
         unsafe {
             let base = wp.add(record_index(nb, t, b) * rec);
             if t.is_multiple_of(2) {
-                let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
-                for line in (0..2 * rec).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-                }
+                super::prefetch_pair_ahead(packed, nb, rec, t, b);
             }
             let mut dot = [[_mm256_setzero_si256(); 2]; R];
             let row = |r: usize| (m + r) * k + b * BLOCK;

@@ -31,10 +31,6 @@ pub(super) unsafe fn tile_pair(ops: Operands<'_>, row0: usize, rows: usize, t0: 
 /// Tiles `t0` and `t0 + 1`.
 const T: usize = 2;
 
-/// How many blocks ahead of the one being computed the weights are
-/// prefetched.
-const PREFETCH_BLOCKS: usize = 12;
-
 /// `R` rows from `m`, tiles `t0` and `t0 + 1`.
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -50,13 +46,7 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
     let sp = sums.as_ptr();
     let wp = packed.as_ptr();
     for b in 0..nb {
-        // The pair's records are contiguous and a work item's pairs
-        // follow one another: fetch a few blocks ahead so that the
-        // weights arrive while this block is computed.
-        let ahead = wp.wrapping_add((record_index(nb, t0, b) + 2 * PREFETCH_BLOCKS) * rec);
-        for line in (0..2 * rec).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-        }
+        super::prefetch_pair_ahead(packed, nb, rec, t0, b);
         let mut even = [[_mm512_setzero_ps(); R]; T];
         let mut odd = [[_mm512_setzero_ps(); R]; T];
         let mut base = [wp; T];

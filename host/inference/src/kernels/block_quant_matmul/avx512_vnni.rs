@@ -6,10 +6,6 @@ use std::arch::x86_64::*;
 
 use super::{BLOCK, CHUNK, Operands, ROWS_PER_PASS, TILE, block_scale, code_bytes, record_bytes, record_index};
 
-/// How many blocks ahead of the one being computed the weights are
-/// prefetched.
-const PREFETCH_BLOCKS: usize = 12;
-
 /// Tiles `t0` and `t0 + 1`.
 const T: usize = 2;
 
@@ -80,10 +76,7 @@ unsafe fn wide_tile(ops: Operands<'_>, m: usize, t: usize, prefetch: bool) -> [_
     let (qp, dp, sp, wp) = (q.as_ptr(), d.as_ptr(), sums.as_ptr(), packed.as_ptr());
     for b in 0..nb {
         if prefetch {
-            let ahead = wp.wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
-            for line in (0..2 * rec).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-            }
+            super::prefetch_pair_ahead(packed, nb, rec, t, b);
         }
         // SAFETY: record (t, b) lies inside `packed`.
         let base = unsafe { wp.add(record_index(nb, t, b) * rec) };
@@ -154,10 +147,7 @@ unsafe fn pass<const R: usize>(ops: Operands<'_>, m: usize, t0: usize, y: *mut f
     let mut acc = [[_mm512_setzero_ps(); R]; T];
     let (qp, dp, sp, wp) = (q.as_ptr(), d.as_ptr(), sums.as_ptr(), packed.as_ptr());
     for b in 0..nb {
-        let ahead = wp.wrapping_add((record_index(nb, t0, b) + 2 * PREFETCH_BLOCKS) * rec);
-        for line in (0..2 * rec).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-        }
+        super::prefetch_pair_ahead(packed, nb, rec, t0, b);
         let mut dot = [[_mm512_setzero_si512(); R]; T];
         // With few rows, a second set of sums halves the chains of
         // dependent dot products (integer sums: the same result).

@@ -59,6 +59,7 @@
 
 use half::f16;
 
+use super::SharedOut;
 use super::exp::exp_f32;
 
 /// The version of the packed layout below; an operator node records the
@@ -102,6 +103,27 @@ const fn int8_code_position(bits: u8, j: usize, kk: usize) -> (usize, bool) {
 /// records (`nb` blocks per tile).
 const fn record_index(nb: usize, t: usize, b: usize) -> usize {
     ((t / 2) * nb + b) * 2 + t % 2
+}
+
+/// How many blocks ahead of the one being computed the weights are
+/// prefetched.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_BLOCKS: usize = 12;
+
+/// Asks for the records of tile pair `t`, `t + 1` (`t` even) at block
+/// `b + PREFETCH_BLOCKS` to be brought into cache: a pair's records are
+/// contiguous and a work item's pairs follow one another, so the weights
+/// arrive while block `b` is computed. Addresses past the end are only
+/// hints.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+#[inline]
+fn prefetch_pair_ahead(packed: &[u8], nb: usize, rec: usize, t: usize, b: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let ahead = packed.as_ptr().wrapping_add((record_index(nb, t, b) + 2 * PREFETCH_BLOCKS) * rec);
+    for line in (0..2 * rec).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+    }
 }
 
 /// Why a weight matrix cannot be packed.
@@ -383,7 +405,7 @@ impl PreparedRows {
 /// Rounds one block of 32 inputs to int8 as llama.cpp's Q8 activations:
 /// returns `(d, d · Σq)` with `d = max|x| / 127` and `q = round(x / d)`
 /// (ties to even; all zero when `d` is 0). NaN inputs are left out of the
-/// maximum and become 0. The AVX-512 form gives the same bits.
+/// maximum and become 0. The AVX-512 and AVX2 forms give the same bits.
 pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let (d, inverse) = block_scale(amax);
@@ -523,14 +545,18 @@ impl<'a> Operands<'a> {
     }
 }
 
-/// A pointer to the output, shared by the parallel work items, which write
-/// disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every work item writes a disjoint set of elements (its rows × its
-// tiles), and the caller's `parallel` returns only when all items are done.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+/// Whether this CPU has AVX-512 VNNI and BW (the int8 AVX-512 path).
+fn avx512_vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512bw") && has!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// The instruction sets a product can run on. Every one computes the same
 /// bits (the documented order, with IEEE `fma`); they differ in speed.
@@ -557,24 +583,9 @@ impl Isa {
     }
 
     /// Whether this CPU runs products of `shape` on it: int8 activations
-    /// need AVX-512 VNNI (and BW) on [`Isa::Avx512`].
+    /// on [`Isa::Avx512`] need AVX-512 VNNI and BW too.
     pub fn runs(self, shape: &BlockQuantShape) -> bool {
-        if !shape.int8 {
-            return self.available();
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            match self {
-                Isa::Portable => true,
-                Isa::Avx2 => self.available(),
-                Isa::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            self == Isa::Portable
-        }
+        self.available() && (!shape.int8 || self != Isa::Avx512 || avx512_vnni_available())
     }
 
     /// Whether this CPU can run it.
@@ -637,7 +648,7 @@ where
     }
     let pairs = shape.tiles() / 2;
     let row_items = rows.div_ceil(ROWS_PER_ITEM);
-    let out = SharedOut(y.as_mut_ptr());
+    let out = SharedOut::new(y);
     let prepared = PreparedRows::new(shape, x);
     let ops = prepared.operands(shape, packed, x);
     let item = move |i: usize| {
@@ -663,9 +674,9 @@ unsafe fn tile_pair(isa: Isa, ops: Operands<'_>, row0: usize, rows: usize, t0: u
     match isa {
         // SAFETY: `isa` is available (checked by `matmul_on`); bounds as
         // promised by the caller.
-        Isa::Avx512 if ops.shape.int8 => return unsafe { avx512_vnni::tile_pair(ops, row0, rows, t0, out.0) },
-        Isa::Avx512 => return unsafe { avx512::tile_pair(ops, row0, rows, t0, out.0) },
-        Isa::Avx2 => return unsafe { avx2::tile_pair(ops, row0, rows, t0, out.0) },
+        Isa::Avx512 if ops.shape.int8 => return unsafe { avx512_vnni::tile_pair(ops, row0, rows, t0, out.at(0)) },
+        Isa::Avx512 => return unsafe { avx512::tile_pair(ops, row0, rows, t0, out.at(0)) },
+        Isa::Avx2 => return unsafe { avx2::tile_pair(ops, row0, rows, t0, out.at(0)) },
         Isa::Portable => {}
     }
     let (shape, outputs) = (ops.shape, ops.shape.outputs());
@@ -677,7 +688,7 @@ unsafe fn tile_pair(isa: Isa, ops: Operands<'_>, row0: usize, rows: usize, t0: u
             let v = output_column(ops.row(m), col);
             // SAFETY: row `m` and column `col < outputs` are in bounds of
             // the output, and this item alone writes them.
-            unsafe { *out.0.add(m * outputs + col) = v };
+            unsafe { *out.at(m * outputs + col) = v };
         }
     }
 }
@@ -695,17 +706,7 @@ mod avx512_vnni;
 mod tests {
     use super::*;
 
-    /// A deterministic pseudo-random stream.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 33) as u32
-        }
-        fn f(&mut self) -> f32 {
-            (self.next() % 20001) as f32 / 10000.0 - 1.0
-        }
-    }
+    use crate::kernels::test_support::{Lcg, sequential};
 
     fn random_matrix(shape: BlockQuantShape, seed: u64) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
         let mut g = Lcg(seed);
@@ -721,11 +722,6 @@ mod tests {
     fn assert_same_bits(got: &[f32], want: &[f32], context: &str) {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(got), bits(want), "{context}");
-    }
-
-    fn sequential(items: usize, f: &(dyn Fn(usize) + Sync + Send)) -> Result<(), MatMulError> {
-        (0..items).for_each(f);
-        Ok(())
     }
 
     /// The f64 product of the dequantised weights, for a tolerance check.
@@ -774,18 +770,18 @@ mod tests {
                     continue;
                 }
                 let mut got = vec![f32::NAN; rows * n];
-                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential::<MatMulError>).expect("matmul");
                 assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n}"));
             }
             // Each row alone, in every batch size: the same bits.
             for m in [0usize, 3, 64, 70] {
                 let mut one = vec![0f32; n];
-                matmul(&shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
+                matmul(&shape, &packed, &x[m * k..][..k], 1, &mut one, sequential::<MatMulError>).expect("matmul");
                 assert_eq!(one, want[m * n..][..n].to_vec(), "row {m}");
             }
             for batch in 2..=6 {
                 let mut b = vec![0f32; batch * n];
-                matmul(&shape, &packed, &x[..batch * k], batch, &mut b, sequential).expect("matmul");
+                matmul(&shape, &packed, &x[..batch * k], batch, &mut b, sequential::<MatMulError>).expect("matmul");
                 assert_eq!(b, want[..batch * n].to_vec(), "batch {batch}");
             }
         }
@@ -843,11 +839,12 @@ mod tests {
                     continue;
                 }
                 let mut got = vec![f32::NAN; rows * outputs];
-                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential::<MatMulError>).expect("matmul");
                 assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n} swiglu {swiglu}"));
                 for m in [0usize, 5, 22] {
                     let mut one = vec![0f32; outputs];
-                    matmul_on(isa, &shape, &packed, &x[m * k..][..k], 1, &mut one, sequential).expect("matmul");
+                    matmul_on(isa, &shape, &packed, &x[m * k..][..k], 1, &mut one, sequential::<MatMulError>)
+                        .expect("matmul");
                     assert_eq!(one, want[m * outputs..][..outputs].to_vec(), "{isa:?}: row {m} alone");
                 }
             }
@@ -940,10 +937,11 @@ mod tests {
                     continue;
                 }
                 let mut got = vec![f32::NAN; rows * n / 2];
-                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential).expect("matmul");
+                matmul_on(isa, &shape, &packed, &x, rows, &mut got, sequential::<MatMulError>).expect("matmul");
                 assert_same_bits(&got, &want, &format!("{isa:?}: bits {bits} k {k} n {n}"));
                 let mut one = vec![0f32; n / 2];
-                matmul_on(isa, &shape, &packed, &x[7 * k..][..k], 1, &mut one, sequential).expect("matmul");
+                matmul_on(isa, &shape, &packed, &x[7 * k..][..k], 1, &mut one, sequential::<MatMulError>)
+                    .expect("matmul");
                 assert_eq!(one, want[7 * n / 2..][..n / 2].to_vec(), "{isa:?}: a row alone");
             }
         }
@@ -992,10 +990,10 @@ mod tests {
         let packed = pack(shape, &[1; 64], &[0.5; 2], &[0.0; 2]).expect("pack");
         let mut y = vec![0f32; 2];
         assert!(matches!(
-            matmul(&shape, &packed, &[1.0; 31], 1, &mut y, sequential),
+            matmul(&shape, &packed, &[1.0; 31], 1, &mut y, sequential::<MatMulError>),
             Err(MatMulError::Length { what: "activations", .. })
         ));
-        matmul(&shape, &packed, &[1.0; 32], 1, &mut y, sequential).expect("matmul");
+        matmul(&shape, &packed, &[1.0; 32], 1, &mut y, sequential::<MatMulError>).expect("matmul");
         assert_eq!(y, vec![16.0, 16.0]);
     }
 }
